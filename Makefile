@@ -1,0 +1,117 @@
+# vllm.c — plain Makefile.
+#   make            build/vllmc and build/libvllmc.a
+#   make test       build and run every test; last line "N passed, N failed"
+#   make SAN=1 test AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/)
+#   make bench      benchmarks (see BENCHMARKS.md)
+#   make CROSS=aarch64-linux-gnu-   cross build for Arm (build-aarch64/)
+# Sources are found by wildcard: a new .c under src/ needs no edit here.
+
+CROSS   ?=
+CC      := $(CROSS)gcc
+ifeq ($(origin CC_OVERRIDE),command line)
+CC      := $(CC_OVERRIDE)
+endif
+SAN     ?= 0
+ifneq ($(CROSS),)
+BUILD   ?= build-$(patsubst %-,%,$(firstword $(subst -, ,$(CROSS))))
+else ifeq ($(SAN),1)
+BUILD   ?= build-san
+else
+BUILD   ?= build
+endif
+
+ARCH    := $(shell $(CC) -dumpmachine | cut -d- -f1)
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-format-truncation -fno-strict-aliasing \
+           -pthread -Iinclude -Isrc -MMD -MP
+LDLIBS  := -lm -lpthread
+# jansson from Debian; a cross build links statically against the multiarch
+# package (libjansson-dev:arm64) so qemu-aarch64 needs no sysroot at run time.
+LDLIBS  += -ljansson
+ifneq ($(CROSS),)
+LDFLAGS += -static
+endif
+ifeq ($(SAN),1)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# Files named *_avx512.c / *_avx2.c / *_neon.c get their ISA flags here; the
+# dispatcher picks one at run time from the CPU's features.
+ifeq ($(ARCH),x86_64)
+ISA_AVX512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c -mavx2
+ISA_AVX2   := -mavx2 -mfma -mf16c
+ISA_NEON   :=
+else
+ISA_AVX512 :=
+ISA_AVX2   :=
+ISA_NEON   := -march=armv8.2-a+fp16
+endif
+
+SRC_ALL := $(shell find src -name '*.c' | sort)
+ifeq ($(ARCH),x86_64)
+SRC_ALL := $(filter-out %_neon.c,$(SRC_ALL))
+else
+SRC_ALL := $(filter-out %_avx512.c %_avx2.c,$(SRC_ALL))
+endif
+SRC_MAIN := src/cli/main.c
+SRC_LIB  := $(filter-out $(SRC_MAIN),$(SRC_ALL))
+OBJ_LIB  := $(SRC_LIB:%.c=$(BUILD)/%.o)
+OBJ_MAIN := $(SRC_MAIN:%.c=$(BUILD)/%.o)
+
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test unit bench clean fuzz deps
+all: $(BUILD)/vllmc $(BUILD)/libvllmc.a
+
+$(BUILD)/libvllmc.a: $(OBJ_LIB)
+	@mkdir -p $(dir $@)
+	$(CROSS)ar rcs $@ $^
+
+$(BUILD)/vllmc: $(OBJ_MAIN) $(BUILD)/libvllmc.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_AVX512) -c -o $@ $<
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_AVX2) -c -o $@ $<
+$(BUILD)/%_neon.o: %_neon.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(ISA_NEON) -c -o $@ $<
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvllmc.a tests/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libvllmc.a $(LDLIBS)
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libvllmc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvllmc.a $(LDLIBS)
+
+# Every test binary prints "## N passed, N failed"; tests/run.sh sums them.
+unit: $(TEST_BIN) $(BUILD)/vllmc
+test: unit
+	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
+
+bench: $(BENCH_BIN) $(BUILD)/vllmc
+	@BUILD=$(BUILD) bash tests/bench/run.sh
+
+# libFuzzer target for the safetensors header parser (clang only).
+fuzz:
+	@mkdir -p build-fuzz
+	clang -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	    -o build-fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c \
+	    $(filter src/io/% src/util/%,$(SRC_LIB)) $(LDLIBS)
+
+clean:
+	rm -rf build build-san build-aarch64 build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

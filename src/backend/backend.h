@@ -1,0 +1,152 @@
+/* backend.h — the ops every backend provides, over buffers it owns.
+ *
+ * A backend is a table of function pointers (struct backend_ops) plus its
+ * state. The model forward (src/model) drives any backend through the bk_*
+ * wrappers below and never touches a backend's internals; a backend knows
+ * nothing of models (DESIGN.md §2, §7).
+ *
+ * Conventions (STYLE.md 7): activations are f32, row-major; T tokens in the
+ * step, N output features, K input features, H/Hkv heads, D head dim, S
+ * sequences, B block size. On the CPU a "buffer" is a host pointer; a device
+ * backend interprets the same pointers as device memory it allocated through
+ * bk_alloc.
+ *
+ * Weights are matrices W[N][K] (out x in, as HF stores nn.Linear) in their
+ * stored dtype: F32, BF16 or F16. matmul computes y[T][N] = x[T][K] · W^T and
+ * reads each weight row once for all T tokens (decode reads the weights once
+ * per step, whatever the batch).
+ *
+ * The KV cache of one layer is two pools [num_blocks][B][Hkv][D] in kv_dtype
+ * (F32, BF16 or F16). Block 0 is the null block and is never written.
+ *
+ * What this does not do: no graph, no scheduling, no allocation inside ops
+ * (scratch comes from the caller), no knowledge of layer structure. */
+#ifndef VLLMC_BACKEND_H
+#define VLLMC_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+/* A weight matrix W[rows=N][cols=K] in its stored format. */
+struct bk_weight {
+    enum dtype dtype;   /* DT_F32, DT_BF16, DT_F16 */
+    int64_t rows, cols; /* N, K */
+    const void *data;   /* rows * cols elements, row-major, contiguous */
+};
+
+/* One layer's paged KV cache. */
+struct bk_kv {
+    void *k, *v;        /* [num_blocks][block_size][Hkv][D] each */
+    enum dtype dtype;   /* DT_F32, DT_BF16, DT_F16 */
+    int num_blocks, block_size, n_kv_heads, head_dim;
+};
+
+/* The flat varlen batch of one step, as the attention op needs it
+ * (DESIGN.md §4). Sequence s owns query rows [query_start[s], query_start[s+1])
+ * which sit at the last (query_start[s+1]-query_start[s]) positions of its
+ * context of seq_len[s] tokens; its context lives in the blocks
+ * block_table[s*max_blocks + 0 ..]. */
+struct bk_attn_batch {
+    int n_seqs;                 /* S */
+    const int32_t *query_start; /* [S+1] */
+    const int32_t *seq_len;     /* [S] context length after this step */
+    const int32_t *block_table; /* [S][max_blocks] */
+    int max_blocks;
+};
+
+struct bk_attn_params {
+    int n_heads, n_kv_heads, head_dim; /* H, Hkv, D; H % Hkv == 0 */
+    float scale;                       /* multiplies q·k */
+    int sliding_window;                /* 0 = full; else key k visible to query q iff q - k < window */
+    float softcap;                     /* 0 = none; else s = cap * tanh(s / cap) */
+};
+
+/* Rotary embedding over the first rot_dim dims of each head.
+ * angle(pos, i) = pos * inv_freq[i], i < rot_dim/2; cos and sin are multiplied
+ * by attn_factor (YaRN / LongRoPE mscale). neox = true is HF's rotate_half
+ * layout (pairs i, i + rot_dim/2); false pairs (2i, 2i+1). */
+struct bk_rope {
+    const float *inv_freq; /* [rot_dim/2] */
+    int rot_dim;
+    float attn_factor;
+    bool neox;
+};
+
+enum bk_act { BK_ACT_SILU = 0, BK_ACT_GELU_TANH, BK_ACT_GELU, BK_ACT_RELU };
+
+struct backend;
+
+struct backend_ops {
+    const char *name;
+    void (*destroy)(struct backend *bk);
+    /* y[T][N] = x[T][K] · W^T */
+    void (*matmul)(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T);
+    /* out[T][K] = rows ids[t] of the table W[V][K], converted to f32, times scale */
+    void (*embed)(struct backend *bk, float *out, const struct bk_weight *table,
+                  const int32_t *ids, int T, float scale);
+    /* y[R][n] = x[R][n] / rms(x) * w (w == NULL: no weight). y may alias x. */
+    void (*rmsnorm)(struct backend *bk, float *y, const float *x, const float *w, int R, int n, float eps);
+    /* rotate x[T][H][D] in place, token t at position pos[t] */
+    void (*rope)(struct backend *bk, float *x, const int32_t *pos, int T, int H, int D,
+                 const struct bk_rope *r);
+    /* out[T][F] = act(gate[t][f]) * up[t][f]; gate/up rows have stride ld */
+    void (*glu)(struct backend *bk, float *out, const float *gate, const float *up, int T, int F,
+                int ld, enum bk_act act);
+    /* y[n] += scale * x[n] */
+    void (*add_scaled)(struct backend *bk, float *y, const float *x, float scale, size_t n);
+    /* y[T][N] += bias[N] */
+    void (*add_bias)(struct backend *bk, float *y, const float *bias, int T, int N);
+    /* write k[T][Hkv][D], v[T][Hkv][D] to slot slot_mapping[t] (= block*B + offset) */
+    void (*kv_store)(struct backend *bk, const struct bk_kv *kv, const float *k, const float *v,
+                     const int32_t *slot_mapping, int T);
+    /* out[T][H][D] = softmax(scale · q·K^T, causal + window) · V over the paged cache */
+    void (*attention)(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
+                      const struct bk_attn_batch *b, const struct bk_attn_params *p);
+    /* x[n] = cap * tanh(x / cap) */
+    void (*softcap)(struct backend *bk, float *x, size_t n, float cap);
+    void (*scale)(struct backend *bk, float *x, size_t n, float s);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    int n_threads;
+};
+
+/* CPU backend. n_threads <= 0: one per physical core. isa: NULL or "auto" picks
+ * the best the CPU supports; "portable", "avx2", "avx512", "neon" force one
+ * (an unsupported choice is an error). */
+int backend_cpu_create(struct backend **out, int n_threads, const char *isa, char *err, size_t errlen);
+/* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
+const char *backend_cpu_isa(const struct backend *bk);
+
+static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
+static inline void bk_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
+    bk->ops->matmul(bk, y, x, w, T);
+}
+static inline void bk_embed(struct backend *bk, float *out, const struct bk_weight *t, const int32_t *ids,
+                            int T, float scale) { bk->ops->embed(bk, out, t, ids, T, scale); }
+static inline void bk_rmsnorm(struct backend *bk, float *y, const float *x, const float *w, int R, int n,
+                              float eps) { bk->ops->rmsnorm(bk, y, x, w, R, n, eps); }
+static inline void bk_rope(struct backend *bk, float *x, const int32_t *pos, int T, int H, int D,
+                           const struct bk_rope *r) { bk->ops->rope(bk, x, pos, T, H, D, r); }
+static inline void bk_glu(struct backend *bk, float *out, const float *g, const float *u, int T, int F, int ld,
+                          enum bk_act act) { bk->ops->glu(bk, out, g, u, T, F, ld, act); }
+static inline void bk_add_scaled(struct backend *bk, float *y, const float *x, float s, size_t n) {
+    bk->ops->add_scaled(bk, y, x, s, n);
+}
+static inline void bk_add_bias(struct backend *bk, float *y, const float *b, int T, int N) {
+    bk->ops->add_bias(bk, y, b, T, N);
+}
+static inline void bk_kv_store(struct backend *bk, const struct bk_kv *kv, const float *k, const float *v,
+                               const int32_t *slots, int T) { bk->ops->kv_store(bk, kv, k, v, slots, T); }
+static inline void bk_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
+                                const struct bk_attn_batch *b, const struct bk_attn_params *p) {
+    bk->ops->attention(bk, out, q, kv, b, p);
+}
+static inline void bk_softcap(struct backend *bk, float *x, size_t n, float cap) { bk->ops->softcap(bk, x, n, cap); }
+static inline void bk_scale(struct backend *bk, float *x, size_t n, float s) { bk->ops->scale(bk, x, n, s); }
+
+#endif

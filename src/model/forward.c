@@ -1,0 +1,165 @@
+/* forward.c — one forward for every dense family (DESIGN.md §4, §6).
+ *
+ * The step's tokens go through each matmul together, so each weight is read
+ * once per step whatever the batch. Variants are flags in hparams; the
+ * backend does the arithmetic. Per-step scratch is one buffer that grows only
+ * when a step has more tokens than any before it (no allocation in steady
+ * decode).
+ *
+ * Layer (pre-norm):
+ *   h = norm(x); q,k,v = h·W (+b); [q/k norm]; [rope]; store k,v; a = attn
+ *   o = a·Wo (+b); [post-attn norm]; x += r·o
+ *   h = norm(x); f = down(act(gate(h)) * up(h)); [post-ffn norm]; x += r·f
+ * Logits only for b->logits_rows: final norm, head, scale, softcap. */
+#include "model/model.h"
+
+#include <stdlib.h>
+
+static float *scratch_get(struct model *m, size_t n) {
+    if (n > m->scratch_len) {
+        free(m->scratch);
+        m->scratch = xmalloc(n * sizeof(float));
+        m->scratch_len = n;
+    }
+    return m->scratch;
+}
+
+static int batch_check(const struct model *m, const struct model_batch *b, const struct model_kv *kv, char *err,
+                       size_t errlen) {
+    const int T = b->n_tokens, V = m->hp.n_vocab;
+    if (T <= 0) return errf(err, errlen, "forward: empty batch");
+    if (!kv || kv->n_layer != m->hp.n_layer) return errf(err, errlen, "forward: KV cache has the wrong layer count");
+    const int64_t slots = (int64_t)kv->layers[0].num_blocks * kv->layers[0].block_size;
+    for (int t = 0; t < T; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= V)
+            return errf(err, errlen, "forward: token id %d out of range [0, %d)", b->tokens[t], V);
+        if (b->positions[t] < 0) return errf(err, errlen, "forward: negative position %d", b->positions[t]);
+        if (b->slot_mapping[t] < 0 || b->slot_mapping[t] >= slots)
+            return errf(err, errlen, "forward: slot %d out of range [0, %lld)", b->slot_mapping[t], (long long)slots);
+    }
+    const struct bk_attn_batch *a = &b->attn;
+    if (a->n_seqs <= 0 || a->query_start[0] != 0 || a->query_start[a->n_seqs] != T)
+        return errf(err, errlen, "forward: query_start must run from 0 to the token count");
+    for (int s = 0; s < a->n_seqs; s++) {
+        int q = a->query_start[s + 1] - a->query_start[s];
+        if (q < 0 || a->seq_len[s] < q) return errf(err, errlen, "forward: sequence %d has bad lengths", s);
+        int nb = (a->seq_len[s] + kv->layers[0].block_size - 1) / kv->layers[0].block_size;
+        if (nb > a->max_blocks) return errf(err, errlen, "forward: sequence %d needs more blocks than the table", s);
+        for (int i = 0; i < nb; i++) {
+            int blk = a->block_table[(size_t)s * a->max_blocks + i];
+            if (blk < 0 || blk >= kv->layers[0].num_blocks)
+                return errf(err, errlen, "forward: block %d out of range", blk);
+        }
+    }
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logits_rows[i] < 0 || b->logits_rows[i] >= T)
+            return errf(err, errlen, "forward: logits row %d out of range", b->logits_rows[i]);
+    return 0;
+}
+
+/* Apply RoPE to q [T][H][D] and k [T][Hkv][D] of one layer. Types whose table
+ * depends on the sequence length get one table per sequence. */
+static void apply_rope(struct model *m, const struct model_batch *b, float *q, float *k, bool local,
+                       float *freq_scratch) {
+    const struct hparams *hp = &m->hp;
+    const struct rope_cfg *cfg = local ? &hp->rope_local : &hp->rope;
+    const int H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
+    struct bk_rope r = { .rot_dim = hp->rot_dim, .neox = true };
+    if (!rope_depends_on_len(cfg)) {
+        r.inv_freq = local ? m->inv_freq_local : m->inv_freq;
+        r.attn_factor = local ? m->rope_local_attn_factor : m->rope_attn_factor;
+        bk_rope(m->bk, q, b->positions, b->n_tokens, H, D, &r);
+        bk_rope(m->bk, k, b->positions, b->n_tokens, Hkv, D, &r);
+        return;
+    }
+    for (int s = 0; s < b->attn.n_seqs; s++) {
+        int t0 = b->attn.query_start[s], n = b->attn.query_start[s + 1] - t0;
+        if (n == 0) continue;
+        int L = b->attn.seq_len[s];
+        if (cfg->type == ROPE_LONGROPE) {
+            int orig = cfg->orig_max_pos > 0 ? cfg->orig_max_pos : hp->max_pos;
+            bool lng = L > orig;
+            r.inv_freq = lng ? m->inv_freq_long : m->inv_freq;
+            r.attn_factor = lng ? m->rope_long_attn_factor : m->rope_attn_factor;
+        } else {
+            rope_inv_freq(cfg, hp->rot_dim, hp->max_pos, L, freq_scratch, &r.attn_factor);
+            r.inv_freq = freq_scratch;
+        }
+        bk_rope(m->bk, q + (size_t)t0 * H * D, b->positions + t0, n, H, D, &r);
+        bk_rope(m->bk, k + (size_t)t0 * Hkv * D, b->positions + t0, n, Hkv, D, &r);
+    }
+}
+
+int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits, char *err,
+                  size_t errlen) {
+    if (batch_check(m, b, kv, err, errlen)) return -1;
+    const struct hparams *hp = &m->hp;
+    struct backend *bk = m->bk;
+    const int T = b->n_tokens, d = hp->d_model, H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
+    const int F = hp->d_ff, qd = H * D, kvd = Hkv * D, R = b->n_logits;
+
+    /* scratch layout */
+    size_t need = (size_t)T * (2 * (size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + 3 * (size_t)F) +
+                  (size_t)R * d + (size_t)hp->rot_dim;
+    float *x = scratch_get(m, need);
+    float *h = x + (size_t)T * d;
+    float *q = h + (size_t)T * d;
+    float *att = q + (size_t)T * qd;
+    float *k = att + (size_t)T * qd;
+    float *v = k + (size_t)T * kvd;
+    float *g = v + (size_t)T * kvd;
+    float *u = g + (size_t)T * F;
+    float *a = u + (size_t)T * F;
+    float *xr = a + (size_t)T * F;
+    float *freq = xr + (size_t)R * d;
+    float *o = h; /* attention/ffn outputs reuse h once it is consumed */
+
+    bk_embed(bk, x, &m->tok_emb, b->tokens, T, hp->emb_scale);
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct layer_weights *L = &m->layers[il];
+        const bool sliding = hp->layer_sliding[il];
+
+        bk_rmsnorm(bk, h, x, L->attn_norm, T, d, hp->norm_eps);
+        bk_matmul(bk, q, h, &L->wq, T);
+        bk_matmul(bk, k, h, &L->wk, T);
+        bk_matmul(bk, v, h, &L->wv, T);
+        if (L->bq) bk_add_bias(bk, q, L->bq, T, qd);
+        if (L->bk) bk_add_bias(bk, k, L->bk, T, kvd);
+        if (L->bv) bk_add_bias(bk, v, L->bv, T, kvd);
+        if (L->q_norm) bk_rmsnorm(bk, q, q, L->q_norm, T * H, D, hp->norm_eps);
+        if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
+        if (hp->layer_rope[il]) apply_rope(m, b, q, k, sliding && hp->has_rope_local, freq);
+
+        bk_kv_store(bk, &kv->layers[il], k, v, b->slot_mapping, T);
+        struct bk_attn_params ap = {
+            .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
+            .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
+        };
+        bk_attention(bk, att, q, &kv->layers[il], &b->attn, &ap);
+
+        bk_matmul(bk, o, att, &L->wo, T);
+        if (L->bo) bk_add_bias(bk, o, L->bo, T, d);
+        if (L->post_attn_norm) bk_rmsnorm(bk, o, o, L->post_attn_norm, T, d, hp->norm_eps);
+        bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
+
+        bk_rmsnorm(bk, h, x, L->ffn_norm, T, d, hp->norm_eps);
+        bk_matmul(bk, g, h, &L->w_gate, T);
+        bk_matmul(bk, u, h, &L->w_up, T);
+        if (L->b_gate) bk_add_bias(bk, g, L->b_gate, T, F);
+        if (L->b_up) bk_add_bias(bk, u, L->b_up, T, F);
+        bk_glu(bk, a, g, u, T, F, F, hp->act);
+        bk_matmul(bk, o, a, &L->w_down, T);
+        if (L->b_down) bk_add_bias(bk, o, L->b_down, T, d);
+        if (L->post_ffn_norm) bk_rmsnorm(bk, o, o, L->post_ffn_norm, T, d, hp->norm_eps);
+        bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
+    }
+
+    if (R == 0) return 0;
+    for (int i = 0; i < R; i++) memcpy(xr + (size_t)i * d, x + (size_t)b->logits_rows[i] * d, (size_t)d * sizeof(float));
+    bk_rmsnorm(bk, xr, xr, m->final_norm, R, d, hp->norm_eps);
+    bk_matmul(bk, logits, xr, &m->lm_head, R);
+    if (hp->logit_scale != 1.0f) bk_scale(bk, logits, (size_t)R * hp->n_vocab, hp->logit_scale);
+    if (hp->final_softcap > 0) bk_softcap(bk, logits, (size_t)R * hp->n_vocab, hp->final_softcap);
+    return 0;
+}

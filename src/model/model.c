@@ -1,0 +1,251 @@
+/* model.c — load a checkpoint directory and bind its tensors by name.
+ *
+ * Binding happens once, with strict shapes and dtypes: after model_load the
+ * forward addresses layer->wq, never a string (STYLE.md 5). A missing or
+ * mis-shaped tensor fails the load with its name and the expected and actual
+ * shapes. Matrices stay in their stored precision inside the mmapped file;
+ * only 1-D tensors (norm weights, biases) are copied to f32, which is also
+ * where Gemma's (1 + w) norm is folded (STYLE.md 6). Fused tensors (Phi-3's
+ * qkv_proj and gate_up_proj) are split by row offsets, without a copy.
+ *
+ * Weight-name prefixes: plain causal LMs use "model."; wrappers such as
+ * Gemma3ForConditionalGeneration use "model.language_model." (transformers 5)
+ * or "language_model.model." (older checkpoints). Vision towers are ignored. */
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "io/safetensors.h"
+
+struct binder {
+    struct model *m;
+    const char *prefix;   /* e.g. "model." */
+    char *err;
+    size_t errlen;
+};
+
+static void shape_str(const struct st_tensor *t, char *buf, size_t len) {
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+static const struct st_tensor *find_t(struct binder *b, const char *name, bool optional) {
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", b->prefix, name);
+    const struct st_tensor *t = st_find(b->m->st, full);
+    if (!t && !optional) errf(b->err, b->errlen, "%s: tensor '%s' is missing from the checkpoint", b->m->dir, full);
+    return t;
+}
+
+static bool float_dtype(enum dtype d) { return d == DT_F32 || d == DT_BF16 || d == DT_F16; }
+
+/* Bind a 2-D matrix of shape [rows, cols]. */
+static int bind_matrix(struct binder *b, struct bk_weight *w, const char *name, int64_t rows, int64_t cols) {
+    const struct st_tensor *t = find_t(b, name, false);
+    if (!t) return -1;
+    char s[128];
+    shape_str(t, s, sizeof s);
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return errf(b->err, b->errlen, "%s: tensor '%s%s' has shape %s, expected [%lld, %lld]", t->file, b->prefix,
+                    name, s, (long long)rows, (long long)cols);
+    if (!float_dtype(t->dtype))
+        return errf(b->err, b->errlen,
+                    "%s: tensor '%s%s' has dtype %s; only F32, BF16 and F16 weights are supported here "
+                    "(quantized checkpoints need their quantization config)",
+                    t->file, b->prefix, name, dtype_name(t->dtype));
+    w->dtype = t->dtype;
+    w->rows = rows;
+    w->cols = cols;
+    w->data = t->data;
+    return 0;
+}
+
+/* Rows [r0, r0 + rows) of a fused matrix of shape [total_rows, cols]. */
+static int bind_split(struct binder *b, struct bk_weight *w, const char *name, int64_t total_rows, int64_t cols,
+                      int64_t r0, int64_t rows) {
+    struct bk_weight whole;
+    if (bind_matrix(b, &whole, name, total_rows, cols)) return -1;
+    *w = whole;
+    w->rows = rows;
+    w->data = (const char *)whole.data + (size_t)r0 * (size_t)cols * dtype_size(whole.dtype);
+    return 0;
+}
+
+static float *own_vec(struct model *m, size_t n) {
+    if (m->n_owned == m->cap_owned) {
+        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
+        float **nw = realloc(m->owned, (size_t)m->cap_owned * sizeof *nw);
+        if (!nw) abort();
+        m->owned = nw;
+    }
+    float *v = xmalloc(n * sizeof(float));
+    m->owned[m->n_owned++] = v;
+    return v;
+}
+
+/* A 1-D tensor [n] copied to f32 (+ add, for Gemma's 1 + w). */
+static int bind_vec(struct binder *b, const float **out, const char *name, int64_t n, float add, bool optional) {
+    *out = NULL;
+    const struct st_tensor *t = find_t(b, name, optional);
+    if (!t) return optional ? 0 : -1;
+    char s[128];
+    shape_str(t, s, sizeof s);
+    if (t->ndim != 1 || t->shape[0] != n)
+        return errf(b->err, b->errlen, "%s: tensor '%s%s' has shape %s, expected [%lld]", t->file, b->prefix, name,
+                    s, (long long)n);
+    if (!float_dtype(t->dtype))
+        return errf(b->err, b->errlen, "%s: tensor '%s%s' has dtype %s, expected F32, BF16 or F16", t->file,
+                    b->prefix, name, dtype_name(t->dtype));
+    float *v = own_vec(b->m, (size_t)n);
+    for (int64_t i = 0; i < n; i++) v[i] = dtype_read_f32(t->data, t->dtype, (size_t)i) + add;
+    *out = v;
+    return 0;
+}
+
+static int bind_layer(struct binder *b, int il) {
+    struct model *m = b->m;
+    const struct hparams *hp = &m->hp;
+    struct layer_weights *L = &m->layers[il];
+    const int64_t d = hp->d_model, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_kv_head * hp->head_dim;
+    const int64_t ff = hp->d_ff;
+    const float one = hp->norm_plus_one ? 1.0f : 0.0f;
+    char n[256];
+#define NM(s) (snprintf(n, sizeof n, "layers.%d.%s", il, s), n)
+    if (hp->family == FAM_PHI3) {
+        const int64_t tot = qd + 2 * kvd;
+        if (bind_split(b, &L->wq, NM("self_attn.qkv_proj.weight"), tot, d, 0, qd) ||
+            bind_split(b, &L->wk, NM("self_attn.qkv_proj.weight"), tot, d, qd, kvd) ||
+            bind_split(b, &L->wv, NM("self_attn.qkv_proj.weight"), tot, d, qd + kvd, kvd) ||
+            bind_split(b, &L->w_gate, NM("mlp.gate_up_proj.weight"), 2 * ff, d, 0, ff) ||
+            bind_split(b, &L->w_up, NM("mlp.gate_up_proj.weight"), 2 * ff, d, ff, ff))
+            return -1;
+    } else {
+        if (bind_matrix(b, &L->wq, NM("self_attn.q_proj.weight"), qd, d) ||
+            bind_matrix(b, &L->wk, NM("self_attn.k_proj.weight"), kvd, d) ||
+            bind_matrix(b, &L->wv, NM("self_attn.v_proj.weight"), kvd, d) ||
+            bind_matrix(b, &L->w_gate, NM("mlp.gate_proj.weight"), ff, d) ||
+            bind_matrix(b, &L->w_up, NM("mlp.up_proj.weight"), ff, d))
+            return -1;
+    }
+    if (bind_matrix(b, &L->wo, NM("self_attn.o_proj.weight"), d, qd) ||
+        bind_matrix(b, &L->w_down, NM("mlp.down_proj.weight"), d, ff))
+        return -1;
+    if (hp->attn_bias) {
+        if (bind_vec(b, &L->bq, NM("self_attn.q_proj.bias"), qd, 0, false) ||
+            bind_vec(b, &L->bk, NM("self_attn.k_proj.bias"), kvd, 0, false) ||
+            bind_vec(b, &L->bv, NM("self_attn.v_proj.bias"), kvd, 0, false))
+            return -1;
+    }
+    if (hp->o_bias && bind_vec(b, &L->bo, NM("self_attn.o_proj.bias"), d, 0, false)) return -1;
+    if (hp->mlp_bias) {
+        if (bind_vec(b, &L->b_gate, NM("mlp.gate_proj.bias"), ff, 0, false) ||
+            bind_vec(b, &L->b_up, NM("mlp.up_proj.bias"), ff, 0, false) ||
+            bind_vec(b, &L->b_down, NM("mlp.down_proj.bias"), d, 0, false))
+            return -1;
+    }
+    if (bind_vec(b, &L->attn_norm, NM("input_layernorm.weight"), d, one, false)) return -1;
+    if (hp->sandwich_norms) {
+        if (bind_vec(b, &L->post_attn_norm, NM("post_attention_layernorm.weight"), d, one, false) ||
+            bind_vec(b, &L->ffn_norm, NM("pre_feedforward_layernorm.weight"), d, one, false) ||
+            bind_vec(b, &L->post_ffn_norm, NM("post_feedforward_layernorm.weight"), d, one, false))
+            return -1;
+    } else if (bind_vec(b, &L->ffn_norm, NM("post_attention_layernorm.weight"), d, one, false))
+        return -1;
+    if (hp->qk_norm) {
+        if (bind_vec(b, &L->q_norm, NM("self_attn.q_norm.weight"), hp->head_dim, one, false) ||
+            bind_vec(b, &L->k_norm, NM("self_attn.k_norm.weight"), hp->head_dim, one, false))
+            return -1;
+    }
+#undef NM
+    return 0;
+}
+
+static const char *prefixes[] = { "model.", "model.language_model.", "language_model.model.", "" };
+
+static int bind_all(struct model *m, char *err, size_t errlen) {
+    struct hparams *hp = &m->hp;
+    struct binder b = { .m = m, .prefix = NULL, .err = err, .errlen = errlen };
+    char probe[128];
+    for (size_t i = 0; i < ARRAY_LEN(prefixes) && !b.prefix; i++) {
+        snprintf(probe, sizeof probe, "%sembed_tokens.weight", prefixes[i]);
+        if (st_find(m->st, probe)) b.prefix = prefixes[i];
+    }
+    if (!b.prefix)
+        return errf(err, errlen, "%s: no embedding table (looked for model.embed_tokens.weight, "
+                    "model.language_model.embed_tokens.weight, language_model.model.embed_tokens.weight)", m->dir);
+    if (bind_matrix(&b, &m->tok_emb, "embed_tokens.weight", hp->n_vocab, hp->d_model)) return -1;
+    m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
+    for (int i = 0; i < hp->n_layer; i++)
+        if (bind_layer(&b, i)) return -1;
+    if (bind_vec(&b, &m->final_norm, "norm.weight", hp->d_model, hp->norm_plus_one ? 1.0f : 0.0f, false)) return -1;
+
+    /* Output head: lm_head.weight beside the prefix root, unless tied. A
+     * checkpoint without one is tied whatever the config says (transformers
+     * drops tied copies on save and omits keys equal to the defaults). */
+    const char *heads[] = { "lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight" };
+    const char *head = NULL;
+    for (size_t i = 0; i < ARRAY_LEN(heads) && !head; i++)
+        if (st_find(m->st, heads[i])) head = heads[i];
+    if (hp->tie_embeddings || !head) {
+        hp->tie_embeddings = true;
+        m->lm_head = m->tok_emb;
+    } else {
+        struct binder hb = b;
+        hb.prefix = "";
+        if (bind_matrix(&hb, &m->lm_head, head, hp->n_vocab, hp->d_model)) return -1;
+    }
+    return 0;
+}
+
+int model_load(struct model **out, const char *dir, struct backend *bk, const char *hf_overrides_json, char *err,
+               size_t errlen) {
+    *out = NULL;
+    struct model *m = xcalloc(1, sizeof *m);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    m->bk = bk;
+    if (hparams_load(&m->hp, dir, hf_overrides_json, err, errlen)) {
+        free(m);
+        return -1;
+    }
+    if (st_open_dir(&m->st, dir, err, errlen) || bind_all(m, err, errlen)) {
+        model_free(m);
+        return -1;
+    }
+    const struct hparams *hp = &m->hp;
+    int half = hp->rot_dim / 2;
+    m->inv_freq = xcalloc((size_t)half, sizeof(float));
+    rope_inv_freq(&hp->rope, hp->rot_dim, hp->max_pos, 0, m->inv_freq, &m->rope_attn_factor);
+    if (hp->rope.type == ROPE_LONGROPE) {
+        m->inv_freq_long = xcalloc((size_t)half, sizeof(float));
+        rope_inv_freq(&hp->rope, hp->rot_dim, hp->max_pos, INT32_MAX, m->inv_freq_long, &m->rope_long_attn_factor);
+    }
+    if (hp->has_rope_local) {
+        m->inv_freq_local = xcalloc((size_t)half, sizeof(float));
+        rope_inv_freq(&hp->rope_local, hp->rot_dim, hp->max_pos, 0, m->inv_freq_local, &m->rope_local_attn_factor);
+    }
+    *out = m;
+    return 0;
+}
+
+void model_free(struct model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->inv_freq);
+    free(m->inv_freq_local);
+    free(m->inv_freq_long);
+    free(m->scratch);
+    if (m->st) st_close(m->st);
+    hparams_free(&m->hp);
+    free(m);
+}
+
+size_t model_kv_bytes_per_token(const struct hparams *hp, enum dtype kv_dtype) {
+    return (size_t)hp->n_layer * 2 * (size_t)hp->n_kv_head * (size_t)hp->head_dim * dtype_size(kv_dtype);
+}
+
+enum dtype model_default_kv_dtype(const struct hparams *hp) { return hp->dtype; }
