@@ -72,6 +72,11 @@ void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info);
 int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, int max_tokens, int ignore_eos,
                           int32_t *out, int *n_out, char *err, size_t errlen);
 
+/* Text of ids (concatenated token pieces; no special-token handling yet).
+ * Returns the length written (NUL-terminated, truncated to cap-1), or -1 when
+ * the checkpoint has no tokenizer.json. */
+int vllmc_detokenize(const vllmc_engine *e, const int32_t *ids, int n, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

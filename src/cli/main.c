@@ -15,7 +15,8 @@ static void usage(FILE *f) {
             "usage: vllmc <command> [options]\n"
             "\n"
             "commands:\n"
-            "  generate MODEL   greedy generation from token ids (prints ids)\n"
+            "  generate MODEL   greedy generation from token ids (prints ids, and text\n"
+            "                   when the checkpoint has a tokenizer.json)\n"
             "\n"
             "  vllmc --version | vllmc <command> --help\n");
 }
@@ -134,6 +135,8 @@ static int cmd_generate(int argc, char **argv) {
     else {
         for (int i = 0; i < n_out; i++) printf("%s%d", i ? "," : "", out[i]);
         printf("\n");
+        char text[16384];
+        if (vllmc_detokenize(e, out, n_out, text, sizeof text) >= 0) printf("%s\n", text);
         double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         fprintf(stderr, "vllmc: %d prompt + %d generated tokens in %.3f s\n", n_ids, n_out, s);
     }

@@ -20,6 +20,7 @@
 #include "backend/backend.h"
 #include "io/modeldir.h"
 #include "model/model.h"
+#include "text/detok.h"
 
 #define PREFILL_CHUNK 512
 
@@ -30,6 +31,7 @@ struct vllmc_engine {
     void *kv_mem;
     enum dtype kv_dtype;
     int block_size, num_blocks, max_model_len;
+    struct detok *detok; /* NULL when the checkpoint has no tokenizer.json */
     char dir[4096];
 };
 
@@ -97,6 +99,8 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
         l->n_kv_heads = hp->n_kv_head;
         l->head_dim = hp->head_dim;
     }
+    char terr[256];
+    if (detok_load(&e->detok, e->dir, terr, sizeof terr)) e->detok = NULL; /* text output is optional */
     *out = e;
     return VLLMC_OK;
 fail_load:
@@ -107,6 +111,7 @@ fail_load:
 void vllmc_engine_close(vllmc_engine *e) {
     if (!e) return;
     model_free(e->model);
+    detok_free(e->detok);
     bk_destroy(e->bk);
     free(e->kv.layers);
     free(e->kv_mem);
@@ -201,4 +206,12 @@ int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, 
     free(slot);
     free(logits);
     return rc;
+}
+
+int vllmc_detokenize(const vllmc_engine *e, const int32_t *ids, int n, char *buf, size_t cap) {
+    if (!e->detok || cap == 0) return -1;
+    size_t o = 0;
+    for (int i = 0; i < n && o + 1 < cap; i++) o += detok_piece(e->detok, ids[i], buf + o, cap - 1 - o);
+    buf[o] = 0;
+    return (int)o;
 }
