@@ -183,11 +183,11 @@ int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, 
             pos[i] = done + i;
             slot[i] = table[(done + i) / B] * B + (done + i) % B;
         }
-        int32_t qs[2] = { 0, n }, sl[1] = { done + n }, row = n - 1;
+        int32_t qs[2] = { 0, n }, sl[1] = { done + n }, rl[1] = { MAX(n_prompt, done + n) }, row = n - 1;
         struct model_batch b = {
             .n_tokens = n, .tokens = tok, .positions = pos, .slot_mapping = slot,
             .attn = { .n_seqs = 1, .query_start = qs, .seq_len = sl, .block_table = table, .max_blocks = nb },
-            .n_logits = 1, .logits_rows = &row,
+            .rope_len = rl, .n_logits = 1, .logits_rows = &row,
         };
         if (model_forward(e->model, &b, &e->kv, logits, err, errlen)) { rc = VLLMC_EINVAL; break; }
         done += n;

@@ -256,6 +256,10 @@ static int hparams_from_json(struct hparams *hp, json_t *root, char *err, size_t
         double qs = jnum(c, "query_pre_attn_scalar", hp->head_dim);
         hp->attn_scale = (float)(1.0 / sqrt(qs));
         hp->final_softcap = (float)jnum(c, "final_logit_softcapping", 0);
+        /* transformers' Gemma3ForConditionalGeneration returns lm_head(h) without
+         * the text config's final softcap (Gemma3ForCausalLM applies it). Real
+         * Gemma 3 checkpoints leave it null, so only odd configs notice. */
+        if (strstr(hp->arch, "ForConditionalGeneration")) hp->final_softcap = 0;
         hp->attn_softcap = (float)jnum(c, "attn_logit_softcapping", 0);
     }
     if (hp->family == FAM_GRANITE) {

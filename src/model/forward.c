@@ -75,7 +75,7 @@ static void apply_rope(struct model *m, const struct model_batch *b, float *q, f
     for (int s = 0; s < b->attn.n_seqs; s++) {
         int t0 = b->attn.query_start[s], n = b->attn.query_start[s + 1] - t0;
         if (n == 0) continue;
-        int L = b->attn.seq_len[s];
+        int L = b->rope_len ? b->rope_len[s] : b->attn.seq_len[s];
         if (cfg->type == ROPE_LONGROPE) {
             int orig = cfg->orig_max_pos > 0 ? cfg->orig_max_pos : hp->max_pos;
             bool lng = L > orig;

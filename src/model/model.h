@@ -116,6 +116,11 @@ struct model_batch {
     const int32_t *positions;    /* [T] */
     const int32_t *slot_mapping; /* [T] */
     struct bk_attn_batch attn;   /* S sequences, query starts, seq lens, block tables */
+    /* [S] or NULL: the length that picks RoPE tables that depend on it
+     * (dynamic NTK, LongRoPE), as transformers does per forward call. The
+     * engine passes max(prompt length, seq_len) so a chunked prefill rotates
+     * like one whole-prompt forward; NULL means seq_len. */
+    const int32_t *rope_len;
     int n_logits;                /* rows whose logits are wanted */
     const int32_t *logits_rows;  /* [n_logits] indices into [0, T) */
 };

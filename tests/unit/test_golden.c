@@ -5,6 +5,8 @@
  *   - the next-token log-probability at every position of prompt+continuation,
  *     all cases in ONE varlen batch over a paged cache whose blocks are
  *     interleaved between sequences: within 1e-3 (f32 weights) or 1e-2 (bf16);
+ *     (the KV cache is f32 here, as in transformers' f32 reference; bf16/f16
+ *     KV storage is a separate precision choice, checked by test_kernels);
  *   - the 24-token greedy continuation, all cases decoded together after a
  *     chunked prefill: equal to the reference up to the first step whose
  *     reference top1-top2 margin is below 1e-2.
@@ -87,7 +89,8 @@ static void test_kv_init(struct test_kv *t, const struct hparams *hp, int n_seqs
     t->B = B;
     t->max_blocks = (max_len + B - 1) / B;
     int num_blocks = 1 + n_seqs * t->max_blocks;
-    enum dtype dt = model_default_kv_dtype(hp);
+    /* f32 KV: transformers' reference keeps K/V in f32 (see the file header) */
+    enum dtype dt = DT_F32;
     size_t lb = (size_t)num_blocks * B * hp->n_kv_head * hp->head_dim * dtype_size(dt);
     t->mem = xcalloc(2 * (size_t)hp->n_layer, lb);
     t->kv.n_layer = hp->n_layer;
@@ -206,6 +209,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
     for (int s = 0; s < S; s++) stop[s] = f->c[s].n_greedy;
     for (;;) {
         int n = 0, ns = 0, lr[MAX_CASES], seq_of[MAX_CASES];
+        int32_t rl[MAX_CASES];
         qs[0] = 0;
         for (int s = 0; s < S; s++) {
             const struct fcase *c = &f->c[s];
@@ -223,6 +227,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
             seq_of[ns] = s;
             qs[ns + 1] = n;
             sl[ns] = done[s] + q;
+            rl[ns] = MAX(c->n_prompt, sl[ns]); /* a chunked prefill rotates like one whole-prompt forward */
             ns++;
         }
         if (ns == 0) break;
@@ -235,7 +240,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
         struct model_batch db = {
             .n_tokens = n, .tokens = tok, .positions = pos, .slot_mapping = slot,
             .attn = { .n_seqs = ns, .query_start = qs, .seq_len = sl, .block_table = tab, .max_blocks = tk.max_blocks },
-            .n_logits = ns, .logits_rows = lr,
+            .rope_len = rl, .n_logits = ns, .logits_rows = lr,
         };
         int rc = model_forward(m, &db, &tk.kv, logits, err, sizeof err);
         free(tab);
