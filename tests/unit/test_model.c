@@ -204,7 +204,8 @@ TEST(forward_rejects_bad_batches) {
     int32_t tok[2] = { 1, VOCAB }, pos[2] = { 0, 1 }, slot[2] = { 8, 9 }, qs[2] = { 0, 2 }, sl[1] = { 2 }, tab[1] = { 1 };
     int32_t row = 1;
     float logits[VOCAB];
-    struct model_batch b = { 2, tok, pos, slot, { 1, qs, sl, tab, 1 }, 1, &row };
+    struct model_batch b = { .n_tokens = 2, .tokens = tok, .positions = pos, .slot_mapping = slot,
+                             .attn = { 1, qs, sl, tab, 1 }, .n_logits = 1, .logits_rows = &row };
     CHECK(model_forward(m, &b, &kv.kv, logits, err, sizeof err) != 0 && strstr(err, "token id"));
     tok[1] = 2;
     slot[1] = 32;
