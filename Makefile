@@ -36,12 +36,11 @@ CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-# Files named *_avx512.c / *_avx2.c / *_amx.c / *_neon.c get their ISA flags here; the
+# Files named *_avx512.c / *_avx2.c / *_neon.c get their ISA flags here; the
 # dispatcher picks one at run time from the CPU's features.
 ifeq ($(ARCH),x86_64)
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16 -mfma -mf16c -mavx2
 ISA_AVX2   := -mavx2 -mfma -mf16c
-ISA_AMX    := $(ISA_AVX512) -mamx-tile -mamx-bf16
 ISA_NEON   :=
 else
 ISA_AVX512 :=
@@ -53,7 +52,7 @@ SRC_ALL := $(shell find src -name '*.c' | sort)
 ifeq ($(ARCH),x86_64)
 SRC_ALL := $(filter-out %_neon.c,$(SRC_ALL))
 else
-SRC_ALL := $(filter-out %_avx512.c %_avx2.c %_amx.c,$(SRC_ALL))
+SRC_ALL := $(filter-out %_avx512.c %_avx2.c,$(SRC_ALL))
 endif
 SRC_MAIN := src/cli/main.c
 SRC_LIB  := $(filter-out $(SRC_MAIN),$(SRC_ALL))
@@ -79,9 +78,6 @@ $(BUILD)/vllmc: $(OBJ_MAIN) $(BUILD)/libvllmc.a
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ISA_AVX512) -c -o $@ $<
-$(BUILD)/%_amx.o: %_amx.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(ISA_AMX) -c -o $@ $<
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(ISA_AVX2) -c -o $@ $<

@@ -5,9 +5,10 @@
  *
  * Error metric: per output row, max |got - ref| / max |ref|. Exact-f32 paths
  * must stay within 1e-5 (summation order differs). The bf16-dot matmul path
- * (BF16 weights × activations rounded to bf16) is held to the bound that
- * rounding implies, |got - ref| <= 2^-8 * sum_k |x_k w_k| per output (rounding
- * to nearest moves each x_k by at most 2^-9 |x_k|). The env variable
+ * (BF16 weights × activations split into bf16 hi + lo parts) is held to
+ * |got - ref| <= 2^-14 * sum_k |x_k w_k| per output: the split leaves at most
+ * 2^-17 |x_k| of each activation out, and the rest is f32 summation order
+ * over K terms. The env variable
  * VLLMC_TEST_ISA adds one more kernel set name to test (e.g. "avx2-exact"). */
 #include "harness.h"
 
@@ -175,7 +176,7 @@ static void check_matmul(const struct isa_list *isas, enum dtype dt, int N, int 
                 if (bf16dot) {
                     size_t bad = 0;
                     for (size_t i = 0; i < (size_t)T * N; i++)
-                        if (!(fabsf(out[i] - ref[i]) <= 0x1p-8f * yabs[i] + 1e-6f)) bad++;
+                        if (!(fabsf(out[i] - ref[i]) <= 0x1p-14f * yabs[i] + 1e-6f)) bad++;
                     if (bad) fprintf(stderr, "  bf16-dot bound broken in %zu outputs: %s N=%d K=%d T=%d\n", bad, isa,
                                      N, K, T);
                     CHECK(bad == 0);
@@ -183,8 +184,10 @@ static void check_matmul(const struct isa_list *isas, enum dtype dt, int N, int 
                     EXPECT_CLOSE(out, ref, (size_t)T, (size_t)N, TOL_EXACT, "matmul %s %s N=%d K=%d T=%d threads=%d",
                                  isa, dtype_name(dt), N, K, T, thread_counts[nt]);
                 }
-                /* a row is computed the same way whichever thread owns it */
-                if (nt > 0) CHECK(memcmp(got, got1, (size_t)T * N * sizeof(float)) == 0);
+                /* a row is computed the same way whichever thread owns it (not
+                 * on bf16-dot, where AMX takes 32-row blocks and the vector
+                 * tiles the rest, so the split changes the summation order) */
+                if (nt > 0 && !bf16dot) CHECK(memcmp(got, got1, (size_t)T * N * sizeof(float)) == 0);
                 bk_destroy(bk);
             }
         }
@@ -208,9 +211,13 @@ TEST(matmul_large_shapes) {
     const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
     static const int Ts1[] = { 1, 3, 8, 69 };
     static const int Ts2[] = { 130 }; /* more than one token chunk at K = 3000 */
+    /* AMX: small-T path (2..31 tokens, 64-row groups), prefill blocks (32×32),
+     * ragged tokens and rows; 200 rows leave remainders whatever the split */
+    static const int Ts3[] = { 2, 5, 16, 17, 32, 69, 130 };
     for (size_t d = 0; d < ARRAY_LEN(dts); d++) {
         check_matmul(&isas, dts[d], 257, 1000, Ts1, (int)ARRAY_LEN(Ts1));
         check_matmul(&isas, dts[d], 37, 3000, Ts2, 1);
+        check_matmul(&isas, dts[d], 200, 1024, Ts3, (int)ARRAY_LEN(Ts3));
     }
 }
 

@@ -1,0 +1,679 @@
+/* kernels_avx512.c — the AVX-512 kernel set (F/BW/DQ/VL + FMA + F16C, with an
+ * optional AVX512_BF16 matmul path). Compiled with the ISA flags of the
+ * Makefile; cpu.c calls it only after checking the CPU.
+ *
+ * Matmul is in "dot form": W[N][K] and x[T][K] are both contiguous along K, so
+ * a register tile of MR tokens × NR weight rows keeps MR*NR vector
+ * accumulators of partial sums along K and reduces them horizontally once at
+ * the end. Each weight row is read once per tile row of tokens; for decode
+ * (T <= MR) that is once per call, so the kernel streams W at memory speed.
+ * For prefill, tokens are processed in chunks small enough to stay in L2 while
+ * a block of NR weight rows stays in L1.
+ *
+ * Exact paths (f32 activations × weights converted exactly to f32, f32 FMA)
+ * match the portable reference up to summation order. The bf16-dot path
+ * (BF16 weights only, when cpu.c passes xb) rounds activations to bf16 and
+ * uses vdpbf16ps: ~2x the FLOPs and half the activation traffic, at the cost
+ * of ~3 significant digits in x (relative error of y ~1e-3 of the row norm).
+ *
+ * AMX (cpu_kernels_avx512_amx), on the bf16-dot path with K % 32 == 0, same
+ * numerics as vdpbf16ps (bf16 products, f32 sums):
+ *  - T >= 32: 32×32 output blocks. Each thread packs a panel of 32 weight
+ *    rows into the pair-interleaved layout tile B needs (a 16×16 transpose
+ *    of 32-bit pairs) in its scratch, then sweeps all token blocks over it.
+ *  - 2 <= T < 32 (batched decode): y^T = W x^T, weights straight from memory
+ *    as tile A, only the activations packed. On this machine vdpbf16ps runs
+ *    at half rate, so the vector tiles turn compute-bound from T ~ 4; AMX
+ *    keeps T = 2..16 at memory speed.
+ * Ragged tokens and rows fall back to the vector tiles.
+ *
+ * What this does not do: no threading (cpu.c). */
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_ref.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MR 4 /* tokens per register tile */
+#define NR 4 /* weight rows per register tile */
+
+#define INLINE static inline __attribute__((always_inline))
+/* Tile loops must unroll fully so accumulators live in registers; -O2 alone
+ * leaves them in memory. */
+#define UNROLL _Pragma("GCC unroll 16")
+
+INLINE __mmask16 tail16(int64_t r) { return r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << r) - 1); }
+INLINE __mmask32 tail32(int64_t r) { return r >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << r) - 1); }
+
+/* 16 elements as f32 from each storage type; masked lanes read nothing. */
+INLINE __m512 ld_f32(const float *p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+INLINE __m512 ld_bf16(const uint16_t *p, __mmask16 m) {
+    __m512i u = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(u, 16));
+}
+INLINE __m512 ld_f16(const uint16_t *p, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+INLINE __m512 ld_any(const void *base, enum dtype dt, size_t i, __mmask16 m) {
+    switch (dt) {
+    case DT_BF16: return ld_bf16((const uint16_t *)base + i, m);
+    case DT_F16: return ld_f16((const uint16_t *)base + i, m);
+    default: return ld_f32((const float *)base + i, m);
+    }
+}
+
+/* f32 -> bf16, round to nearest even, NaN kept quiet (as f32_to_bf16). */
+INLINE __m256i cvt_bf16(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+INLINE void st_any(void *base, enum dtype dt, size_t i, __m512 v, __mmask16 m) {
+    switch (dt) {
+    case DT_BF16: _mm256_mask_storeu_epi16((uint16_t *)base + i, m, cvt_bf16(v)); break;
+    case DT_F16:
+        _mm256_mask_storeu_epi16((uint16_t *)base + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        break;
+    default: _mm512_mask_storeu_ps((float *)base + i, m, v); break;
+    }
+}
+
+/* Sums of four vectors, as [sum a, sum b, sum c, sum d]. */
+INLINE __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+}
+
+INLINE void store_tile_row(float *y, __m512 a[NR], int nr) {
+    __m128 s = reduce4(a[0], a[1], a[2], a[3]);
+    if (nr == NR) _mm_storeu_ps(y, s);
+    else _mm_mask_storeu_ps(y, (__mmask8)((1u << nr) - 1), s);
+}
+
+/* exp(x) for a vector: Cody-Waite reduction to |r| <= ln2/2 and a degree-7
+ * Taylor polynomial (truncation 5e-9 relative), scaled by 2^n with scalef so
+ * underflow and overflow come out as 0 and inf. Max error ~2 ulp. */
+INLINE __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(100.0f)), _mm512_set1_ps(-110.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* ---- matmul ---------------------------------------------------------------- */
+
+/* One MR×NR tile with exact f32 math: y[i][n + j] for i < mr, j < nr. Rows
+ * past nr alias the last valid row (computed, not stored) so the inner loop
+ * never branches. LD converts 16 weights to f32. */
+#define DEF_TILE_F32(NAME, WT, LD)                                                                   \
+    INLINE void NAME(float *y, const float *x, const WT *w, int64_t K, int64_t N, int mr, int64_t n,  \
+                     int nr) {                                                                       \
+        const WT *wr[NR];                                                                            \
+        UNROLL                                                                                       \
+        for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K;            \
+        __m512 acc[MR][NR];                                                                          \
+        UNROLL                                                                                       \
+        for (int i = 0; i < MR; i++)                                                                 \
+            UNROLL                                                                                   \
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();                            \
+        int64_t k = 0;                                                                               \
+        for (; k + 16 <= K; k += 16) {                                                               \
+            __m512 wv[NR];                                                                           \
+            UNROLL                                                                                   \
+            for (int j = 0; j < NR; j++) wv[j] = LD(wr[j] + k, (__mmask16)0xffff);                   \
+            UNROLL                                                                                   \
+            for (int i = 0; i < mr; i++) {                                                           \
+                __m512 xv = _mm512_loadu_ps(x + (size_t)i * K + k);                                  \
+                UNROLL                                                                               \
+                for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);      \
+            }                                                                                        \
+        }                                                                                            \
+        if (k < K) {                                                                                 \
+            __mmask16 m = tail16(K - k);                                                             \
+            __m512 wv[NR];                                                                           \
+            UNROLL                                                                                   \
+            for (int j = 0; j < NR; j++) wv[j] = LD(wr[j] + k, m);                                   \
+            UNROLL                                                                                   \
+            for (int i = 0; i < mr; i++) {                                                           \
+                __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)i * K + k);                         \
+                UNROLL                                                                               \
+                for (int j = 0; j < NR; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);      \
+            }                                                                                        \
+        }                                                                                            \
+        UNROLL                                                                                       \
+        for (int i = 0; i < mr; i++) store_tile_row(y + (size_t)i * N + n, acc[i], nr);              \
+    }
+
+DEF_TILE_F32(tile_f32, float, ld_f32)
+DEF_TILE_F32(tile_bf16, uint16_t, ld_bf16)
+DEF_TILE_F32(tile_f16, uint16_t, ld_f16)
+
+/* bf16 × bf16 pairs with f32 accumulation: 32 k per instruction. */
+INLINE void tile_bf16dot(float *y, const uint16_t *xb, const uint16_t *w, int64_t K, int64_t N, int mr, int64_t n,
+                         int nr) {
+    const uint16_t *wr[NR];
+    UNROLL
+    for (int j = 0; j < NR; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K;
+    __m512 acc[MR][NR];
+    UNROLL
+    for (int i = 0; i < MR; i++)
+        UNROLL
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512bh wv[NR];
+        UNROLL
+        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + k);
+        UNROLL
+        for (int i = 0; i < mr; i++) {
+            __m512bh xh = (__m512bh)_mm512_loadu_si512(xb + (size_t)i * 2 * K + k);
+            __m512bh xl = (__m512bh)_mm512_loadu_si512(xb + (size_t)i * 2 * K + K + k);
+            UNROLL
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[i][j], xh, wv[j]), xl, wv[j]);
+        }
+    }
+    if (k < K) {
+        __mmask32 m = tail32(K - k);
+        __m512bh wv[NR];
+        UNROLL
+        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[j] + k);
+        UNROLL
+        for (int i = 0; i < mr; i++) {
+            __m512bh xh = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + (size_t)i * 2 * K + k);
+            __m512bh xl = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + (size_t)i * 2 * K + K + k);
+            UNROLL
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[i][j], xh, wv[j]), xl, wv[j]);
+        }
+    }
+    UNROLL
+    for (int i = 0; i < mr; i++) store_tile_row(y + (size_t)i * N + n, acc[i], nr);
+}
+
+/* Specialise a tile on mr so the compiler fully unrolls it into registers. */
+#define TILE_SWITCH(FN, ...)                                                  \
+    switch (mr) {                                                             \
+    case 1: FN(__VA_ARGS__, 1, n, nr); break;                                 \
+    case 2: FN(__VA_ARGS__, 2, n, nr); break;                                 \
+    case 3: FN(__VA_ARGS__, 3, n, nr); break;                                 \
+    default: FN(__VA_ARGS__, 4, n, nr); break;                                \
+    }
+
+/* Tokens per chunk so a chunk of activations (elem bytes each) stays in L2. */
+static int token_chunk(int64_t K, size_t elem, int T) {
+    int64_t tb = (int64_t)(768 * 1024) / (K * (int64_t)elem);
+    tb = tb / MR * MR;
+    if (tb < MR) tb = MR;
+    return tb > T ? T : (int)tb;
+}
+
+static void matmul_rows(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
+                        int64_t n0, int64_t n1, void *scratch) {
+    const int64_t K = w->cols, N = w->rows;
+    const int tb = token_chunk(K, 4, T);
+    for (int t0 = 0; t0 < T; t0 += tb) {
+        const int t1 = t0 + tb < T ? t0 + tb : T;
+        for (int64_t n = n0; n < n1; n += NR) {
+            const int nr = n1 - n < NR ? (int)(n1 - n) : NR;
+            for (int t = t0; t < t1; t += MR) {
+                const int mr = t1 - t < MR ? t1 - t : MR;
+                float *yt = y + (size_t)t * N;
+                if (xb) {
+                    TILE_SWITCH(tile_bf16dot, yt, xb + (size_t)t * 2 * K, (const uint16_t *)w->data, K, N)
+                } else if (w->dtype == DT_BF16) {
+                    TILE_SWITCH(tile_bf16, yt, x + (size_t)t * K, (const uint16_t *)w->data, K, N)
+                } else if (w->dtype == DT_F16) {
+                    TILE_SWITCH(tile_f16, yt, x + (size_t)t * K, (const uint16_t *)w->data, K, N)
+                } else {
+                    TILE_SWITCH(tile_f32, yt, x + (size_t)t * K, (const float *)w->data, K, N)
+                }
+            }
+        }
+    }
+}
+
+static void to_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16((int64_t)(n - i));
+        _mm256_mask_storeu_epi16(dst + i, m, cvt_bf16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+static void to_bf16_split(uint16_t *hi, uint16_t *lo, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16((int64_t)(n - i));
+        __m512 x = _mm512_maskz_loadu_ps(m, src + i);
+        __m256i h = cvt_bf16(x);
+        __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        _mm256_mask_storeu_epi16(hi + i, m, h);
+        _mm256_mask_storeu_epi16(lo + i, m, cvt_bf16(_mm512_sub_ps(x, hf)));
+    }
+}
+
+/* ---- elementwise ------------------------------------------------------------ */
+
+static void embed(float *out, const struct bk_weight *table, const int32_t *ids, int T, float scale) {
+    const int64_t K = table->cols;
+    const __m512 s = _mm512_set1_ps(scale);
+    for (int t = 0; t < T; t++) {
+        size_t base = (size_t)ids[t] * K;
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 m = tail16(K - k);
+            _mm512_mask_storeu_ps(out + (size_t)t * K + k, m,
+                                  _mm512_mul_ps(ld_any(table->data, table->dtype, base + k, m), s));
+        }
+    }
+}
+
+static void rmsnorm(float *y, const float *x, const float *w, int R, int n, float eps) {
+    for (int r = 0; r < R; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        __m512 ss = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 16) {
+            __m512 v = _mm512_maskz_loadu_ps(tail16(n - i), xr + i);
+            ss = _mm512_fmadd_ps(v, v, ss);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(ss) / (float)n + eps));
+        for (int i = 0; i < n; i += 16) {
+            __mmask16 m = tail16(n - i);
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), inv);
+            if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, w + i));
+            _mm512_mask_storeu_ps(yr + i, m, v);
+        }
+    }
+}
+
+/* cos/sin are computed once per (token, frequency) with libm and applied to
+ * all heads with SIMD. Interleaved pairs (2i, 2i+1) use a pair swap and a
+ * sign-folded sin table so both layouts share one loop shape. */
+#define ROPE_MAX 512
+static void rope(float *x, const int32_t *pos, int T, int H, int D, const struct bk_rope *r) {
+    const int half = r->rot_dim / 2;
+    if (r->rot_dim > ROPE_MAX) { ref_rope(x, pos, T, H, D, r); return; }
+    float cs[ROPE_MAX], sn[ROPE_MAX];
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos[t] * r->inv_freq[i];
+            float c = cosf(ang) * r->attn_factor, s = sinf(ang) * r->attn_factor;
+            if (r->neox) { cs[i] = c; sn[i] = s; }
+            else { cs[2 * i] = cs[2 * i + 1] = c; sn[2 * i] = -s; sn[2 * i + 1] = s; }
+        }
+        for (int h = 0; h < H; h++) {
+            float *xh = x + ((size_t)t * H + h) * D;
+            if (r->neox) {
+                for (int i = 0; i < half; i += 16) {
+                    __mmask16 m = tail16(half - i);
+                    __m512 c = _mm512_maskz_loadu_ps(m, cs + i), s = _mm512_maskz_loadu_ps(m, sn + i);
+                    __m512 x0 = _mm512_maskz_loadu_ps(m, xh + i), x1 = _mm512_maskz_loadu_ps(m, xh + i + half);
+                    _mm512_mask_storeu_ps(xh + i, m, _mm512_fmsub_ps(x0, c, _mm512_mul_ps(x1, s)));
+                    _mm512_mask_storeu_ps(xh + i + half, m, _mm512_fmadd_ps(x1, c, _mm512_mul_ps(x0, s)));
+                }
+            } else {
+                for (int i = 0; i < r->rot_dim; i += 16) {
+                    __mmask16 m = tail16(r->rot_dim - i);
+                    __m512 c = _mm512_maskz_loadu_ps(m, cs + i), s = _mm512_maskz_loadu_ps(m, sn + i);
+                    __m512 v = _mm512_maskz_loadu_ps(m, xh + i);
+                    __m512 sw = _mm512_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1));
+                    _mm512_mask_storeu_ps(xh + i, m, _mm512_fmadd_ps(v, c, _mm512_mul_ps(sw, s)));
+                }
+            }
+        }
+    }
+}
+
+/* gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x * sigmoid(2u): one exp, no
+ * cancellation where tanh(u) is near -1. Exact-erf GELU stays scalar. */
+static void glu(float *out, const float *gate, const float *up, int T, int F, int ld, enum bk_act act) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int t = 0; t < T; t++) {
+        const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
+        float *o = out + (size_t)t * F;
+        if (act == BK_ACT_GELU) {
+            for (int f = 0; f < F; f++) o[f] = ref_act(g[f], act) * u[f];
+            continue;
+        }
+        for (int f = 0; f < F; f += 16) {
+            __mmask16 m = tail16(F - f);
+            __m512 gv = _mm512_maskz_loadu_ps(m, g + f), uv = _mm512_maskz_loadu_ps(m, u + f), a;
+            switch (act) {
+            case BK_ACT_SILU: a = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv)))); break;
+            case BK_ACT_GELU_TANH: {
+                __m512 g3 = _mm512_mul_ps(_mm512_mul_ps(gv, gv), gv);
+                __m512 z = _mm512_mul_ps(_mm512_fmadd_ps(g3, _mm512_set1_ps(0.044715f), gv),
+                                         _mm512_set1_ps(-2.0f * 0.7978845608028654f));
+                a = _mm512_div_ps(gv, _mm512_add_ps(one, exp512(z)));
+                break;
+            }
+            default: a = _mm512_max_ps(gv, _mm512_setzero_ps()); break;
+            }
+            _mm512_mask_storeu_ps(o + f, m, _mm512_mul_ps(a, uv));
+        }
+    }
+}
+
+static void kv_store(const struct bk_kv *kv, const float *k, const float *v, const int32_t *slots, int T) {
+    const size_t row = (size_t)kv->n_kv_heads * kv->head_dim;
+    for (int t = 0; t < T; t++) {
+        size_t base = (size_t)slots[t] * row;
+        for (size_t i = 0; i < row; i += 16) {
+            __mmask16 m = tail16((int64_t)(row - i));
+            st_any(kv->k, kv->dtype, base + i, _mm512_maskz_loadu_ps(m, k + (size_t)t * row + i), m);
+            st_any(kv->v, kv->dtype, base + i, _mm512_maskz_loadu_ps(m, v + (size_t)t * row + i), m);
+        }
+    }
+}
+
+static void add_scaled(float *y, const float *x, float s, size_t n) {
+    const __m512 sv = _mm512_set1_ps(s);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16((int64_t)(n - i));
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), sv,
+                                                        _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+static void scale(float *x, size_t n, float s) {
+    const __m512 sv = _mm512_set1_ps(s);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail16((int64_t)(n - i));
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sv));
+    }
+}
+
+/* ---- attention ---------------------------------------------------------------- */
+
+/* Query row t, the G = H/Hkv query heads sharing kv head hk. Two passes over
+ * the visible keys: scores for all G heads (each key row read once from
+ * memory, reused from L1 by the other heads), softmax with a vector exp, then
+ * out = sum_j p_j v_j, normalised once at the end. */
+static void attention(float *out, const float *q, const struct bk_kv *kv, const struct bk_attn_batch *b,
+                      const struct bk_attn_params *p, int s, int t, int hk, float *scratch) {
+    const int H = p->n_heads, Hkv = p->n_kv_heads, D = p->head_dim, B = kv->block_size;
+    const int G = H / Hkv;
+    const int q_begin = b->query_start[s], q_end = b->query_start[s + 1];
+    const int L = b->seq_len[s];
+    const int32_t *bt = b->block_table + (size_t)s * b->max_blocks;
+    const size_t row = (size_t)Hkv * D;
+    const int qpos = L - (q_end - q_begin) + (t - q_begin);
+    int kstart = 0;
+    if (p->sliding_window > 0 && qpos - p->sliding_window + 1 > 0) kstart = qpos - p->sliding_window + 1;
+    const int n = qpos - kstart + 1;
+    const float *qg = q + ((size_t)t * H + (size_t)hk * G) * D; /* [G][D] */
+    float *og = out + ((size_t)t * H + (size_t)hk * G) * D;
+    const enum dtype dt = kv->dtype;
+
+    for (int j = 0; j < n; j++) {
+        const int pos = kstart + j;
+        const size_t base = ((size_t)bt[pos / B] * B + (size_t)(pos % B)) * row + (size_t)hk * D;
+        for (int g = 0; g < G; g++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 m = tail16(D - d);
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qg + (size_t)g * D + d),
+                                      ld_any(kv->k, dt, base + d, m), acc);
+            }
+            float dot = _mm512_reduce_add_ps(acc) * p->scale;
+            if (p->softcap > 0) dot = p->softcap * tanhf(dot / p->softcap);
+            scratch[(size_t)g * n + j] = dot;
+        }
+    }
+    float inv_sum[64];
+    float *inv = G <= 64 ? inv_sum : NULL;
+    for (int g = 0; g < G; g++) {
+        float *sc = scratch + (size_t)g * n;
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < n; j += 16) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(mx, tail16(n - j), sc + j));
+        const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = tail16(n - j);
+            __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, sc + j), mv));
+            e = _mm512_maskz_mov_ps(m, e);
+            _mm512_mask_storeu_ps(sc + j, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        float is = 1.0f / _mm512_reduce_add_ps(sum);
+        if (inv) inv[g] = is;
+        else for (int j = 0; j < n; j++) sc[j] *= is; /* G > 64: normalise weights instead */
+        for (int d = 0; d < D; d += 16) _mm512_mask_storeu_ps(og + (size_t)g * D + d, tail16(D - d), _mm512_setzero_ps());
+    }
+    for (int j = 0; j < n; j++) {
+        const int pos = kstart + j;
+        const size_t base = ((size_t)bt[pos / B] * B + (size_t)(pos % B)) * row + (size_t)hk * D;
+        for (int g = 0; g < G; g++) {
+            const __m512 wv = _mm512_set1_ps(scratch[(size_t)g * n + j]);
+            float *o = og + (size_t)g * D;
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 m = tail16(D - d);
+                _mm512_mask_storeu_ps(o + d, m, _mm512_fmadd_ps(wv, ld_any(kv->v, dt, base + d, m),
+                                                                _mm512_maskz_loadu_ps(m, o + d)));
+            }
+        }
+    }
+    if (inv)
+        for (int g = 0; g < G; g++) scale(og + (size_t)g * D, (size_t)D, inv[g]);
+}
+
+
+/* ---- AMX ------------------------------------------------------------------------ */
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+bool avx512_amx_init(void) {
+    static atomic_int state; /* 0 unknown, 1 on, 2 off */
+    int st = atomic_load(&state);
+    if (st) return st == 1;
+    unsigned a, b, c, d;
+    bool ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 24)) && (d & (1u << 22)); /* AMX-TILE, AMX-BF16 */
+    /* Linux hands out the 8 KiB tile state only on request, per process. */
+    if (ok) ok = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    atomic_store(&state, ok ? 1 : 2);
+    return ok;
+}
+
+struct amx_tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* out[c] = column c of the 16×16 matrix of 32-bit elements in[0..15]. */
+INLINE void transpose16x16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) { /* u[4i + c], 128-bit lane l: column 4l + c of rows 4i..4i+3 */
+        u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i vlo = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), vhi = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        __m512i wlo = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88), whi = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[0 + c] = _mm512_shuffle_i32x4(vlo, wlo, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(vhi, whi, 0x88);
+        r[8 + c] = _mm512_shuffle_i32x4(vlo, wlo, 0xdd);
+        r[12 + c] = _mm512_shuffle_i32x4(vhi, whi, 0xdd);
+    }
+}
+
+/* y[t][n] for t < T (a multiple of 32), n in [n0, n1) (a multiple of 32 long).
+ * pack holds 32 * K bf16. Tiles: 0-3 accumulators (2×2 blocks of 16×16 f32),
+ * 4-5 activations (16 tokens × 32 k), 6-7 packed weights (16 k-pairs × 16 rows). */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_block(float *y, const uint16_t *xb, const uint16_t *w,
+                                                                   int64_t K, int64_t N, int T, int64_t n0,
+                                                                   int64_t n1, uint32_t *pack) {
+    struct amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    _tile_loadconfig(&cfg);
+    const int64_t KB = K / 32;
+    const size_t xs = (size_t)K * 4, ys = (size_t)N * 4; /* xb rows: hi[K] lo[K] */
+    for (int64_t n = n0; n < n1; n += 32) {
+        /* pack[(kb*2 + j)*256 + kp*16 + i] = pair kp of block kb of row n + 16j + i */
+        for (int64_t kb = 0; kb < KB; kb++)
+            for (int j = 0; j < 2; j++) {
+                __m512i r[16];
+                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(w + (size_t)(n + 16 * j + i) * K + kb * 32);
+                transpose16x16(r);
+                uint32_t *dst = pack + (size_t)(kb * 2 + j) * 256;
+                for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
+            }
+        for (int t = 0; t < T; t += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const uint16_t *a0 = xb + (size_t)t * 2 * K, *a1 = a0 + 32 * (size_t)K;
+            for (int64_t kb = 0; kb < KB; kb++) {
+                _tile_loadd(4, a0 + kb * 32, xs);
+                _tile_loadd(5, a1 + kb * 32, xs);
+                _tile_loadd(6, pack + (size_t)(kb * 2) * 256, 64);
+                _tile_loadd(7, pack + (size_t)(kb * 2 + 1) * 256, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(4, a0 + K + kb * 32, xs); /* the lo parts of the same tokens */
+                _tile_loadd(5, a1 + K + kb * 32, xs);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            float *yt = y + (size_t)t * N + n;
+            _tile_stored(0, yt, ys);
+            _tile_stored(1, yt + 16, ys);
+            _tile_stored(2, yt + 16 * N, ys);
+            _tile_stored(3, yt + 16 * N + 16, ys);
+        }
+    }
+    _tile_release();
+}
+
+/* Small T (2..31): the transposed product y^T = W · x^T, so the weights feed
+ * tile A straight from memory (16 rows × 32 k, their natural layout) and only
+ * the few activation rows are packed into tile B's pair layout. Each weight
+ * byte is loaded once per 16 tokens with no repacking, which keeps batched
+ * decode at memory speed where the vector tiles become compute-bound.
+ * Tiles: 0-3 accumulators (16 rows × T tokens), 4 activations, 5-7 weights.
+ * pack holds K/32 KiB. */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, const uint16_t *xb,
+                                                                   const uint16_t *w, int64_t K, int64_t N, int T,
+                                                                   int64_t n0, int64_t n1, uint32_t *pack) {
+    const int64_t KB = K / 32;
+    const uint32_t *x32 = (const uint32_t *)xb;
+    /* pack[kb*256 + kp*16 + t] = pair kp of block kb of token t (hi parts),
+     * packlo the same for the lo parts; tokens >= T zero. xb rows are
+     * hi[K] lo[K], i.e. K uint32 pairs per token. */
+    uint32_t *packlo = pack + KB * 256;
+    for (int64_t kb = 0; kb < KB; kb++)
+        for (int kp = 0; kp < 16; kp++)
+            for (int t = 0; t < 16; t++) {
+                pack[kb * 256 + kp * 16 + t] = t < T ? x32[(size_t)t * K + kb * 16 + kp] : 0;
+                packlo[kb * 256 + kp * 16 + t] = t < T ? x32[(size_t)t * K + K / 2 + kb * 16 + kp] : 0;
+            }
+    struct amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+    for (int i = 0; i < 6; i++) cfg.colsb[i] = (uint16_t)(T * 4); /* C and B: T columns */
+    _tile_loadconfig(&cfg);
+    const size_t ws = (size_t)K * 2;
+    float cbuf[4][16][16];
+    for (int64_t n = n0; n < n1; n += 64) {
+        const uint16_t *w0 = w + (size_t)n * K;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t kb = 0; kb < KB; kb++) {
+            const uint16_t *wk = w0 + kb * 32;
+            _tile_loadd(4, pack + kb * 256, 64);
+            _tile_loadd(5, packlo + kb * 256, 64);
+            _tile_loadd(6, wk, ws);
+            _tile_dpbf16ps(0, 6, 4);
+            _tile_dpbf16ps(0, 6, 5);
+            _tile_loadd(7, wk + 16 * K, ws);
+            _tile_dpbf16ps(1, 7, 4);
+            _tile_dpbf16ps(1, 7, 5);
+            _tile_loadd(6, wk + 32 * K, ws);
+            _tile_dpbf16ps(2, 6, 4);
+            _tile_dpbf16ps(2, 6, 5);
+            _tile_loadd(7, wk + 48 * K, ws);
+            _tile_dpbf16ps(3, 7, 4);
+            _tile_dpbf16ps(3, 7, 5);
+        }
+        _tile_stored(0, cbuf[0], 64);
+        _tile_stored(1, cbuf[1], 64);
+        _tile_stored(2, cbuf[2], 64);
+        _tile_stored(3, cbuf[3], 64);
+        for (int t = 0; t < T; t++)
+            for (int b = 0; b < 4; b++)
+                for (int r = 0; r < 16; r++) y[(size_t)t * N + n + 16 * b + r] = cbuf[b][r][t];
+    }
+    _tile_release();
+}
+
+static size_t amx_scratch(int64_t K) { return (size_t)32 * (size_t)K * sizeof(uint16_t); }
+
+static void matmul_rows_amx(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
+                            int64_t n0, int64_t n1, void *scratch) {
+    const int64_t K = w->cols, N = w->rows;
+    if (xb && T >= 2 && T < 32 && K % 32 == 0 && n1 - n0 >= 64) {
+        const int64_t nA = n0 + (n1 - n0) / 64 * 64;
+        for (int t = 0; t < T; t += 16) {
+            const int tt = T - t < 16 ? T - t : 16;
+            if (tt == 1) matmul_rows(y + (size_t)t * N, x + (size_t)t * K, xb + (size_t)t * 2 * K, w, 1, n0, nA, NULL);
+            else amx_small(y + (size_t)t * N, xb + (size_t)t * 2 * K, (const uint16_t *)w->data, K, N, tt, n0, nA, scratch);
+        }
+        if (nA < n1) matmul_rows(y, x, xb, w, T, nA, n1, NULL);
+        return;
+    }
+    if (!xb || T < 32 || K % 32 != 0 || n1 - n0 < 32) {
+        matmul_rows(y, x, xb, w, T, n0, n1, scratch);
+        return;
+    }
+    const int T32 = T / 32 * 32;
+    const int64_t nA = n0 + (n1 - n0) / 32 * 32;
+    amx_block(y, xb, (const uint16_t *)w->data, K, N, T32, n0, nA, scratch);
+    if (nA < n1) matmul_rows(y, x, xb, w, T, nA, n1, NULL);
+    if (T32 < T) matmul_rows(y + (size_t)T32 * N, x + (size_t)T32 * K, xb + (size_t)T32 * 2 * K, w, T - T32, n0, nA, NULL);
+}
+
+const struct cpu_kernels cpu_kernels_avx512 = {
+    .name = "avx512", .matmul_rows = matmul_rows, .bf16_dot = true, .to_bf16 = to_bf16, .to_bf16_split = to_bf16_split, .embed = embed,
+    .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store, .attention = attention,
+    .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
+};
+
+const struct cpu_kernels cpu_kernels_avx512_amx = {
+    .name = "avx512", .matmul_rows = matmul_rows_amx, .matmul_scratch = amx_scratch, .bf16_dot = true,
+    .to_bf16 = to_bf16, .to_bf16_split = to_bf16_split, .embed = embed, .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store,
+    .attention = attention, .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
+};
