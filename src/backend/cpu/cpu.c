@@ -39,6 +39,8 @@ struct cpu_backend {
     uint16_t *xb; /* activations as bf16 hi/lo parts [T][2][K] */
     size_t xb_len;
     float *attn_scratch; /* [n_threads][attn_stride] */
+    void *attn_items; /* struct attn_item[], grown to the largest step seen */
+    size_t attn_items_len;
     size_t attn_stride, attn_len;
     char *mm_scratch; /* [n_threads][mm_stride] bytes, 64-byte aligned */
     size_t mm_len;
@@ -104,6 +106,7 @@ static void cpu_destroy(struct backend *bk) {
     threadpool_destroy(c->pool);
     free(c->xb);
     free(c->attn_scratch);
+    free(c->attn_items);
     free(c->mm_scratch);
     free(c);
 }
@@ -259,6 +262,13 @@ static void cpu_kv_store(struct backend *bk, const struct bk_kv *kv, const float
     run(c, T > 1 ? (size_t)T * (size_t)kv->n_kv_heads * (size_t)kv->head_dim : 0, kv_store_fn, &r);
 }
 
+/* One unit of attention work: query rows [t0, t1) of sequence s, kv head hk
+ * (hk = -1: all heads, for a kernel set with attn_all_heads). Rows of a
+ * prefill go in blocks through attention_block; decode rows one by one. */
+struct attn_item {
+    int s, t0, t1, hk, cost;
+};
+
 struct attn_ctx {
     const struct cpu_kernels *k;
     float *out;
@@ -268,7 +278,7 @@ struct attn_ctx {
     const struct bk_attn_params *p;
     float *scratch;
     size_t stride;
-    int per_row; /* items per query row: Hkv, or 1 for a set doing all heads */
+    const struct attn_item *items;
     int n_items;
     atomic_int next;
 };
@@ -276,21 +286,20 @@ struct attn_ctx {
 static void attn_fn(void *arg, int ith, int nth) {
     struct attn_ctx *a = arg;
     float *scratch = a->scratch + (size_t)ith * a->stride;
-    const int32_t *qs = a->b->query_start;
     for (;;) {
         int i = atomic_fetch_add_explicit(&a->next, 1, memory_order_relaxed);
         if (i >= a->n_items) break;
-        /* Last rows first: within a sequence they see the most keys. */
-        int item = a->n_items - 1 - i;
-        int t = qs[0] + item / a->per_row, hk = item % a->per_row;
-        int lo = 0, hi = a->b->n_seqs - 1; /* sequence s with qs[s] <= t < qs[s+1] */
-        while (lo < hi) {
-            int mid = (lo + hi + 1) / 2;
-            if (qs[mid] <= t) lo = mid;
-            else hi = mid - 1;
-        }
-        a->k->attention(a->out, a->q, a->kv, a->b, a->p, lo, t, hk, scratch);
+        const struct attn_item *it = &a->items[i];
+        if (it->t1 - it->t0 > 1)
+            a->k->attention_block(a->out, a->q, a->kv, a->b, a->p, it->s, it->t0, it->t1, it->hk, scratch);
+        else
+            a->k->attention(a->out, a->q, a->kv, a->b, a->p, it->s, it->t0, it->hk < 0 ? 0 : it->hk, scratch);
     }
+}
+
+static int attn_item_cmp(const void *x, const void *y) { /* most keys first: they take longest */
+    const struct attn_item *a = x, *b = y;
+    return (b->cost > a->cost) - (b->cost < a->cost);
 }
 
 static void cpu_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
@@ -298,19 +307,41 @@ static void cpu_attention(struct backend *bk, float *out, const float *q, const 
     struct cpu_backend *c = (struct cpu_backend *)bk;
     const int S = b->n_seqs;
     if (S <= 0) return;
-    int max_len = 1;
+    const int G = p->n_heads / p->n_kv_heads, Hkv = p->n_kv_heads;
+    const bool blocked = c->k->attention_block && p->softcap == 0 && G <= 32;
+    const int bq = blocked ? 32 / G : 1; /* query rows per block */
+    const int per_row = c->k->attn_all_heads ? 1 : Hkv;
+    int max_len = 1, n_items = 0;
     size_t work = 0;
     for (int s = 0; s < S; s++) {
+        const int nq = b->query_start[s + 1] - b->query_start[s];
         max_len = MAX(max_len, b->seq_len[s]);
-        work += (size_t)(b->query_start[s + 1] - b->query_start[s]) * (size_t)b->seq_len[s];
+        work += (size_t)nq * (size_t)b->seq_len[s];
+        n_items += (blocked && nq > 1) ? (nq + bq - 1) / bq * Hkv : nq * per_row;
     }
-    const int G = p->n_heads / p->n_kv_heads;
-    struct attn_ctx a = { .k = c->k, .out = out, .q = q, .kv = kv, .b = b, .p = p };
-    a.stride = ((size_t)G * (size_t)max_len + 15) & ~(size_t)15;
+    c->attn_items = grow(c->attn_items, &c->attn_items_len, (size_t)n_items * sizeof(struct attn_item));
+    struct attn_item *items = c->attn_items;
+    int n = 0;
+    for (int s = 0; s < S; s++) {
+        const int qb = b->query_start[s], qe = b->query_start[s + 1], nq = qe - qb, L = b->seq_len[s];
+        const int step = (blocked && nq > 1) ? bq : 1;
+        for (int t0 = qb; t0 < qe; t0 += step) {
+            const int t1 = MIN(t0 + step, qe);
+            const int last = L - nq + (t1 - 1 - qb); /* position of the block's last query */
+            int keys = last + 1;
+            if (p->sliding_window > 0) keys = MIN(keys, p->sliding_window + (t1 - t0) - 1);
+            if (step > 1 || per_row > 1)
+                for (int hk = 0; hk < Hkv; hk++) items[n++] = (struct attn_item){ s, t0, t1, hk, keys };
+            else items[n++] = (struct attn_item){ s, t0, t1, -1, keys };
+        }
+    }
+    qsort(items, (size_t)n, sizeof *items, attn_item_cmp);
+    struct attn_ctx a = { .k = c->k, .out = out, .q = q, .kv = kv, .b = b, .p = p, .items = items, .n_items = n };
+    size_t need = (size_t)G * (size_t)max_len;
+    if (blocked) need = MAX(need, c->k->attention_block_scratch(p->head_dim));
+    a.stride = (need + 15) & ~(size_t)15;
     c->attn_scratch = grow(c->attn_scratch, &c->attn_len, a.stride * (size_t)nth_of(c) * sizeof(float));
     a.scratch = c->attn_scratch;
-    a.per_row = c->k->attn_all_heads ? 1 : p->n_kv_heads;
-    a.n_items = (b->query_start[S] - b->query_start[0]) * a.per_row;
     atomic_init(&a.next, 0);
     run(c, work * (size_t)p->n_heads * (size_t)p->head_dim / 4, attn_fn, &a);
 }

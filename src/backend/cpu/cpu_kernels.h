@@ -44,6 +44,13 @@ struct cpu_kernels {
     void (*attention)(float *out, const float *q, const struct bk_kv *kv, const struct bk_attn_batch *b,
                       const struct bk_attn_params *p, int s, int t, int hk, float *scratch);
     bool attn_all_heads;
+    /* Optional (NULL: none): attention of query rows [t0, t1) of sequence s
+     * for the G query heads of kv head hk together, (t1 - t0) * G <= 32, no
+     * softcap; each cached K/V row is read once for all of them (prefill).
+     * scratch: attention_block_scratch(D) floats. */
+    void (*attention_block)(float *out, const float *q, const struct bk_kv *kv, const struct bk_attn_batch *b,
+                            const struct bk_attn_params *p, int s, int t0, int t1, int hk, float *scratch);
+    size_t (*attention_block_scratch)(int D);
     void (*add_scaled)(float *y, const float *x, float s, size_t n);
     void (*scale)(float *x, size_t n, float s);
 };

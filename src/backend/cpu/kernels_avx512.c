@@ -475,6 +475,121 @@ static void attention(float *out, const float *q, const struct bk_kv *kv, const 
 }
 
 
+/* Blocked attention for prefill: query rows [t0, t1) of sequence s and the G
+ * query heads of kv head hk form R = (t1 - t0) * G <= 32 query vectors, held
+ * transposed (QT[d][r], two vectors of 16 lanes) so one key row read from the
+ * cache serves all R of them: S[j][r] = sum_d QT[d][r] * k_j[d] by broadcast
+ * FMAs, an online softmax per lane, and OT[d][r] += p_j[r] * v_j[d]. Keys come
+ * in chunks of 16, converted once to f32. Lane r = (row tl, head g) =
+ * (r / G, r % G); its position is qpos0 + tl. Softcap is not handled here
+ * (cpu.c keeps those layers on the per-row kernel).
+ * scratch: attention_block_scratch(D) floats. */
+#define ABLK 16
+static size_t attention_block_scratch(int D) { return (size_t)D * 32 * 2 + ABLK * 32 + (size_t)ABLK * D * 2 + 64; }
+
+static void attention_block(float *out, const float *q, const struct bk_kv *kv, const struct bk_attn_batch *b,
+                            const struct bk_attn_params *p, int s, int t0, int t1, int hk, float *scratch) {
+    const int H = p->n_heads, Hkv = p->n_kv_heads, D = p->head_dim, B = kv->block_size;
+    const int G = H / Hkv, nq = t1 - t0, R = nq * G;
+    const int q_begin = b->query_start[s], q_end = b->query_start[s + 1], L = b->seq_len[s];
+    const int32_t *bt = b->block_table + (size_t)s * b->max_blocks;
+    const size_t row = (size_t)Hkv * D;
+    const int qpos0 = L - (q_end - q_begin) + (t0 - q_begin), qlast = qpos0 + nq - 1;
+    const int W = p->sliding_window;
+    float *QT = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* [D][32] */
+    float *OT = QT + (size_t)D * 32;                                    /* [D][32] */
+    float *P = OT + (size_t)D * 32;                                     /* [ABLK][32] */
+    float *kf = P + ABLK * 32, *vf = kf + (size_t)ABLK * D;             /* [ABLK][D] */
+
+    for (int d = 0; d < D; d++)
+        for (int r = 0; r < 32; r++)
+            QT[d * 32 + r] = r < R ? q[((size_t)(t0 + r / G) * H + (size_t)hk * G + r % G) * D + d] * p->scale : 0.0f;
+    memset(OT, 0, (size_t)D * 32 * sizeof(float));
+    int lpos[32];
+    for (int r = 0; r < 32; r++) lpos[r] = r < R ? qpos0 + r / G : -1; /* -1: padding lane, never valid */
+    const __m512i pos0 = _mm512_loadu_si512(lpos), pos1 = _mm512_loadu_si512(lpos + 16);
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0, l0 = _mm512_setzero_ps(), l1 = l0;
+
+    int kstart = 0;
+    if (W > 0 && qpos0 - W + 1 > 0) kstart = qpos0 - W + 1;
+    for (int j0 = kstart; j0 <= qlast; j0 += ABLK) {
+        const int nk = qlast + 1 - j0 < ABLK ? qlast + 1 - j0 : ABLK;
+        for (int j = 0; j < nk; j++) {
+            const int pos = j0 + j;
+            const size_t base = ((size_t)bt[pos / B] * B + (size_t)(pos % B)) * row + (size_t)hk * D;
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 m = tail16(D - d);
+                _mm512_mask_storeu_ps(kf + (size_t)j * D + d, m, ld_any(kv->k, kv->dtype, base + d, m));
+                _mm512_mask_storeu_ps(vf + (size_t)j * D + d, m, ld_any(kv->v, kv->dtype, base + d, m));
+            }
+        }
+        /* scores, masked to -inf where key j is after the lane's query or
+         * outside its window */
+        __m512 bm0 = _mm512_set1_ps(-INFINITY), bm1 = bm0;
+        for (int j = 0; j < nk; j++) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            const float *kj = kf + (size_t)j * D;
+            for (int d = 0; d < D; d++) {
+                const __m512 kd = _mm512_set1_ps(kj[d]);
+                a0 = _mm512_fmadd_ps(_mm512_load_ps(QT + d * 32), kd, a0);
+                a1 = _mm512_fmadd_ps(_mm512_load_ps(QT + d * 32 + 16), kd, a1);
+            }
+            const __m512i jv = _mm512_set1_epi32(j0 + j);
+            __mmask16 v0 = _mm512_cmple_epi32_mask(jv, pos0), v1 = _mm512_cmple_epi32_mask(jv, pos1);
+            if (W > 0) {
+                const __m512i wv = _mm512_set1_epi32(W);
+                v0 &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(pos0, jv), wv);
+                v1 &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(pos1, jv), wv);
+            }
+            a0 = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), v0, a0);
+            a1 = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), v1, a1);
+            _mm512_store_ps(P + j * 32, a0);
+            _mm512_store_ps(P + j * 32 + 16, a1);
+            bm0 = _mm512_max_ps(bm0, a0);
+            bm1 = _mm512_max_ps(bm1, a1);
+        }
+        /* online softmax; a lane with nothing visible yet keeps m = -inf and
+         * subtracts 0 instead, so exp never sees -inf - -inf */
+        const __m512 nm0 = _mm512_max_ps(m0, bm0), nm1 = _mm512_max_ps(m1, bm1);
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        const __m512 u0 = _mm512_mask_mov_ps(nm0, _mm512_cmp_ps_mask(nm0, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        const __m512 u1 = _mm512_mask_mov_ps(nm1, _mm512_cmp_ps_mask(nm1, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        const __m512 al0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m0, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(m0, u0)));
+        const __m512 al1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m1, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(m1, u1)));
+        l0 = _mm512_mul_ps(l0, al0);
+        l1 = _mm512_mul_ps(l1, al1);
+        for (int j = 0; j < nk; j++) {
+            __m512 s0 = _mm512_load_ps(P + j * 32), s1 = _mm512_load_ps(P + j * 32 + 16);
+            __m512 e0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s0, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(s0, u0)));
+            __m512 e1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s1, ninf, _CMP_NEQ_OQ), exp512(_mm512_sub_ps(s1, u1)));
+            _mm512_store_ps(P + j * 32, e0);
+            _mm512_store_ps(P + j * 32 + 16, e1);
+            l0 = _mm512_add_ps(l0, e0);
+            l1 = _mm512_add_ps(l1, e1);
+        }
+        m0 = nm0;
+        m1 = nm1;
+        for (int d = 0; d < D; d++) {
+            __m512 o0 = _mm512_mul_ps(_mm512_load_ps(OT + d * 32), al0);
+            __m512 o1 = _mm512_mul_ps(_mm512_load_ps(OT + d * 32 + 16), al1);
+            for (int j = 0; j < nk; j++) {
+                const __m512 vd = _mm512_set1_ps(vf[(size_t)j * D + d]);
+                o0 = _mm512_fmadd_ps(_mm512_load_ps(P + j * 32), vd, o0);
+                o1 = _mm512_fmadd_ps(_mm512_load_ps(P + j * 32 + 16), vd, o1);
+            }
+            _mm512_store_ps(OT + d * 32, o0);
+            _mm512_store_ps(OT + d * 32 + 16, o1);
+        }
+    }
+    float inv[32];
+    _mm512_storeu_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), l0));
+    _mm512_storeu_ps(inv + 16, _mm512_div_ps(_mm512_set1_ps(1.0f), l1));
+    for (int r = 0; r < R; r++) {
+        float *o = out + ((size_t)(t0 + r / G) * H + (size_t)hk * G + r % G) * D;
+        for (int d = 0; d < D; d++) o[d] = OT[d * 32 + r] * inv[r];
+    }
+}
+
 /* ---- AMX ------------------------------------------------------------------------ */
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
@@ -668,12 +783,12 @@ static void matmul_rows_amx(float *y, const float *x, const uint16_t *xb, const 
 
 const struct cpu_kernels cpu_kernels_avx512 = {
     .name = "avx512", .matmul_rows = matmul_rows, .bf16_dot = true, .to_bf16 = to_bf16, .to_bf16_split = to_bf16_split, .embed = embed,
-    .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store, .attention = attention,
+    .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store, .attention = attention, .attention_block = attention_block, .attention_block_scratch = attention_block_scratch,
     .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
 };
 
 const struct cpu_kernels cpu_kernels_avx512_amx = {
     .name = "avx512", .matmul_rows = matmul_rows_amx, .matmul_scratch = amx_scratch, .bf16_dot = true,
     .to_bf16 = to_bf16, .to_bf16_split = to_bf16_split, .embed = embed, .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store,
-    .attention = attention, .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
+    .attention = attention, .attention_block = attention_block, .attention_block_scratch = attention_block_scratch, .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
 };
