@@ -41,6 +41,11 @@
 
 #define MR 4 /* tokens per register tile */
 #define NR 4 /* weight rows per register tile */
+/* Software prefetch distance along each weight row in decode: rows are short
+ * (2-8 KiB) and read four at a time, too briefly for the hardware
+ * prefetcher to ramp up on its own. Past a row's end it fetches the start of
+ * the rows that follow, which the next tile reads. */
+#define PF_BYTES 1024
 
 #define INLINE static inline __attribute__((always_inline))
 /* Tile loops must unroll fully so accumulators live in registers; -O2 alone
@@ -140,7 +145,10 @@ INLINE __m512 exp512(__m512 x) {
         for (; k + 16 <= K; k += 16) {                                                               \
             __m512 wv[NR];                                                                           \
             UNROLL                                                                                   \
-            for (int j = 0; j < NR; j++) wv[j] = LD(wr[j] + k, (__mmask16)0xffff);                   \
+            for (int j = 0; j < NR; j++) {                                                           \
+                _mm_prefetch((const char *)(wr[j] + k) + PF_BYTES, _MM_HINT_T0);                     \
+                wv[j] = LD(wr[j] + k, (__mmask16)0xffff);                                            \
+            }                                                                                        \
             UNROLL                                                                                   \
             for (int i = 0; i < mr; i++) {                                                           \
                 __m512 xv = _mm512_loadu_ps(x + (size_t)i * K + k);                                  \
@@ -183,7 +191,10 @@ INLINE void tile_bf16dot(float *y, const uint16_t *xb, const uint16_t *w, int64_
     for (; k + 32 <= K; k += 32) {
         __m512bh wv[NR];
         UNROLL
-        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + k);
+        for (int j = 0; j < NR; j++) {
+            _mm_prefetch((const char *)(wr[j] + k) + PF_BYTES, _MM_HINT_T0);
+            wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + k);
+        }
         UNROLL
         for (int i = 0; i < mr; i++) {
             __m512bh xh = (__m512bh)_mm512_loadu_si512(xb + (size_t)i * 2 * K + k);
