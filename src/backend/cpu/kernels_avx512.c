@@ -220,6 +220,43 @@ INLINE void tile_bf16dot(float *y, const uint16_t *xb, const uint16_t *w, int64_
     for (int i = 0; i < mr; i++) store_tile_row(y + (size_t)i * N + n, acc[i], nr);
 }
 
+/* Decode (one token) on the bf16-dot path: eight weight rows at a time, so
+ * eight streams are in flight and the reduction is paid per eight rows. Rows
+ * at or past nr alias the last valid row (computed, not stored). */
+INLINE void tile_bf16dot_1x8(float *y, const uint16_t *xb, const uint16_t *w, int64_t K, int64_t n, int nr) {
+    const uint16_t *wr[8];
+    UNROLL
+    for (int j = 0; j < 8; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K;
+    __m512 acc[8];
+    UNROLL
+    for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m512bh xh = (__m512bh)_mm512_loadu_si512(xb + k), xl = (__m512bh)_mm512_loadu_si512(xb + K + k);
+        UNROLL
+        for (int j = 0; j < 8; j++) {
+            _mm_prefetch((const char *)(wr[j] + k) + PF_BYTES, _MM_HINT_T0);
+            const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[j] + k);
+            acc[j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[j], xh, wv), xl, wv);
+        }
+    }
+    if (k < K) {
+        const __mmask32 m = tail32(K - k);
+        const __m512bh xh = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + k);
+        const __m512bh xl = (__m512bh)_mm512_maskz_loadu_epi16(m, xb + K + k);
+        UNROLL
+        for (int j = 0; j < 8; j++) {
+            const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[j] + k);
+            acc[j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[j], xh, wv), xl, wv);
+        }
+    }
+    const __m128 lo = reduce4(acc[0], acc[1], acc[2], acc[3]), hi = reduce4(acc[4], acc[5], acc[6], acc[7]);
+    float out[8];
+    _mm_storeu_ps(out, lo);
+    _mm_storeu_ps(out + 4, hi);
+    for (int j = 0; j < nr; j++) y[n + j] = out[j];
+}
+
 /* Specialise a tile on mr so the compiler fully unrolls it into registers. */
 #define TILE_SWITCH(FN, ...)                                                  \
     switch (mr) {                                                             \
@@ -240,6 +277,10 @@ static int token_chunk(int64_t K, size_t elem, int T) {
 static void matmul_rows(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
                         int64_t n0, int64_t n1, void *scratch) {
     const int64_t K = w->cols, N = w->rows;
+    if (xb && T == 1) {
+        for (int64_t n = n0; n < n1; n += 8) tile_bf16dot_1x8(y, xb, (const uint16_t *)w->data, K, n, n1 - n < 8 ? (int)(n1 - n) : 8);
+        return;
+    }
     const int tb = token_chunk(K, 4, T);
     for (int t0 = 0; t0 < T; t0 += tb) {
         const int t1 = t0 + tb < T ? t0 + tb : T;
