@@ -36,7 +36,8 @@ typedef struct vllmc_engine vllmc_engine;
 struct vllmc_engine_params {
     const char *model;            /* directory, or ORG/NAME in the Hugging Face cache */
     int n_threads;                /* <= 0: one per physical core */
-    const char *cpu_isa;          /* NULL/"auto", or force "portable", "avx2", "avx512", "neon" */
+    const char *cpu_isa;          /* NULL/"auto", or force "portable", "avx2", "avx512", "neon";
+                                   * "-exact" suffix: f32 activations in every matmul */
     int64_t kv_cache_memory_bytes;/* <= 0: enough for max_model_len tokens */
     int block_size;               /* 8, 16 (default when 0) or 32 */
     int max_model_len;            /* <= 0: from the config */

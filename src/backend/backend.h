@@ -117,7 +117,9 @@ struct backend {
 
 /* CPU backend. n_threads <= 0: one per physical core. isa: NULL or "auto" picks
  * the best the CPU supports; "portable", "avx2", "avx512", "neon" force one
- * (an unsupported choice is an error). */
+ * (an unsupported choice is an error). A "-exact" suffix ("auto-exact",
+ * "avx512-exact") keeps f32 activations in every matmul instead of the bf16
+ * hi/lo split used for BF16 weights on AVX512-BF16/AMX (see cpu.c). */
 int backend_cpu_create(struct backend **out, int n_threads, const char *isa, char *err, size_t errlen);
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);
