@@ -67,6 +67,15 @@ void ref_rope(float *x, const int32_t *pos, int T, int H, int D, const struct bk
     }
 }
 
+void ref_rope_table(float *cs, float *sn, int32_t pos, const struct bk_rope *r) {
+    for (int i = 0; i < r->rot_dim / 2; i++) {
+        float ang = (float)pos * r->inv_freq[i]; /* as ref_rope: f32 angle, libm cos/sin */
+        float c = cosf(ang) * r->attn_factor, s = sinf(ang) * r->attn_factor;
+        if (r->neox) { cs[i] = c; sn[i] = s; }
+        else { cs[2 * i] = cs[2 * i + 1] = c; sn[2 * i] = -s; sn[2 * i + 1] = s; }
+    }
+}
+
 float ref_act(float x, enum bk_act act) {
     switch (act) {
     case BK_ACT_SILU: return x / (1.0f + expf(-x));

@@ -19,5 +19,9 @@ void ref_kv_store(const struct bk_kv *kv, const float *k, const float *v, const 
 void ref_attention_rows(float *out, const float *q, const struct bk_kv *kv, const struct bk_attn_batch *b,
                         const struct bk_attn_params *p, int s, int t0, int t1, float *scratch);
 float ref_act(float x, enum bk_act act);
+/* cos/sin of one position for the SIMD rope kernels, times attn_factor:
+ * neox: cs[i], sn[i] for i < rot_dim/2; interleaved: cs[2i] = cs[2i+1] = cos,
+ * sn[2i] = -sin, sn[2i+1] = sin (sign folded so one loop shape fits both). */
+void ref_rope_table(float *cs, float *sn, int32_t pos, const struct bk_rope *r);
 
 #endif

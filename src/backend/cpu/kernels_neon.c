@@ -233,12 +233,7 @@ static void rope(float *x, const int32_t *pos, int T, int H, int D, const struct
     if (r->rot_dim > ROPE_MAX) { ref_rope(x, pos, T, H, D, r); return; }
     float cs[ROPE_MAX], sn[ROPE_MAX];
     for (int t = 0; t < T; t++) {
-        for (int i = 0; i < half; i++) {
-            float ang = (float)pos[t] * r->inv_freq[i];
-            float c = cosf(ang) * r->attn_factor, s = sinf(ang) * r->attn_factor;
-            if (r->neox) { cs[i] = c; sn[i] = s; }
-            else { cs[2 * i] = cs[2 * i + 1] = c; sn[2 * i] = -s; sn[2 * i + 1] = s; }
-        }
+        ref_rope_table(cs, sn, pos[t], r);
         for (int h = 0; h < H; h++) {
             float *xh = x + ((size_t)t * H + h) * D;
             if (r->neox) {
