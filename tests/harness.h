@@ -70,6 +70,45 @@ static int test_main_(int argc, char **argv) {
 }
 #define TEST_MAIN() int main(int argc, char **argv) { return test_main_(argc, argv); }
 
+/* A fresh directory under /tmp for this test's files, removed when the test's
+ * process exits (each test runs in its own forked process). */
+#include <dirent.h>
+static char test_tmp_dirs_[16][64];
+static int test_tmp_n_;
+static void test_tmp_cleanup_(void) { /* the dirs hold plain files only */
+    for (int i = 0; i < test_tmp_n_; i++) {
+        DIR *d = opendir(test_tmp_dirs_[i]);
+        struct dirent *e;
+        char p[512];
+        while (d && (e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+                snprintf(p, sizeof p, "%s/%s", test_tmp_dirs_[i], e->d_name);
+                unlink(p);
+            }
+        if (d) closedir(d);
+        rmdir(test_tmp_dirs_[i]);
+    }
+    test_tmp_n_ = 0;
+}
+static inline const char *test_mkdtemp(void) {
+    if (test_tmp_n_ == 16) { fprintf(stderr, "  too many temp dirs in one test\n"); _exit(1); }
+    char *d = test_tmp_dirs_[test_tmp_n_];
+    snprintf(d, sizeof test_tmp_dirs_[0], "/tmp/vllmc_test_XXXXXX");
+    if (!mkdtemp(d)) { perror("mkdtemp"); _exit(1); }
+    if (test_tmp_n_++ == 0) atexit(test_tmp_cleanup_);
+    return d;
+}
+/* Write text to DIR/NAME in a fresh temp dir; returns the dir. */
+static inline const char *test_write_tmp(const char *name, const char *text) {
+    const char *dir = test_mkdtemp();
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (!f || fputs(text, f) < 0) { perror(p); _exit(1); }
+    fclose(f);
+    return dir;
+}
+
 /* Small helpers shared by tests. */
 static inline unsigned long long test_rng_next_(unsigned long long *s) {
     *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17; return *s;

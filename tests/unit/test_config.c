@@ -6,19 +6,7 @@
 #include "harness.h"
 #include "model/model.h"
 
-static char tmpdir_[256];
-
-static const char *write_config(const char *json) {
-    snprintf(tmpdir_, sizeof tmpdir_, "/tmp/vllmc_cfg_XXXXXX");
-    REQUIRE(mkdtemp(tmpdir_) != NULL);
-    char p[400];
-    snprintf(p, sizeof p, "%s/config.json", tmpdir_);
-    FILE *f = fopen(p, "w");
-    REQUIRE(f);
-    fputs(json, f);
-    fclose(f);
-    return tmpdir_;
-}
+static const char *write_config(const char *json) { return test_write_tmp("config.json", json); }
 
 #define BASE "\"hidden_size\": 64, \"num_hidden_layers\": 4, \"num_attention_heads\": 4, " \
              "\"num_key_value_heads\": 2, \"intermediate_size\": 128, \"vocab_size\": 384, " \

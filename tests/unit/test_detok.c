@@ -6,18 +6,7 @@
 #include "harness.h"
 #include "text/detok.h"
 
-static const char *write_tok(const char *json) {
-    static char dir[128];
-    snprintf(dir, sizeof dir, "/tmp/vllmc_tok_XXXXXX");
-    REQUIRE(mkdtemp(dir));
-    char p[256];
-    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
-    FILE *f = fopen(p, "w");
-    REQUIRE(f);
-    fputs(json, f);
-    fclose(f);
-    return dir;
-}
+static const char *write_tok(const char *json) { return test_write_tmp("tokenizer.json", json); }
 
 TEST(byte_level_pieces) {
     /* "Ġ" (U+0120) is the space byte 0x20, "Ċ" (U+010A) is "\n", "Ã©" is the two

@@ -42,19 +42,14 @@ static void add_t(struct ckpt *c, const char *name, int64_t r, int64_t k, enum d
 
 /* mutate: 0 = valid; 1 = drop a tensor; 2 = wrong shape; 3 = int dtype matrix */
 static const char *make_ckpt(int mutate) {
-    static char dir[128];
-    snprintf(dir, sizeof dir, "/tmp/vllmc_model_XXXXXX");
-    REQUIRE(mkdtemp(dir));
-    char p[256];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    FILE *f = fopen(p, "w");
-    REQUIRE(f);
-    fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %d, \"num_hidden_layers\": %d, "
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %d, \"num_hidden_layers\": %d, "
                "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"intermediate_size\": %d, "
                "\"vocab_size\": %d, \"max_position_embeddings\": 128, \"rms_norm_eps\": 1e-5, "
                "\"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\"}",
             D_MODEL, N_LAYER, N_HEAD, N_KV, D_FF, VOCAB);
-    fclose(f);
+    const char *dir = test_write_tmp("config.json", cfg);
+    char p[256];
     struct ckpt c = { .n = 0 };
     unsigned long long rng = 0x1234567ull;
     add_t(&c, "model.embed_tokens.weight", VOCAB, D_MODEL, DT_BF16, &rng, 1.0f, 0);
