@@ -38,7 +38,8 @@ struct vllmc_engine_params {
     int n_threads;                /* <= 0: one per physical core */
     const char *cpu_isa;          /* NULL/"auto", or force "portable", "avx2", "avx512", "neon";
                                    * "-exact" suffix: f32 activations in every matmul */
-    int64_t kv_cache_memory_bytes;/* <= 0: enough for max_model_len tokens */
+    int64_t kv_cache_memory_bytes;/* <= 0: see kv_cache_tokens */
+    int64_t kv_cache_tokens;      /* when no byte budget: capacity in tokens (<= 0: max_model_len) */
     int block_size;               /* 8, 16 (default when 0) or 32 */
     int max_model_len;            /* <= 0: from the config */
     const char *kv_cache_dtype;   /* NULL/"auto", "float32", "bfloat16", "float16" */

@@ -118,6 +118,7 @@ static int cmd_generate(int argc, char **argv) {
 
     char err[1024];
     vllmc_engine *e;
+    p.kv_cache_tokens = (int64_t)n_ids + max_tokens; /* one sequence: no need for max_model_len of KV */
     if (vllmc_engine_open(&e, &p, err, sizeof err)) {
         fprintf(stderr, "vllmc: %s\n", err);
         free(ids);

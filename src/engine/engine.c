@@ -69,7 +69,10 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     size_t per_tok = model_kv_bytes_per_token(hp, e->kv_dtype);
     int64_t blocks;
     if (p->kv_cache_memory_bytes > 0) blocks = p->kv_cache_memory_bytes / (int64_t)(per_tok * (size_t)B);
-    else blocks = (e->max_model_len + B - 1) / B;
+    else {
+        int64_t toks = p->kv_cache_tokens > 0 ? MIN(p->kv_cache_tokens, (int64_t)e->max_model_len) : e->max_model_len;
+        blocks = (toks + B - 1) / B;
+    }
     blocks += 1; /* the null block */
     if (blocks < 2) {
         errf(err, errlen, "kv cache of %lld bytes holds no block of %d tokens (%zu bytes each)",
