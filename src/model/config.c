@@ -233,7 +233,8 @@ static int hparams_from_json(struct hparams *hp, json_t *root, char *err, size_t
      * lm_head.weight exists (transformers omits keys equal to the defaults). */
     json_t *tie = json_object_get(c, "tie_word_embeddings");
     if (!tie) tie = json_object_get(root, "tie_word_embeddings");
-    hp->tie_embeddings = json_is_boolean(tie) ? json_is_true(tie) : gemma;
+    hp->tie_explicit = json_is_boolean(tie);
+    hp->tie_embeddings = hp->tie_explicit ? json_is_true(tie) : gemma;
 
     bool ab = jbool(c, "attention_bias", hp->family == FAM_QWEN2);
     hp->attn_bias = ab || hp->family == FAM_QWEN2;

@@ -183,12 +183,16 @@ static int bind_all(struct model *m, char *err, size_t errlen) {
     if (bind_vec(&b, &m->final_norm, "norm.weight", hp->d_model, hp->norm_plus_one ? 1.0f : 0.0f, false)) return -1;
 
     /* Output head: lm_head.weight beside the prefix root, unless tied. A
-     * checkpoint without one is tied whatever the config says (transformers
-     * drops tied copies on save and omits keys equal to the defaults). */
+     * checkpoint without one is tied when the config does not say otherwise
+     * (transformers drops tied copies on save and omits keys equal to the
+     * defaults); one whose config says untied must have its head. */
     const char *heads[] = { "lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight" };
     const char *head = NULL;
     for (size_t i = 0; i < ARRAY_LEN(heads) && !head; i++)
         if (st_find(m->st, heads[i])) head = heads[i];
+    if (!hp->tie_embeddings && !head && hp->tie_explicit)
+        return errf(err, errlen, "%s: config.json says tie_word_embeddings false but the checkpoint has no "
+                    "lm_head.weight (nor language_model.lm_head.weight)", m->dir);
     if (hp->tie_embeddings || !head) {
         hp->tie_embeddings = true;
         m->lm_head = m->tok_emb;

@@ -64,6 +64,7 @@ struct hparams {
     bool has_rope_local;
 
     bool tie_embeddings, attn_bias, o_bias, mlp_bias, qk_norm;
+    bool tie_explicit;          /* config.json set tie_word_embeddings itself */
     bool norm_plus_one;         /* Gemma: weight is (1 + w), folded at load */
     bool sandwich_norms;        /* Gemma: post-attn, pre/post-ffn norms */
     enum bk_act act;

@@ -40,7 +40,8 @@ static void add_t(struct ckpt *c, const char *name, int64_t r, int64_t k, enum d
     c->bufs[c->n++] = buf;
 }
 
-/* mutate: 0 = valid; 1 = drop a tensor; 2 = wrong shape; 3 = int dtype matrix */
+/* mutate: 0 = valid; 1 = drop a tensor; 2 = wrong shape; 3 = int dtype matrix;
+ * 4 = no lm_head although the config says untied */
 static const char *make_ckpt(int mutate) {
     char cfg[1024];
     snprintf(cfg, sizeof cfg, "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": %d, \"num_hidden_layers\": %d, "
@@ -53,7 +54,7 @@ static const char *make_ckpt(int mutate) {
     struct ckpt c = { .n = 0 };
     unsigned long long rng = 0x1234567ull;
     add_t(&c, "model.embed_tokens.weight", VOCAB, D_MODEL, DT_BF16, &rng, 1.0f, 0);
-    add_t(&c, "lm_head.weight", VOCAB, D_MODEL, DT_BF16, &rng, 0.5f, 0);
+    if (mutate != 4) add_t(&c, "lm_head.weight", VOCAB, D_MODEL, DT_BF16, &rng, 0.5f, 0);
     add_t(&c, "model.norm.weight", D_MODEL, 0, DT_BF16, &rng, 0.3f, 1.0f);
     for (int l = 0; l < N_LAYER; l++) {
         char n[128];
@@ -98,6 +99,8 @@ TEST(load_errors_name_tensor_and_shapes) {
           strstr(err, "expected [16, 32]"));
     CHECK(model_load(&m, make_ckpt(3), bk, NULL, err, sizeof err) != 0);
     CHECK(strstr(err, "model.layers.0.mlp.down_proj.weight") && strstr(err, "I32"));
+    CHECK(model_load(&m, make_ckpt(4), bk, NULL, err, sizeof err) != 0);
+    CHECK(strstr(err, "tie_word_embeddings false") && strstr(err, "lm_head.weight"));
     REQUIRE(model_load(&m, make_ckpt(0), bk, NULL, err, sizeof err) == 0);
     CHECK(m->hp.n_layer == N_LAYER && !m->hp.tie_embeddings);
     model_free(m);
