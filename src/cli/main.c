@@ -138,8 +138,17 @@ static int cmd_generate(int argc, char **argv) {
     else {
         for (int i = 0; i < n_out; i++) printf("%s%d", i ? "," : "", out[i]);
         printf("\n");
-        char text[16384];
-        if (vllmc_detokenize(e, out, n_out, text, sizeof text) >= 0) printf("%s\n", text);
+        /* text token by token, so no output length is cut off; the bytes of a
+         * character split across tokens still come out in order */
+        char piece[4096];
+        int any = 0;
+        for (int i = 0; i < n_out; i++) {
+            int len = vllmc_detokenize(e, out + i, 1, piece, sizeof piece);
+            if (len < 0) break;
+            fwrite(piece, 1, (size_t)len, stdout);
+            any = 1;
+        }
+        if (any) printf("\n");
         double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
         fprintf(stderr, "vllmc: %d prompt + %d generated tokens in %.3f s\n", n_ids, n_out, s);
     }

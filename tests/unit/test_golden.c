@@ -68,7 +68,7 @@ static int fixture_load(struct fixture *f, const char *dir) {
         fc->greedy = ids_of(json_object_get(c, "greedy_ids"), &fc->n_greedy);
         fc->margin = nums_of(json_object_get(c, "greedy_margin"), &n);
         fc->logprobs = nums_of(json_object_get(c, "logprobs"), &fc->n_logprobs);
-        REQUIRE(n == fc->n_greedy);
+        REQUIRE(n == fc->n_greedy && fc->n_greedy <= 64); /* gen[][64] below */
         REQUIRE(fc->n_logprobs == fc->n_prompt + fc->n_greedy - 1);
     }
     json_decref(r);
