@@ -107,6 +107,13 @@ static int rope_parse(struct rope_cfg *r, const json_t *d, double theta_dflt, in
     if (r->type == ROPE_LLAMA3 && !json_is_integer(json_object_get(d, "original_max_position_embeddings")))
         return errf(err, errlen, "config.json: llama3 rope scaling needs original_max_position_embeddings");
     if (r->theta <= 0) return errf(err, errlen, "config.json: rope_theta must be positive");
+    if ((r->type == ROPE_LINEAR || r->type == ROPE_DYNAMIC || r->type == ROPE_LLAMA3) && !(r->factor > 0))
+        return errf(err, errlen, "config.json: rope scaling factor must be positive (got %g)", r->factor);
+    if ((r->type == ROPE_LLAMA3 || r->type == ROPE_YARN || r->type == ROPE_LONGROPE) && r->orig_max_pos < 2)
+        return errf(err, errlen, "config.json: original_max_position_embeddings must be at least 2 (got %d)",
+                    r->orig_max_pos);
+    if (r->type == ROPE_LLAMA3 && !(r->high_freq_factor > r->low_freq_factor))
+        return errf(err, errlen, "config.json: llama3 high_freq_factor must exceed low_freq_factor");
     return 0;
 }
 

@@ -165,6 +165,15 @@ TEST(config_errors_are_clear) {
                                         ", \"rope_scaling\": {\"rope_type\": \"weird\"}}"),
                        NULL, err, sizeof err) != 0);
     CHECK(strstr(err, "weird") != NULL);
+    CHECK(hparams_load(&h, write_config("{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+                                        ", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 0}}"),
+                       NULL, err, sizeof err) != 0);
+    CHECK(strstr(err, "factor") != NULL);
+    CHECK(hparams_load(&h, write_config("{\"architectures\": [\"LlamaForCausalLM\"], " BASE
+                                        ", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, "
+                                        "\"original_max_position_embeddings\": 1}}"),
+                       NULL, err, sizeof err) != 0);
+    CHECK(strstr(err, "original_max_position_embeddings") != NULL);
     CHECK(hparams_load(&h, "/nonexistent/dir", NULL, err, sizeof err) != 0);
     CHECK(strstr(err, "/nonexistent/dir/config.json") != NULL);
 }
