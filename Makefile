@@ -25,9 +25,11 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu17 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-format-truncation -fno-strict-aliasing \
            -pthread -Iinclude -Isrc -MMD -MP
 LDLIBS  := -lm -lpthread
-# jansson from Debian; a cross build links statically against the multiarch
-# package (libjansson-dev:arm64) so qemu-aarch64 needs no sysroot at run time.
-LDLIBS  += -ljansson
+# Debian libraries (DESIGN.md 10): libmicrohttpd (HTTP), PCRE2 (tokenizer
+# regexes), utf8proc (normalization), libcrypto (SHA-256 prefix hashes),
+# xxhash, jansson (JSON). A cross build links statically against the
+# multiarch packages (lib*-dev:arm64) so qemu-aarch64 needs no sysroot.
+LDLIBS  += -lmicrohttpd -lpcre2-8 -lutf8proc -lcrypto -lxxhash -ljansson
 ifneq ($(CROSS),)
 LDFLAGS += -static
 endif

@@ -44,6 +44,12 @@ struct vllmc_engine_params {
     int max_model_len;            /* <= 0: from the config */
     const char *kv_cache_dtype;   /* NULL/"auto", "float32", "bfloat16", "float16" */
     const char *hf_overrides;     /* NULL or a JSON object merged over config.json */
+    int max_num_seqs;             /* <= 0: 256 */
+    int max_num_batched_tokens;   /* <= 0: 2048 */
+    int disable_prefix_caching;   /* automatic prefix caching is on by default */
+    const char *prefix_caching_hash_algo; /* NULL/"sha256" or "xxhash" */
+    const char *generation_config;/* NULL/"auto": generation_config.json defaults; "vllm": vLLM's */
+    uint64_t seed;                /* seeds requests that give no seed */
 };
 
 /* Fill p with defaults. */
@@ -68,16 +74,143 @@ struct vllmc_model_info {
 };
 void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info);
 
-/* Greedy generation of one sequence: up to max_tokens ids after the prompt
- * are written to out (capacity max_tokens); *n_out receives the count.
- * Stops early at an EOS id unless ignore_eos. */
+/* ---- Requests (continuous batching) ----------------------------------
+ *
+ * vllmc_engine_open starts one engine thread that owns all KV state and runs
+ * the steps (DESIGN.md 3-5). vllmc_submit hands it a request (token ids +
+ * sampling parameters, copied); outputs arrive on the request's own channel
+ * and are read with vllmc_request_next from any one thread. Submission,
+ * abort and reading are thread-safe. */
+
+struct vllmc_sampling_params {
+    int n;                       /* parallel samples sharing the prompt (>= 1) */
+    float temperature;           /* 0: greedy */
+    float top_p;                 /* (0, 1]; 1: off */
+    int top_k;                   /* <= 0: off */
+    float min_p;                 /* [0, 1]; 0: off */
+    float presence_penalty;      /* [-2, 2] */
+    float frequency_penalty;     /* [-2, 2] */
+    float repetition_penalty;    /* > 0; 1: off */
+    int has_seed;                /* seed given: reproducible whatever else is in the batch */
+    uint64_t seed;
+    int max_tokens;              /* < 0: up to max_model_len */
+    int min_tokens;              /* EOS and stop_token_ids are masked before this many */
+    int ignore_eos;
+    const char *const *stop;     /* stop strings */
+    int n_stop;
+    const int32_t *stop_token_ids;
+    int n_stop_token_ids;
+    int include_stop_str_in_output;
+    int logprobs;                /* < 0: none; k >= 0: sampled token's logprob + top k */
+    int prompt_logprobs;         /* < 0: none; k >= 0: each prompt token's logprob + top k */
+    const int32_t *logit_bias_ids;
+    const float *logit_bias_values;
+    int n_logit_bias;
+    const int32_t *allowed_token_ids; /* NULL: all */
+    int n_allowed_token_ids;
+    const char *const *bad_words; /* each banned as a token sequence (with and without a leading space) */
+    int n_bad_words;
+    int skip_special_tokens;     /* default 1 */
+    int spaces_between_special_tokens; /* default 1 */
+    int detokenize;              /* default 1: produce text and check stop strings */
+};
+
+/* vLLM's defaults, then generation_config.json's (temperature, top_p, top_k,
+ * min_p, repetition_penalty, max_new_tokens) when the engine was opened with
+ * generation_config "auto". */
+void vllmc_sampling_params_default(const vllmc_engine *e, struct vllmc_sampling_params *sp);
+
+struct vllmc_request_params {
+    const int32_t *prompt;       /* token ids (copied) */
+    int n_prompt;
+    struct vllmc_sampling_params sampling;
+    int truncate_prompt_tokens;  /* > 0: keep only the last N prompt tokens; <= 0: off */
+    const char *cache_salt;      /* NULL: none; separates prefix-cache tenants */
+    const char *request_id;      /* for logs; NULL: generated */
+    /* Called from the engine thread whenever new output is ready (may be NULL).
+     * Must not block or call back into the engine. */
+    void (*notify)(void *arg);
+    void *notify_arg;
+};
+
+typedef struct vllmc_request vllmc_request;
+
+int vllmc_submit(vllmc_engine *e, const struct vllmc_request_params *rp, vllmc_request **out, char *err,
+                 size_t errlen);
+/* Stop generating; the request finishes with reason "abort" and its KV
+ * blocks return to the pool at the engine's next step. */
+void vllmc_abort(vllmc_request *r);
+/* Release a request (aborting it if still running). */
+void vllmc_request_free(vllmc_request *r);
+
+enum vllmc_finish { VLLMC_NOT_FINISHED = 0, VLLMC_FINISH_STOP, VLLMC_FINISH_LENGTH, VLLMC_FINISH_ABORT,
+                    VLLMC_FINISH_ERROR };
+const char *vllmc_finish_name(enum vllmc_finish f); /* "stop", "length", "abort", "error" */
+
+struct vllmc_logprob {
+    int32_t token;
+    float logprob;
+    int rank;                    /* 1 = most likely */
+};
+struct vllmc_token_logprobs {
+    struct vllmc_logprob chosen; /* the sampled (or prompt) token */
+    int n_top;
+    const struct vllmc_logprob *top; /* the top-k, most likely first */
+};
+
+/* New output of one of the request's n sequences since the previous read. */
+struct vllmc_seq_output {
+    int index;
+    int n_tokens;
+    const int32_t *tokens;
+    const char *text;            /* complete UTF-8; stop strings never leak partially */
+    size_t text_len;
+    const struct vllmc_token_logprobs *logprobs; /* n_tokens entries, or NULL */
+    enum vllmc_finish finish;
+    int32_t stop_token;          /* the EOS/stop token that ended it, or -1 */
+    const char *stop_str;        /* the stop string that ended it, or NULL */
+    int n_total_tokens;          /* generated so far */
+};
+
+struct vllmc_output {
+    int n_seqs;                  /* sequences with news in this read */
+    const struct vllmc_seq_output *seqs;
+    int n_prompt_tokens;         /* after truncation */
+    int n_cached_tokens;         /* prompt tokens served from the prefix cache */
+    const struct vllmc_token_logprobs *prompt_logprobs; /* n_prompt_tokens entries (the first has n_top 0,
+                                                          * logprob NAN), once, or NULL */
+    int finished;                /* every sequence finished; nothing more will come */
+    const char *error;           /* engine-side failure, or NULL */
+    double t_arrival, t_first_token, t_last_token; /* seconds, monotonic clock */
+};
+
+/* Wait up to timeout_ms (< 0: forever) for news. Returns 1 with *out filled
+ * (valid until the next call or free), 0 on timeout, or VLLMC_EDONE after the
+ * read that reported finished. */
+#define VLLMC_EDONE (-4)
+int vllmc_request_next(vllmc_request *r, struct vllmc_output *out, int timeout_ms);
+
+/* ---- Engine statistics (for /metrics and logs) ------------------------- */
+struct vllmc_engine_stats {
+    int num_running, num_waiting;
+    double kv_usage;             /* blocks held by live requests / all blocks */
+    int64_t prefix_queries, prefix_hits; /* tokens */
+    int64_t preemptions, prompt_tokens, generation_tokens;
+    int64_t requests_finished[5]; /* by enum vllmc_finish */
+    int64_t steps;
+    double busy_seconds;         /* time spent in steps */
+    int engine_dead;             /* the engine thread failed */
+};
+void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);
+
+/* Convenience for tools and tests: greedy generation of one sequence through
+ * the engine (same path as vllmc_submit). */
 int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, int max_tokens, int ignore_eos,
                           int32_t *out, int *n_out, char *err, size_t errlen);
 
-/* Text of ids (concatenated token pieces; no special-token handling yet).
- * Returns the length written (NUL-terminated, truncated to cap-1), or -1 when
- * the checkpoint has no tokenizer.json. */
-int vllmc_detokenize(const vllmc_engine *e, const int32_t *ids, int n, char *buf, size_t cap);
+/* The engine's tokenizer (struct tokenizer, src/text/tokenizer.h), or NULL
+ * when the checkpoint has none. */
+const void *vllmc_engine_tokenizer(const vllmc_engine *e);
 
 #ifdef __cplusplus
 }
