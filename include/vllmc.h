@@ -208,6 +208,10 @@ void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);
 int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, int max_tokens, int ignore_eos,
                           int32_t *out, int *n_out, char *err, size_t errlen);
 
+/* Text of ids (concatenated vocabulary pieces). Returns the length written
+ * (NUL-terminated, truncated to cap-1), or -1 when there is no tokenizer. */
+int vllmc_detokenize(const vllmc_engine *e, const int32_t *ids, int n, char *buf, size_t cap);
+
 /* The engine's tokenizer (struct tokenizer, src/text/tokenizer.h), or NULL
  * when the checkpoint has none. */
 const void *vllmc_engine_tokenizer(const vllmc_engine *e);
