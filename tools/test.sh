@@ -28,4 +28,5 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+bash tests/e2e/install.sh || echo "tests/e2e: npm ci failed; the OpenAI client tests will be skipped" >&2
 make -j"$(nproc)" test
