@@ -67,7 +67,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test unit bench clean fuzz deps
+.PHONY: all test unit bench clean fuzz fuzz-request deps
 all: $(BUILD)/vllmc $(BUILD)/libvllmc.a
 
 $(BUILD)/libvllmc.a: $(OBJ_LIB)
@@ -112,6 +112,12 @@ fuzz:
 	clang -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 	    -o build-fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c \
 	    $(filter src/io/% src/util/%,$(SRC_LIB)) $(LDLIBS)
+
+# libFuzzer target for the server's request parser (clang only).
+fuzz-request:
+	@mkdir -p build-fuzz
+	clang -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
+	    -o build-fuzz/fuzz_request tests/fuzz/fuzz_request.c src/server/protocol.c src/util/util.c $(LDLIBS)
 
 clean:
 	rm -rf build build-san build-aarch64 build-fuzz
