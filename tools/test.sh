@@ -29,4 +29,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 bash tests/e2e/install.sh || echo "tests/e2e: npm ci failed; the OpenAI client tests will be skipped" >&2
+bash tools/tokenizers/fetch.sh || echo "tools/tokenizers/fetch.sh failed: the real-tokenizer tests will be skipped" >&2
 make -j"$(nproc)" test
