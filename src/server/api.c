@@ -268,8 +268,9 @@ static void record_finished(struct gen *g, struct greq *q) {
     metrics_observe_request(&g->s->metrics, &t);
 }
 
-/* Take one output read into q. Returns the largest count of new tokens of
- * any sequence (for the inter-token latency). */
+/* Take one output read into q: tokens, text and logprobs appended per
+ * sequence, finish reasons, prompt logprobs, and the TTFT / inter-token
+ * latency observations. */
 static void absorb(struct gen *g, struct greq *q, const struct vllmc_output *o) {
     struct server *s = g->s;
     if (o->prompt_logprobs && !q->plps && o->n_prompt_tokens > 0) {

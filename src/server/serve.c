@@ -271,21 +271,17 @@ static int setup_templates(struct server *s, const struct serve_opts *o, char *e
         src = tokenizer_chat_template(s->tok, NULL);
     }
     char cerr[512];
-    if (src) {
-        if (!TEXT_HAVE_TEMPLATES()) {
-            free(file);
-            return errf(err, errlen, "chat templates are not built into this binary");
-        }
-        if (chat_template_compile(&s->tmpl, src, cerr, sizeof cerr)) {
-            if (o->chat_template) {
-                free(file);
-                return errf(err, errlen, "chat template %s: %s", file ? o->chat_template : "(text)", cerr);
-            }
-            log_warn("the tokenizer's chat template does not compile (%s); chat requests need a chat_template", cerr);
-            s->tmpl = NULL;
-        }
+    int rc = 0;
+    if (src && !TEXT_HAVE_TEMPLATES()) {
+        if (o->chat_template) rc = errf(err, errlen, "chat templates are not built into this binary");
+        else log_warn("chat templates are not built into this binary: no chat");
+    } else if (src && chat_template_compile(&s->tmpl, src, cerr, sizeof cerr)) {
+        s->tmpl = NULL;
+        if (o->chat_template) rc = errf(err, errlen, "chat template %s: %s", file ? o->chat_template : "(text)", cerr);
+        else log_warn("the tokenizer's chat template does not compile (%s); chat requests need a chat_template", cerr);
     }
     free(file);
+    if (rc) return rc;
     if (!o->chat_template && s->tok && TEXT_HAVE_TOKENIZER() && TEXT_HAVE_TEMPLATES()) {
         const char *tools = tokenizer_chat_template(s->tok, "tool_use");
         if (tools && chat_template_compile(&s->tmpl_tools, tools, cerr, sizeof cerr)) {
