@@ -28,7 +28,7 @@ struct bpe_scratch {
     struct tbuf s; /* one character with prefix/suffix */
 };
 
-void bpe_scratch_free(struct bpe_scratch *s) {
+void tok_bpe_scratch_free(struct bpe_scratch *s) {
     if (!s) return;
     free(s->sym);
     free(s->heap);
@@ -117,37 +117,37 @@ static char *opt_str(const struct tjson *j, size_t *len) {
     return s;
 }
 
-int bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t errlen) {
+int tok_bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t errlen) {
     struct bpe *b = &t->bpe;
     memset(b, 0, sizeof *b);
     b->unk_id = -1;
-    const struct tjson *type = tjson_get(model, "type");
+    const struct tjson *type = tok_json_get(model, "type");
     if (type && (!tj_is_str(type) || strcmp(type->s, "BPE")))
         return errf(err, errlen, "model.type: %s models are not supported (only BPE)", tj_is_str(type) ? type->s : "?");
-    const struct tjson *vocab = tjson_get(model, "vocab"), *merges = tjson_get(model, "merges");
-    if (!vocab || vocab->type != TJ_OBJ) return errf(err, errlen, "model.vocab: expected an object, got %s", tjson_type_name(vocab));
-    if (!merges || merges->type != TJ_ARR) return errf(err, errlen, "model.merges: expected an array, got %s", tjson_type_name(merges));
+    const struct tjson *vocab = tok_json_get(model, "vocab"), *merges = tok_json_get(model, "merges");
+    if (!vocab || vocab->type != TJ_OBJ) return errf(err, errlen, "model.vocab: expected an object, got %s", tok_json_type_name(vocab));
+    if (!merges || merges->type != TJ_ARR) return errf(err, errlen, "model.merges: expected an array, got %s", tok_json_type_name(merges));
     const struct tjson *j;
-    if ((j = tjson_get(model, "ignore_merges")) && tj_is_bool(j)) b->ignore_merges = j->type == TJ_TRUE;
-    if ((j = tjson_get(model, "byte_fallback")) && tj_is_bool(j)) b->byte_fallback = j->type == TJ_TRUE;
-    if ((j = tjson_get(model, "fuse_unk")) && tj_is_bool(j)) b->fuse_unk = j->type == TJ_TRUE;
-    b->cont_prefix = opt_str(tjson_get(model, "continuing_subword_prefix"), &b->cont_len);
-    b->eow_suffix = opt_str(tjson_get(model, "end_of_word_suffix"), &b->eow_len);
+    if ((j = tok_json_get(model, "ignore_merges")) && tj_is_bool(j)) b->ignore_merges = j->type == TJ_TRUE;
+    if ((j = tok_json_get(model, "byte_fallback")) && tj_is_bool(j)) b->byte_fallback = j->type == TJ_TRUE;
+    if ((j = tok_json_get(model, "fuse_unk")) && tj_is_bool(j)) b->fuse_unk = j->type == TJ_TRUE;
+    b->cont_prefix = opt_str(tok_json_get(model, "continuing_subword_prefix"), &b->cont_len);
+    b->eow_suffix = opt_str(tok_json_get(model, "end_of_word_suffix"), &b->eow_len);
 
-    strmap_init(&b->vocab, vocab->n);
+    tok_strmap_init(&b->vocab, vocab->n);
     for (const struct tjson *m = vocab->child; m; m = m->next) {
         if (m->type != TJ_NUM || m->num < 0 || m->num > (double)INT32_MAX - 1 || m->num != (double)(int64_t)m->num)
             return errf(err, errlen, "model.vocab[\"%.100s\"]: expected a non-negative integer id", m->key);
-        strmap_put(&b->vocab, m->key, m->klen, (int32_t)m->num);
+        tok_strmap_put(&b->vocab, m->key, m->klen, (int32_t)m->num);
     }
-    const struct tjson *unk = tjson_get(model, "unk_token");
+    const struct tjson *unk = tok_json_get(model, "unk_token");
     if (tj_is_str(unk)) {
-        b->unk_id = strmap_get(&b->vocab, unk->s, unk->n);
+        b->unk_id = tok_strmap_get(&b->vocab, unk->s, unk->n);
         b->unk_missing = b->unk_id < 0;
     }
 
     /* merges: ["a b", ...] or [["a", "b"], ...] */
-    mergemap_init(&b->merges, merges->n);
+    tok_mergemap_init(&b->merges, merges->n);
     struct tbuf cat = { 0 };
     uint32_t rank = 0;
     size_t idx = 0;
@@ -168,14 +168,14 @@ int bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t e
             c = m->child->next->s; cl = m->child->next->n;
         } else {
             free(cat.p);
-            return errf(err, errlen, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"], got %s", idx, tjson_type_name(m));
+            return errf(err, errlen, "model.merges[%zu]: expected \"a b\" or [\"a\", \"b\"], got %s", idx, tok_json_type_name(m));
         }
-        int32_t ia = strmap_get(&b->vocab, a, al), ic = strmap_get(&b->vocab, c, cl);
+        int32_t ia = tok_strmap_get(&b->vocab, a, al), ic = tok_strmap_get(&b->vocab, c, cl);
         size_t skip = MIN(b->cont_len, cl);
         cat.n = 0;
         tbuf_put(&cat, a, al);
         tbuf_put(&cat, c + skip, cl - skip);
-        int32_t inew = strmap_get(&b->vocab, cat.p, cat.n);
+        int32_t inew = tok_strmap_get(&b->vocab, cat.p, cat.n);
         if (ia < 0 || ic < 0 || inew < 0) {
             const char *which = ia < 0 ? a : ic < 0 ? c : cat.p;
             int wl = (int)(ia < 0 ? al : ic < 0 ? cl : cat.n);
@@ -183,50 +183,50 @@ int bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t e
             free(cat.p);
             return -1;
         }
-        mergemap_put(&b->merges, ia, ic, rank++, inew);
+        tok_mergemap_put(&b->merges, ia, ic, rank++, inew);
     }
     free(cat.p);
 
     for (int i = 0; i < 256; i++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", i);
-        b->fallback_id[i] = strmap_get(&b->vocab, name, 6);
+        b->fallback_id[i] = tok_strmap_get(&b->vocab, name, 6);
         b->byte_id[i] = -1;
     }
     for (int i = 0; i < 128; i++) {
         char ch = (char)i;
-        b->ascii_id[i] = strmap_get(&b->vocab, &ch, 1);
+        b->ascii_id[i] = tok_strmap_get(&b->vocab, &ch, 1);
     }
     wc_init(&b->cache);
     return 0;
 }
 
 /* Called by tokenizer.c once it knows ByteLevel is the last pre-tokenizer. */
-void bpe_enable_raw(struct bpe *b) {
+void tok_bpe_enable_raw(struct bpe *b) {
     if (b->cont_len || b->eow_len) return;
     int16_t inv[512];
     for (int i = 0; i < 512; i++) inv[i] = -1;
     for (int x = 0; x < 256; x++) inv[byte_char(x)] = (int16_t)x;
-    strmap_init(&b->raw, b->vocab.n);
+    tok_strmap_init(&b->raw, b->vocab.n);
     struct tbuf raw = { 0 };
     for (size_t i = 0; i < b->vocab.cap; i++) {
         const struct strmap_slot *s = &b->vocab.slot[i];
         if (s->len == UINT32_MAX) continue;
         if (unbyte(inv, b->vocab.keys + s->off, s->len, &raw)) continue; /* unreachable from byte input */
-        strmap_put(&b->raw, raw.p, raw.n, s->val);
+        tok_strmap_put(&b->raw, raw.p, raw.n, s->val);
     }
     free(raw.p);
     for (int x = 0; x < 256; x++) {
         char ch = (char)x;
-        b->byte_id[x] = strmap_get(&b->raw, &ch, 1);
+        b->byte_id[x] = tok_strmap_get(&b->raw, &ch, 1);
     }
     b->raw_mode = true;
 }
 
-void bpe_free(struct bpe *b) {
-    strmap_free(&b->vocab);
-    strmap_free(&b->raw);
-    mergemap_free(&b->merges);
+void tok_bpe_free(struct bpe *b) {
+    tok_strmap_free(&b->vocab);
+    tok_strmap_free(&b->raw);
+    tok_mergemap_free(&b->merges);
     free(b->cont_prefix);
     free(b->eow_suffix);
     wc_free(&b->cache);
@@ -285,7 +285,7 @@ static struct hent heap_pop(struct bpe_scratch *s) {
 static void merge_all(const struct bpe *b, struct bpe_scratch *s) {
     s->nheap = 0;
     for (size_t i = 0; i + 1 < s->nsym; i++) {
-        const struct merge_slot *m = mergemap_get(&b->merges, s->sym[i].id, s->sym[i + 1].id);
+        const struct merge_slot *m = tok_mergemap_get(&b->merges, s->sym[i].id, s->sym[i + 1].id);
         if (m) heap_push(s, m->rank, (uint32_t)i, m->id);
     }
     while (s->nheap) {
@@ -293,7 +293,7 @@ static void merge_all(const struct bpe *b, struct bpe_scratch *s) {
         struct sym *cur = &s->sym[top.pos];
         if (cur->len == 0 || cur->next < 0) continue;
         struct sym right = s->sym[cur->next];
-        const struct merge_slot *m = mergemap_get(&b->merges, cur->id, right.id);
+        const struct merge_slot *m = tok_mergemap_get(&b->merges, cur->id, right.id);
         if (!m || m->id != top.id) continue; /* stale */
         s->sym[cur->next].len = 0;
         cur->id = top.id;
@@ -301,11 +301,11 @@ static void merge_all(const struct bpe *b, struct bpe_scratch *s) {
         cur->next = right.next;
         if (right.next >= 0) s->sym[right.next].prev = (int32_t)top.pos;
         if (cur->prev >= 0) {
-            m = mergemap_get(&b->merges, s->sym[cur->prev].id, cur->id);
+            m = tok_mergemap_get(&b->merges, s->sym[cur->prev].id, cur->id);
             if (m) heap_push(s, m->rank, (uint32_t)cur->prev, m->id);
         }
         if (cur->next >= 0) {
-            m = mergemap_get(&b->merges, cur->id, s->sym[cur->next].id);
+            m = tok_mergemap_get(&b->merges, cur->id, s->sym[cur->next].id);
             if (m) heap_push(s, m->rank, top.pos, m->id);
         }
     }
@@ -332,11 +332,11 @@ static int add_unknown(const struct bpe *b, struct bpe_scratch *s, const char *c
     return 0;
 }
 
-int bpe_tokenize(const struct bpe *b, struct bpe_scratch **scr, const char *w, size_t n, struct ibuf *out,
+int tok_bpe_tokenize(const struct bpe *b, struct bpe_scratch **scr, const char *w, size_t n, struct ibuf *out,
                  char *err, size_t errlen) {
     if (n == 0) return 0;
     if (b->ignore_merges) {
-        int32_t id = strmap_get(b->raw_mode ? &b->raw : &b->vocab, w, n);
+        int32_t id = tok_strmap_get(b->raw_mode ? &b->raw : &b->vocab, w, n);
         if (id >= 0) { ibuf_push(out, id); return 0; }
     }
     uint64_t h = 0;
@@ -367,13 +367,13 @@ int bpe_tokenize(const struct bpe *b, struct bpe_scratch **scr, const char *w, s
             int l = utf8_len_of_lead((uint8_t)w[i]);
             int32_t id;
             if (plain) {
-                id = l == 1 ? b->ascii_id[(uint8_t)w[i]] : strmap_get(&b->vocab, w + i, (size_t)l);
+                id = l == 1 ? b->ascii_id[(uint8_t)w[i]] : tok_strmap_get(&b->vocab, w + i, (size_t)l);
             } else {
                 s->s.n = 0;
                 if (i > 0) tbuf_put(&s->s, b->cont_prefix, b->cont_len);
                 tbuf_put(&s->s, w + i, (size_t)l);
                 if (i + (size_t)l >= n) tbuf_put(&s->s, b->eow_suffix, b->eow_len);
-                id = strmap_get(&b->vocab, s->s.p, s->s.n);
+                id = tok_strmap_get(&b->vocab, s->s.p, s->s.n);
             }
             if (id >= 0) {
                 if (unk_id >= 0) { sym_push(s, unk_id, unk_len); unk_id = -1; }

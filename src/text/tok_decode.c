@@ -39,20 +39,20 @@ static struct decoder *dec_new(struct tokenizer *t) {
     return d;
 }
 
-int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen) {
+int tok_decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen) {
     if (!j || j->type == TJ_NULL) return 0;
     t->has_decoder = true;
-    const struct tjson *ty = tjson_get(j, "type");
+    const struct tjson *ty = tok_json_get(j, "type");
     if (!tj_is_str(ty)) return errf(err, errlen, "%s.type: expected a string", path);
     const char *type = ty->s;
     if (!strcmp(type, "Sequence")) {
-        const struct tjson *arr = tjson_get(j, "decoders");
+        const struct tjson *arr = tok_json_get(j, "decoders");
         if (!arr || arr->type != TJ_ARR) return errf(err, errlen, "%s.decoders: expected an array", path);
         int i = 0;
         for (const struct tjson *c = arr->child; c; c = c->next, i++) {
             char p2[256];
             snprintf(p2, sizeof p2, "%s.decoders[%d]", path, i);
-            if (decoder_load(t, c, p2, err, errlen)) return -1;
+            if (tok_decoder_load(t, c, p2, err, errlen)) return -1;
         }
         return 0;
     }
@@ -66,17 +66,17 @@ int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, c
     } else if (!strcmp(type, "Metaspace")) {
         char r[5];
         int rl;
-        if (one_char_of(tjson_get(j, "replacement"), r, &rl))
+        if (one_char_of(tok_json_get(j, "replacement"), r, &rl))
             return errf(err, errlen, "%s.replacement: expected one character", path);
         int ps = PS_ALWAYS;
-        const struct tjson *s = tjson_get(j, "prepend_scheme");
+        const struct tjson *s = tok_json_get(j, "prepend_scheme");
         if (tj_is_str(s)) {
             if (!strcmp(s->s, "always")) ps = PS_ALWAYS;
             else if (!strcmp(s->s, "first")) ps = PS_FIRST;
             else if (!strcmp(s->s, "never")) ps = PS_NEVER;
             else return errf(err, errlen, "%s.prepend_scheme: \"%s\" is not always/first/never", path, s->s);
         }
-        const struct tjson *aps = tjson_get(j, "add_prefix_space");
+        const struct tjson *aps = tok_json_get(j, "add_prefix_space");
         if (aps && aps->type == TJ_FALSE) ps = PS_NEVER;
         struct decoder *d = dec_new(t);
         d->type = D_METASPACE;
@@ -84,29 +84,29 @@ int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, c
         d->repl_len = rl;
         d->prepend_scheme = ps;
     } else if (!strcmp(type, "Strip")) {
-        const struct tjson *st = tjson_get(j, "start"), *sp = tjson_get(j, "stop");
+        const struct tjson *st = tok_json_get(j, "start"), *sp = tok_json_get(j, "stop");
         struct decoder *d = dec_new(t);
         d->type = D_STRIP;
-        if (one_char_of(tjson_get(j, "content"), d->repl, &d->repl_len))
+        if (one_char_of(tok_json_get(j, "content"), d->repl, &d->repl_len))
             return errf(err, errlen, "%s.content: expected one character", path);
         d->start = st && st->type == TJ_NUM ? (int)st->num : 0;
         d->stop = sp && sp->type == TJ_NUM ? (int)sp->num : 0;
     } else if (!strcmp(type, "Replace")) {
-        const struct tjson *c = tjson_get(j, "content"), *pat = tjson_get(j, "pattern");
+        const struct tjson *c = tok_json_get(j, "content"), *pat = tok_json_get(j, "pattern");
         if (!tj_is_str(c)) return errf(err, errlen, "%s.content: expected a string", path);
         struct decoder *d = dec_new(t);
         d->type = D_REPLACE;
         d->content = xmalloc(c->n + 1);
         memcpy(d->content, c->s, c->n + 1);
         d->clen = c->n;
-        const struct tjson *s = tjson_get(pat, "String"), *r = tjson_get(pat, "Regex");
+        const struct tjson *s = tok_json_get(pat, "String"), *r = tok_json_get(pat, "Regex");
         if (tj_is_str(s)) tok_regex_literal(&d->re, s->s, s->n);
         else if (tj_is_str(r)) {
             char e2[512];
             if (tok_regex_compile(&d->re, r->s, r->n, e2, sizeof e2)) return errf(err, errlen, "%s.pattern: %s", path, e2);
         } else return errf(err, errlen, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", path);
     } else if (!strcmp(type, "WordPiece")) {
-        const struct tjson *p = tjson_get(j, "prefix"), *c = tjson_get(j, "cleanup");
+        const struct tjson *p = tok_json_get(j, "prefix"), *c = tok_json_get(j, "cleanup");
         struct decoder *d = dec_new(t);
         d->type = D_WORDPIECE;
         const char *pre = tj_is_str(p) ? p->s : "##";
@@ -115,7 +115,7 @@ int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, c
         memcpy(d->content, pre, d->clen + 1);
         d->cleanup = !c || c->type != TJ_FALSE;
     } else if (!strcmp(type, "BPEDecoder")) {
-        const struct tjson *s = tjson_get(j, "suffix");
+        const struct tjson *s = tok_json_get(j, "suffix");
         struct decoder *d = dec_new(t);
         d->type = D_BPE;
         const char *suf = tj_is_str(s) ? s->s : "</w>";
@@ -128,7 +128,7 @@ int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, c
     return 0;
 }
 
-void decoders_free(struct tokenizer *t) {
+void tok_decoders_free(struct tokenizer *t) {
     for (int i = 0; i < t->n_dec; i++) {
         tok_regex_free(&t->dec[i].re);
         free(t->dec[i].content);
@@ -223,7 +223,7 @@ static void dec_apply(const struct decoder *d, struct dec_scratch *s, const stru
         }
         tl_begin(out);
         size_t before = out->buf.n;
-        utf8_lossy_append(&out->buf, raw->p ? raw->p : "", raw->n);
+        tok_utf8_lossy_append(&out->buf, raw->p ? raw->p : "", raw->n);
         out->len[0] = out->buf.n - before;
         break;
     }
@@ -251,7 +251,7 @@ static void dec_apply(const struct decoder *d, struct dec_scratch *s, const stru
             bool is_b = i < in->n && is_byte_token(tl_s(in, i), in->len[i], &b);
             if (is_b) { tbuf_putc(pend, (char)b); continue; }
             if (pend->n) {
-                if (utf8_valid_prefix(pend->p, pend->n) == pend->n) tl_add(out, pend->p, pend->n);
+                if (tok_utf8_valid_prefix(pend->p, pend->n) == pend->n) tl_add(out, pend->p, pend->n);
                 else
                     for (size_t k = 0; k < pend->n; k++) tl_add(out, FFFD, 3);
                 pend->n = 0;

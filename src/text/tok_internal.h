@@ -73,17 +73,17 @@ struct tj_block;
 struct tjson_doc { struct tjson *root; char *buf; struct tj_block *blocks; };
 /* Parses buf[0..len) in place (buf must hold len + 1 bytes); takes ownership
  * of buf. err gets "line L, column C: what". */
-int tjson_parse(struct tjson_doc *d, char *buf, size_t len, char *err, size_t errlen);
-void tjson_free(struct tjson_doc *d);
-const struct tjson *tjson_get(const struct tjson *obj, const char *key);
+int tok_json_parse(struct tjson_doc *d, char *buf, size_t len, char *err, size_t errlen);
+void tok_json_free(struct tjson_doc *d);
+const struct tjson *tok_json_get(const struct tjson *obj, const char *key);
 static inline bool tj_is_str(const struct tjson *j) { return j && j->type == TJ_STR; }
 static inline bool tj_is_bool(const struct tjson *j) { return j && (j->type == TJ_TRUE || j->type == TJ_FALSE); }
-const char *tjson_type_name(const struct tjson *j);
+const char *tok_json_type_name(const struct tjson *j);
 
 /* ---- Unicode and UTF-8 helpers (tok_util.c) ---- */
 
 /* Length of the valid UTF-8 prefix of s[0..n) (== n when all valid). */
-size_t utf8_valid_prefix(const char *s, size_t n);
+size_t tok_utf8_valid_prefix(const char *s, size_t n);
 /* Decode one code point at s (valid UTF-8 assumed); *len gets its length. */
 static inline uint32_t utf8_decode(const char *s, int *len) {
     const uint8_t *u = (const uint8_t *)s;
@@ -94,14 +94,14 @@ static inline uint32_t utf8_decode(const char *s, int *len) {
     return ((uint32_t)(u[0] & 0x07) << 18) | ((uint32_t)(u[1] & 0x3F) << 12) | ((uint32_t)(u[2] & 0x3F) << 6) | (u[3] & 0x3F);
 }
 static inline int utf8_len_of_lead(uint8_t c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
-int utf8_encode(uint32_t cp, char *out); /* returns 1..4 */
+int tok_utf8_encode(uint32_t cp, char *out); /* returns 1..4 */
 /* Rust's String::from_utf8_lossy: each maximal ill-formed subpart -> U+FFFD. */
-void utf8_lossy_append(struct tbuf *out, const char *s, size_t n);
-bool uni_is_whitespace(uint32_t c);  /* White_Space (Rust char::is_whitespace, Oniguruma \s) */
-bool uni_is_numeric(uint32_t c);     /* Nd, Nl, No (Rust char::is_numeric) */
-bool uni_is_punct(uint32_t c);       /* ASCII punctuation or a P* category */
-bool uni_is_word(uint32_t c);        /* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control */
-bool uni_is_mark_nonspacing(uint32_t c);
+void tok_utf8_lossy_append(struct tbuf *out, const char *s, size_t n);
+bool tok_uni_is_whitespace(uint32_t c);  /* White_Space (Rust char::is_whitespace, Oniguruma \s) */
+bool tok_uni_is_numeric(uint32_t c);     /* Nd, Nl, No (Rust char::is_numeric) */
+bool tok_uni_is_punct(uint32_t c);       /* ASCII punctuation or a P* category */
+bool tok_uni_is_word(uint32_t c);        /* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control */
+bool tok_uni_is_mark_nonspacing(uint32_t c);
 
 /* ---- hash maps (tok_util.c) ---- */
 
@@ -111,11 +111,11 @@ struct strmap {
     size_t cap, n;           /* cap a power of two; slot.len == UINT32_MAX: empty */
     char *keys; size_t klen, kcap;
 };
-void strmap_init(struct strmap *m, size_t expect);
-void strmap_free(struct strmap *m);
+void tok_strmap_init(struct strmap *m, size_t expect);
+void tok_strmap_free(struct strmap *m);
 /* Insert or overwrite (serde's map: the last duplicate wins). */
-void strmap_put(struct strmap *m, const char *k, size_t len, int32_t val);
-int32_t strmap_get(const struct strmap *m, const char *k, size_t len); /* -1 if absent */
+void tok_strmap_put(struct strmap *m, const char *k, size_t len, int32_t val);
+int32_t tok_strmap_get(const struct strmap *m, const char *k, size_t len); /* -1 if absent */
 uint64_t tok_hash(const void *p, size_t n);
 
 /* (id, id) -> (rank, new id) */
@@ -123,10 +123,10 @@ struct mergemap {
     struct merge_slot { uint64_t key; uint32_t rank; int32_t id; } *slot;
     size_t cap, n;
 };
-void mergemap_init(struct mergemap *m, size_t expect);
-void mergemap_free(struct mergemap *m);
-void mergemap_put(struct mergemap *m, int32_t a, int32_t b, uint32_t rank, int32_t id);
-static inline const struct merge_slot *mergemap_get(const struct mergemap *m, int32_t a, int32_t b) {
+void tok_mergemap_init(struct mergemap *m, size_t expect);
+void tok_mergemap_free(struct mergemap *m);
+void tok_mergemap_put(struct mergemap *m, int32_t a, int32_t b, uint32_t rank, int32_t id);
+static inline const struct merge_slot *tok_mergemap_get(const struct mergemap *m, int32_t a, int32_t b) {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     size_t mask = m->cap - 1, i = (size_t)(h >> 32) & mask;
@@ -162,7 +162,7 @@ void tok_matcher_free(struct tok_matcher *m);
 struct span { uint32_t s, e; uint8_t match; };
 struct spanbuf { struct span *p; size_t n, cap; };
 int tok_regex_find(const struct tok_regex *r, struct tok_matcher *m, const char *s, size_t n, struct spanbuf *out);
-void spanbuf_push(struct spanbuf *b, uint32_t s, uint32_t e, uint8_t match);
+void tok_spanbuf_push(struct spanbuf *b, uint32_t s, uint32_t e, uint8_t match);
 
 /* ---- the pipeline ---- */
 
@@ -272,22 +272,22 @@ struct tokenizer {
 };
 
 /* tok_bpe.c */
-int bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t errlen);
-void bpe_free(struct bpe *b);
+int tok_bpe_load(struct tokenizer *t, const struct tjson *model, char *err, size_t errlen);
+void tok_bpe_free(struct bpe *b);
 /* Appends the ids of one pre-tokenized word. -1 (err set) only when an
  * unknown character needs an unk token that is not in the vocabulary. */
 struct bpe_scratch;
-int bpe_tokenize(const struct bpe *b, struct bpe_scratch **scr, const char *w, size_t n, struct ibuf *out,
+int tok_bpe_tokenize(const struct bpe *b, struct bpe_scratch **scr, const char *w, size_t n, struct ibuf *out,
                  char *err, size_t errlen);
-void bpe_scratch_free(struct bpe_scratch *s);
+void tok_bpe_scratch_free(struct bpe_scratch *s);
 /* Keys the vocabulary by raw bytes too (ByteLevel is the last pre-tokenizer). */
-void bpe_enable_raw(struct bpe *b);
+void tok_bpe_enable_raw(struct bpe *b);
 
 /* tokenizer.c: the UTF-8 of GPT-2's alphabet character for byte b */
 const char *tok_byte_char_utf8(int b, int *len);
 
 /* tok_decode.c */
-int decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen);
-void decoders_free(struct tokenizer *t);
+int tok_decoder_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen);
+void tok_decoders_free(struct tokenizer *t);
 
 #endif

@@ -78,8 +78,8 @@ static int tj_string(struct tj_parser *ps, char **out, uint32_t *len) {
         while (q < ps->end && *q != '"' && *q != '\\' && (uint8_t)*q >= 0x20) q++;
         size_t plain = (size_t)(q - src);
         if (plain) {
-            if (utf8_valid_prefix(src, plain) != plain) {
-                ps->p = src + utf8_valid_prefix(src, plain);
+            if (tok_utf8_valid_prefix(src, plain) != plain) {
+                ps->p = src + tok_utf8_valid_prefix(src, plain);
                 return tj_fail(ps, "invalid UTF-8 in a string");
             }
             if (dst != src) memmove(dst, src, plain);
@@ -120,7 +120,7 @@ static int tj_string(struct tj_parser *ps, char **out, uint32_t *len) {
                 ps->p = src;
                 return tj_fail(ps, "lone surrogate in a \\u escape");
             }
-            dst += utf8_encode(cp, dst); /* never longer than the 6-12 escape bytes */
+            dst += tok_utf8_encode(cp, dst); /* never longer than the 6-12 escape bytes */
             break;
         }
         default: ps->p = src - 1; return tj_fail(ps, "bad escape");
@@ -224,26 +224,26 @@ static int tj_value(struct tj_parser *ps, struct tjson *n) {
     }
 }
 
-int tjson_parse(struct tjson_doc *d, char *buf, size_t len, char *err, size_t errlen) {
+int tok_json_parse(struct tjson_doc *d, char *buf, size_t len, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     d->buf = buf;
     struct tj_parser ps = { .p = buf, .end = buf + len, .start = buf, .doc = d, .err = err, .errlen = errlen };
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) ps.p += 3; /* BOM */
     d->root = tj_node(&ps);
-    if (tj_value(&ps, d->root)) { tjson_free(d); return -1; }
+    if (tj_value(&ps, d->root)) { tok_json_free(d); return -1; }
     tj_ws(&ps);
-    if (ps.p != ps.end) { tj_fail(&ps, "trailing characters after the JSON value"); tjson_free(d); return -1; }
+    if (ps.p != ps.end) { tj_fail(&ps, "trailing characters after the JSON value"); tok_json_free(d); return -1; }
     return 0;
 }
 
-void tjson_free(struct tjson_doc *d) {
+void tok_json_free(struct tjson_doc *d) {
     struct tj_block *b = d->blocks;
     while (b) { struct tj_block *nx = b->next; free(b); b = nx; }
     free(d->buf);
     memset(d, 0, sizeof *d);
 }
 
-const struct tjson *tjson_get(const struct tjson *obj, const char *key) {
+const struct tjson *tok_json_get(const struct tjson *obj, const char *key) {
     if (!obj || obj->type != TJ_OBJ) return NULL;
     size_t kl = strlen(key);
     for (const struct tjson *c = obj->child; c; c = c->next)
@@ -251,7 +251,7 @@ const struct tjson *tjson_get(const struct tjson *obj, const char *key) {
     return NULL;
 }
 
-const char *tjson_type_name(const struct tjson *j) {
+const char *tok_json_type_name(const struct tjson *j) {
     if (!j) return "missing";
     static const char *names[] = { "null", "false", "true", "a number", "a string", "an array", "an object" };
     return names[j->type];

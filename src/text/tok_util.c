@@ -42,7 +42,7 @@ static inline int utf8_width(uint8_t lead) {
     return 0;
 }
 
-size_t utf8_valid_prefix(const char *s, size_t n) {
+size_t tok_utf8_valid_prefix(const char *s, size_t n) {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
     while (i < n) {
@@ -66,7 +66,7 @@ size_t utf8_valid_prefix(const char *s, size_t n) {
     return n;
 }
 
-int utf8_encode(uint32_t cp, char *out) {
+int tok_utf8_encode(uint32_t cp, char *out) {
     uint8_t *o = (uint8_t *)out;
     if (cp < 0x80) { o[0] = (uint8_t)cp; return 1; }
     if (cp < 0x800) { o[0] = (uint8_t)(0xC0 | (cp >> 6)); o[1] = (uint8_t)(0x80 | (cp & 0x3F)); return 2; }
@@ -83,13 +83,13 @@ int utf8_encode(uint32_t cp, char *out) {
     return 4;
 }
 
-void utf8_lossy_append(struct tbuf *out, const char *s, size_t n) {
+void tok_utf8_lossy_append(struct tbuf *out, const char *s, size_t n) {
     const uint8_t *u = (const uint8_t *)s;
     static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
     tbuf_reserve(out, n + n / 2 + 3);
     size_t i = 0;
     while (i < n) {
-        size_t v = utf8_valid_prefix(s + i, n - i);
+        size_t v = tok_utf8_valid_prefix(s + i, n - i);
         tbuf_put(out, s + i, v);
         i += v;
         if (i >= n) break;
@@ -107,27 +107,27 @@ void utf8_lossy_append(struct tbuf *out, const char *s, size_t n) {
 
 /* ---- Unicode predicates ---------------------------------------------------- */
 
-bool uni_is_whitespace(uint32_t c) {
+bool tok_uni_is_whitespace(uint32_t c) {
     if (c <= 0x20) return c == 0x20 || (c >= 0x09 && c <= 0x0D);
     if (c < 0x85) return false;
     return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
            c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-bool uni_is_numeric(uint32_t c) {
+bool tok_uni_is_numeric(uint32_t c) {
     if (c < 0x80) return c >= '0' && c <= '9';
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
 
-bool uni_is_punct(uint32_t c) {
+bool tok_uni_is_punct(uint32_t c) {
     if (c < 0x80) return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) ||
                          (c >= 0x7B && c <= 0x7E);
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
     return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
-bool uni_is_word(uint32_t c) {
+bool tok_uni_is_word(uint32_t c) {
     if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
     if (c == 0x200C || c == 0x200D || (c >= 0x24B6 && c <= 0x24E9)) return true;
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
@@ -135,7 +135,7 @@ bool uni_is_word(uint32_t c) {
            k == UTF8PROC_CATEGORY_PC;
 }
 
-bool uni_is_mark_nonspacing(uint32_t c) {
+bool tok_uni_is_mark_nonspacing(uint32_t c) {
     return c >= 0x300 && utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_MN;
 }
 
@@ -149,20 +149,20 @@ static size_t pow2_at_least(size_t n) {
     return c;
 }
 
-void strmap_init(struct strmap *m, size_t expect) {
+void tok_strmap_init(struct strmap *m, size_t expect) {
     memset(m, 0, sizeof *m);
     m->cap = pow2_at_least(expect + expect / 2 + 1);
     m->slot = xmalloc(m->cap * sizeof *m->slot);
     for (size_t i = 0; i < m->cap; i++) m->slot[i].len = UINT32_MAX;
 }
 
-void strmap_free(struct strmap *m) {
+void tok_strmap_free(struct strmap *m) {
     free(m->slot);
     free(m->keys);
     memset(m, 0, sizeof *m);
 }
 
-static void strmap_grow(struct strmap *m) {
+static void tok_strmap_grow(struct strmap *m) {
     struct strmap_slot *old = m->slot;
     size_t oc = m->cap;
     m->cap *= 2;
@@ -177,8 +177,8 @@ static void strmap_grow(struct strmap *m) {
     free(old);
 }
 
-void strmap_put(struct strmap *m, const char *k, size_t len, int32_t val) {
-    if ((m->n + 1) * 3 > m->cap * 2) strmap_grow(m);
+void tok_strmap_put(struct strmap *m, const char *k, size_t len, int32_t val) {
+    if ((m->n + 1) * 3 > m->cap * 2) tok_strmap_grow(m);
     uint64_t h = tok_hash(k, len);
     size_t mask = m->cap - 1, i = (size_t)h & mask;
     for (;;) {
@@ -202,7 +202,7 @@ void strmap_put(struct strmap *m, const char *k, size_t len, int32_t val) {
     m->n++;
 }
 
-int32_t strmap_get(const struct strmap *m, const char *k, size_t len) {
+int32_t tok_strmap_get(const struct strmap *m, const char *k, size_t len) {
     if (!m->cap) return -1;
     uint64_t h = tok_hash(k, len);
     size_t mask = m->cap - 1, i = (size_t)h & mask;
@@ -214,21 +214,21 @@ int32_t strmap_get(const struct strmap *m, const char *k, size_t len) {
     }
 }
 
-void mergemap_init(struct mergemap *m, size_t expect) {
+void tok_mergemap_init(struct mergemap *m, size_t expect) {
     m->cap = pow2_at_least(expect * 2 + 1);
     m->n = 0;
     m->slot = xmalloc(m->cap * sizeof *m->slot);
     for (size_t i = 0; i < m->cap; i++) m->slot[i].key = UINT64_MAX;
 }
 
-void mergemap_free(struct mergemap *m) {
+void tok_mergemap_free(struct mergemap *m) {
     free(m->slot);
     memset(m, 0, sizeof *m);
 }
 
 /* Sized once by the caller (the merge count is known); overwrites a duplicate
  * pair as collecting into a HashMap does: the last rank wins. */
-void mergemap_put(struct mergemap *m, int32_t a, int32_t b, uint32_t rank, int32_t id) {
+void tok_mergemap_put(struct mergemap *m, int32_t a, int32_t b, uint32_t rank, int32_t id) {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
     size_t mask = m->cap - 1, i = (size_t)(h >> 32) & mask;
@@ -403,7 +403,7 @@ int tok_regex_translate(const char *pat, size_t len, struct tbuf *out, char *err
 
 int tok_regex_compile(struct tok_regex *r, const char *pattern, size_t len, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
-    if (utf8_valid_prefix(pattern, len) != len) return errf(err, errlen, "pattern is not valid UTF-8");
+    if (tok_utf8_valid_prefix(pattern, len) != len) return errf(err, errlen, "pattern is not valid UTF-8");
     struct tbuf tr = { 0 };
     char e2[256];
     if (tok_regex_translate(pattern, len, &tr, e2, sizeof e2)) {
@@ -447,7 +447,7 @@ void tok_matcher_free(struct tok_matcher *m) {
     memset(m, 0, sizeof *m);
 }
 
-void spanbuf_push(struct spanbuf *b, uint32_t s, uint32_t e, uint8_t match) {
+void tok_spanbuf_push(struct spanbuf *b, uint32_t s, uint32_t e, uint8_t match) {
     if (b->n == b->cap) {
         size_t c = b->cap ? b->cap * 2 : 64;
         struct span *np = realloc(b->p, c * sizeof *np);
@@ -459,17 +459,17 @@ void spanbuf_push(struct spanbuf *b, uint32_t s, uint32_t e, uint8_t match) {
 }
 
 int tok_regex_find(const struct tok_regex *r, struct tok_matcher *m, const char *s, size_t n, struct spanbuf *out) {
-    if (n == 0) { spanbuf_push(out, 0, 0, 0); return 0; }
+    if (n == 0) { tok_spanbuf_push(out, 0, 0, 0); return 0; }
     size_t prev = 0;
     if (!r->code) {
-        if (r->litlen == 0) { spanbuf_push(out, 0, (uint32_t)n, 0); return 0; }
+        if (r->litlen == 0) { tok_spanbuf_push(out, 0, (uint32_t)n, 0); return 0; }
         const char *p = s, *end = s + n;
         while ((size_t)(end - p) >= r->litlen) {
             const char *q = memmem(p, (size_t)(end - p), r->lit, r->litlen);
             if (!q) break;
             size_t st = (size_t)(q - s);
-            if (st != prev) spanbuf_push(out, (uint32_t)prev, (uint32_t)st, 0);
-            spanbuf_push(out, (uint32_t)st, (uint32_t)(st + r->litlen), 1);
+            if (st != prev) tok_spanbuf_push(out, (uint32_t)prev, (uint32_t)st, 0);
+            tok_spanbuf_push(out, (uint32_t)st, (uint32_t)(st + r->litlen), 1);
             prev = st + r->litlen;
             p = q + r->litlen;
         }
@@ -495,14 +495,14 @@ int tok_regex_find(const struct tok_regex *r, struct tok_matcher *m, const char 
                 pos += (size_t)utf8_len_of_lead((uint8_t)s[pos]);
                 continue;
             }
-            if (ms != prev) spanbuf_push(out, (uint32_t)prev, (uint32_t)ms, 0);
-            spanbuf_push(out, (uint32_t)ms, (uint32_t)me, 1);
+            if (ms != prev) tok_spanbuf_push(out, (uint32_t)prev, (uint32_t)ms, 0);
+            tok_spanbuf_push(out, (uint32_t)ms, (uint32_t)me, 1);
             prev = me;
             pos = me;
             last_end = me;
             have_last = true;
         }
     }
-    if (prev != n) spanbuf_push(out, (uint32_t)prev, (uint32_t)n, 0);
+    if (prev != n) tok_spanbuf_push(out, (uint32_t)prev, (uint32_t)n, 0);
     return 0;
 }

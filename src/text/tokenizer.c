@@ -58,7 +58,7 @@ static int read_json(struct tjson_doc *d, const char *dir, const char *name, boo
     char e2[256];
     char *buf = file_read_all(path, &len, e2, sizeof e2);
     if (!buf) return errf(err, errlen, "%s: %s", path, e2);
-    if (tjson_parse(d, buf, len, e2, sizeof e2)) return errf(err, errlen, "%s: %s", path, e2);
+    if (tok_json_parse(d, buf, len, e2, sizeof e2)) return errf(err, errlen, "%s: %s", path, e2);
     return 0;
 }
 
@@ -86,7 +86,7 @@ static int parse_behavior(const struct tjson *j, int *out) {
 
 /* pattern: {"String": s} or {"Regex": r} */
 static int parse_pattern(const struct tjson *j, struct tok_regex *re, const char *path, char *err, size_t errlen) {
-    const struct tjson *s = tjson_get(j, "String"), *r = tjson_get(j, "Regex");
+    const struct tjson *s = tok_json_get(j, "String"), *r = tok_json_get(j, "Regex");
     if (tj_is_str(s)) { tok_regex_literal(re, s->s, s->n); return 0; }
     if (tj_is_str(r)) {
         char e2[512];
@@ -111,11 +111,11 @@ static int one_char(const struct tjson *j, char *out, int *len) {
 
 static int norm_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen) {
     if (!j || j->type == TJ_NULL) return 0;
-    const struct tjson *ty = tjson_get(j, "type");
+    const struct tjson *ty = tok_json_get(j, "type");
     if (!tj_is_str(ty)) return errf(err, errlen, "%s.type: expected a string", path);
     const char *type = ty->s;
     if (!strcmp(type, "Sequence")) {
-        const struct tjson *arr = tjson_get(j, "normalizers");
+        const struct tjson *arr = tok_json_get(j, "normalizers");
         if (!arr || arr->type != TJ_ARR) return errf(err, errlen, "%s.normalizers: expected an array", path);
         int i = 0;
         for (const struct tjson *c = arr->child; c; c = c->next, i++) {
@@ -138,18 +138,18 @@ static int norm_load(struct tokenizer *t, const struct tjson *j, const char *pat
     else if (!strcmp(type, "ByteLevel")) n->type = N_BYTELEVEL;
     else if (!strcmp(type, "Strip")) {
         n->type = N_STRIP;
-        n->left = jbool(tjson_get(j, "strip_left"), true);
-        n->right = jbool(tjson_get(j, "strip_right"), true);
+        n->left = jbool(tok_json_get(j, "strip_left"), true);
+        n->right = jbool(tok_json_get(j, "strip_right"), true);
     } else if (!strcmp(type, "Prepend")) {
-        const struct tjson *p = tjson_get(j, "prepend");
+        const struct tjson *p = tok_json_get(j, "prepend");
         if (!tj_is_str(p)) return errf(err, errlen, "%s.prepend: expected a string", path);
         n->type = N_PREPEND;
         n->content = dup_n(p->s, p->n);
         n->clen = p->n;
     } else if (!strcmp(type, "Replace")) {
-        const struct tjson *c = tjson_get(j, "content");
+        const struct tjson *c = tok_json_get(j, "content");
         if (!tj_is_str(c)) return errf(err, errlen, "%s.content: expected a string", path);
-        if (parse_pattern(tjson_get(j, "pattern"), &n->re, path, err, errlen)) return -1;
+        if (parse_pattern(tok_json_get(j, "pattern"), &n->re, path, err, errlen)) return -1;
         n->type = N_REPLACE;
         n->content = dup_n(c->s, c->n);
         n->clen = c->n;
@@ -167,11 +167,11 @@ static const char BYTELEVEL_RE[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+|
 
 static int pre_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen) {
     if (!j || j->type == TJ_NULL) return 0;
-    const struct tjson *ty = tjson_get(j, "type");
+    const struct tjson *ty = tok_json_get(j, "type");
     if (!tj_is_str(ty)) return errf(err, errlen, "%s.type: expected a string", path);
     const char *type = ty->s;
     if (!strcmp(type, "Sequence")) {
-        const struct tjson *arr = tjson_get(j, "pretokenizers");
+        const struct tjson *arr = tok_json_get(j, "pretokenizers");
         if (!arr || arr->type != TJ_ARR) return errf(err, errlen, "%s.pretokenizers: expected an array", path);
         int i = 0;
         for (const struct tjson *c = arr->child; c; c = c->next, i++) {
@@ -187,42 +187,42 @@ static int pre_load(struct tokenizer *t, const struct tjson *j, const char *path
     memset(p, 0, sizeof *p);
     if (!strcmp(type, "Split")) {
         p->type = PT_SPLIT;
-        if (parse_behavior(tjson_get(j, "behavior"), &p->behavior))
+        if (parse_behavior(tok_json_get(j, "behavior"), &p->behavior))
             return errf(err, errlen, "%s.behavior: expected one of Removed, Isolated, MergedWithPrevious, "
                         "MergedWithNext, Contiguous", path);
-        p->invert = jbool(tjson_get(j, "invert"), false);
-        if (parse_pattern(tjson_get(j, "pattern"), &p->re, path, err, errlen)) return -1;
+        p->invert = jbool(tok_json_get(j, "invert"), false);
+        if (parse_pattern(tok_json_get(j, "pattern"), &p->re, path, err, errlen)) return -1;
     } else if (!strcmp(type, "ByteLevel")) {
         p->type = PT_BYTELEVEL;
-        p->add_prefix_space = jbool(tjson_get(j, "add_prefix_space"), true);
-        p->use_regex = jbool(tjson_get(j, "use_regex"), true);
+        p->add_prefix_space = jbool(tok_json_get(j, "add_prefix_space"), true);
+        p->use_regex = jbool(tok_json_get(j, "use_regex"), true);
         if (p->use_regex && tok_regex_compile(&p->re, BYTELEVEL_RE, strlen(BYTELEVEL_RE), err, errlen)) return -1;
     } else if (!strcmp(type, "Metaspace")) {
         p->type = PT_METASPACE;
-        if (one_char(tjson_get(j, "replacement"), p->repl, &p->repl_len))
+        if (one_char(tok_json_get(j, "replacement"), p->repl, &p->repl_len))
             return errf(err, errlen, "%s.replacement: expected one character", path);
         p->prepend_scheme = PS_ALWAYS;
-        const struct tjson *ps = tjson_get(j, "prepend_scheme");
+        const struct tjson *ps = tok_json_get(j, "prepend_scheme");
         if (tj_is_str(ps)) {
             if (!strcmp(ps->s, "always")) p->prepend_scheme = PS_ALWAYS;
             else if (!strcmp(ps->s, "first")) p->prepend_scheme = PS_FIRST;
             else if (!strcmp(ps->s, "never")) p->prepend_scheme = PS_NEVER;
             else return errf(err, errlen, "%s.prepend_scheme: \"%s\" is not always/first/never", path, ps->s);
         }
-        const struct tjson *aps = tjson_get(j, "add_prefix_space");
+        const struct tjson *aps = tok_json_get(j, "add_prefix_space");
         if (aps && aps->type == TJ_FALSE) {
             if (p->prepend_scheme != PS_NEVER && tj_is_str(ps))
                 return errf(err, errlen, "%s: add_prefix_space does not match declared prepend_scheme", path);
             p->prepend_scheme = PS_NEVER;
         }
-        p->split = jbool(tjson_get(j, "split"), true);
+        p->split = jbool(tok_json_get(j, "split"), true);
     } else if (!strcmp(type, "Digits")) {
         p->type = PT_DIGITS;
-        p->individual_digits = jbool(tjson_get(j, "individual_digits"), false);
+        p->individual_digits = jbool(tok_json_get(j, "individual_digits"), false);
     } else if (!strcmp(type, "Punctuation")) {
         p->type = PT_PUNCT;
         p->behavior = SB_ISOLATED;
-        const struct tjson *b = tjson_get(j, "behavior");
+        const struct tjson *b = tok_json_get(j, "behavior");
         if (b && parse_behavior(b, &p->behavior)) return errf(err, errlen, "%s.behavior: unknown behavior", path);
     } else if (!strcmp(type, "Whitespace")) {
         p->type = PT_WHITESPACE;
@@ -232,7 +232,7 @@ static int pre_load(struct tokenizer *t, const struct tjson *j, const char *path
         p->type = PT_BERT;
     } else if (!strcmp(type, "CharDelimiterSplit")) {
         p->type = PT_CHAR_DELIM;
-        if (one_char(tjson_get(j, "delimiter"), p->repl, &p->repl_len))
+        if (one_char(tok_json_get(j, "delimiter"), p->repl, &p->repl_len))
             return errf(err, errlen, "%s.delimiter: expected one character", path);
     } else {
         return errf(err, errlen, "%s: pre-tokenizer type \"%s\" is not supported", path, type);
@@ -292,11 +292,11 @@ static int tok_pair(const struct tjson *j, int32_t *id) {
 
 static int post_load(struct tokenizer *t, const struct tjson *j, const char *path, char *err, size_t errlen) {
     if (!j || j->type == TJ_NULL) return 0;
-    const struct tjson *ty = tjson_get(j, "type");
+    const struct tjson *ty = tok_json_get(j, "type");
     if (!tj_is_str(ty)) return errf(err, errlen, "%s.type: expected a string", path);
     const char *type = ty->s;
     if (!strcmp(type, "Sequence")) {
-        const struct tjson *arr = tjson_get(j, "processors");
+        const struct tjson *arr = tok_json_get(j, "processors");
         if (!arr || arr->type != TJ_ARR) return errf(err, errlen, "%s.processors: expected an array", path);
         int i = 0;
         for (const struct tjson *c = arr->child; c; c = c->next, i++) {
@@ -309,7 +309,7 @@ static int post_load(struct tokenizer *t, const struct tjson *j, const char *pat
     if (!strcmp(type, "ByteLevel")) return 0; /* offsets only */
     if (!strcmp(type, "RobertaProcessing") || !strcmp(type, "BertProcessing")) {
         int32_t cls, sep;
-        if (tok_pair(tjson_get(j, "cls"), &cls) || tok_pair(tjson_get(j, "sep"), &sep))
+        if (tok_pair(tok_json_get(j, "cls"), &cls) || tok_pair(tok_json_get(j, "sep"), &sep))
             return errf(err, errlen, "%s: expected cls and sep as [token, id]", path);
         struct tpl_piece *p = xcalloc(3, sizeof *p);
         p[0] = tpl_ids(&cls, 1);
@@ -320,16 +320,16 @@ static int post_load(struct tokenizer *t, const struct tjson *j, const char *pat
     }
     if (strcmp(type, "TemplateProcessing"))
         return errf(err, errlen, "%s: post-processor type \"%s\" is not supported", path, type);
-    const struct tjson *single = tjson_get(j, "single"), *special = tjson_get(j, "special_tokens");
+    const struct tjson *single = tok_json_get(j, "single"), *special = tok_json_get(j, "special_tokens");
     if (!single || single->type != TJ_ARR) return errf(err, errlen, "%s.single: expected an array", path);
     struct tpl_piece *p = xcalloc(MAX(single->n, 1), sizeof *p);
     int n = 0, i = 0;
     for (const struct tjson *c = single->child; c; c = c->next, i++) {
-        const struct tjson *seq = tjson_get(c, "Sequence"), *sp = tjson_get(c, "SpecialToken");
+        const struct tjson *seq = tok_json_get(c, "Sequence"), *sp = tok_json_get(c, "SpecialToken");
         if (seq) { p[n++].seq = true; continue; }
-        const struct tjson *id = tjson_get(sp, "id");
+        const struct tjson *id = tok_json_get(sp, "id");
         if (!tj_is_str(id)) { tpl_free(p, n); return errf(err, errlen, "%s.single[%d]: expected Sequence or SpecialToken", path, i); }
-        const struct tjson *st = tjson_get(special, id->s), *ids = tjson_get(st, "ids");
+        const struct tjson *st = tok_json_get(special, id->s), *ids = tok_json_get(st, "ids");
         if (!ids || ids->type != TJ_ARR) {
             tpl_free(p, n);
             return errf(err, errlen, "%s.special_tokens: missing \"%s\"", path, id->s);
@@ -348,7 +348,7 @@ static int post_load(struct tokenizer *t, const struct tjson *j, const char *pat
 
 static void trie_init(struct tok_trie *tr) {
     memset(tr, 0, sizeof *tr);
-    strmap_init(&tr->edges, 64);
+    tok_strmap_init(&tr->edges, 64);
     tr->cap_nodes = 64;
     tr->term = xmalloc(tr->cap_nodes * sizeof *tr->term);
     tr->term[0] = -1;
@@ -357,7 +357,7 @@ static void trie_init(struct tok_trie *tr) {
 }
 
 static void trie_free(struct tok_trie *tr) {
-    strmap_free(&tr->edges);
+    tok_strmap_free(&tr->edges);
     free(tr->term);
 }
 
@@ -368,7 +368,7 @@ static void trie_add(struct tok_trie *tr, const char *s, size_t n, int32_t idx) 
         char key[5];
         memcpy(key, &node, 4);
         key[4] = s[i];
-        int32_t c = strmap_get(&tr->edges, key, 5);
+        int32_t c = tok_strmap_get(&tr->edges, key, 5);
         if (c < 0) {
             if (tr->n_nodes == tr->cap_nodes) {
                 tr->cap_nodes *= 2;
@@ -377,7 +377,7 @@ static void trie_add(struct tok_trie *tr, const char *s, size_t n, int32_t idx) 
             }
             c = (int32_t)tr->n_nodes++;
             tr->term[c] = -1;
-            strmap_put(&tr->edges, key, 5, c);
+            tok_strmap_put(&tr->edges, key, 5, c);
         }
         node = c;
     }
@@ -394,7 +394,7 @@ static size_t trie_longest(const struct tok_trie *tr, const char *s, size_t n, i
         char key[5];
         memcpy(key, &node, 4);
         key[4] = s[i];
-        int32_t c = strmap_get(&tr->edges, key, 5);
+        int32_t c = tok_strmap_get(&tr->edges, key, 5);
         if (c < 0) break;
         node = c;
         if (tr->term[node] >= 0) { best = i + 1; *idx = tr->term[node]; }
@@ -436,7 +436,7 @@ static void enc_free(struct enc *e) {
     free(e->araw.p);
     free(e->anorm.p);
     tok_matcher_free(&e->m);
-    bpe_scratch_free(e->bs);
+    tok_bpe_scratch_free(e->bs);
     free(e->u32);
 }
 
@@ -460,11 +460,11 @@ static void added_split(const struct tokenizer *t, const struct tok_trie *tr, co
                     size_t k = start - 1;
                     while (k > 0 && ((uint8_t)s[k] & 0xC0) == 0x80) k--;
                     int cl;
-                    start_space = !uni_is_word(utf8_decode(s + k, &cl));
+                    start_space = !tok_uni_is_word(utf8_decode(s + k, &cl));
                 }
                 if (stop < n) {
                     int cl;
-                    stop_space = !uni_is_word(utf8_decode(s + stop, &cl));
+                    stop_space = !tok_uni_is_word(utf8_decode(s + stop, &cl));
                 }
                 if (!start_space || !stop_space) continue;
             }
@@ -474,7 +474,7 @@ static void added_split(const struct tokenizer *t, const struct tok_trie *tr, co
                     size_t q = k - 1;
                     while (q > 0 && ((uint8_t)s[q] & 0xC0) == 0x80) q--;
                     int cl;
-                    if (!uni_is_whitespace(utf8_decode(s + q, &cl))) break;
+                    if (!tok_uni_is_whitespace(utf8_decode(s + q, &cl))) break;
                     k = q;
                 }
                 start = MAX(k, start_offset);
@@ -482,7 +482,7 @@ static void added_split(const struct tokenizer *t, const struct tok_trie *tr, co
             if (a->rstrip) {
                 while (stop < n) {
                     int cl;
-                    if (!uni_is_whitespace(utf8_decode(s + stop, &cl))) break;
+                    if (!tok_uni_is_whitespace(utf8_decode(s + stop, &cl))) break;
                     stop += (size_t)cl;
                 }
             }
@@ -527,7 +527,7 @@ static void nf_chunk(struct enc *e, int type, const char *s, size_t n, struct tb
         }
         r = utf8proc_normalize_utf32(e->u32, r, (utf8proc_option_t)opt);
         tbuf_reserve(out, (size_t)r * 4);
-        for (utf8proc_ssize_t i = 0; i < r; i++) out->n += (size_t)utf8_encode((uint32_t)e->u32[i], out->p + out->n);
+        for (utf8proc_ssize_t i = 0; i < r; i++) out->n += (size_t)tok_utf8_encode((uint32_t)e->u32[i], out->p + out->n);
         out->p[out->n] = 0;
         return;
     }
@@ -582,7 +582,7 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
                 else if (c == 0x130) tbuf_put(out, "i\xCC\x87", 3); /* the one multi-char lowercase */
                 else {
                     char b[4];
-                    tbuf_put(out, b, (size_t)utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), b));
+                    tbuf_put(out, b, (size_t)tok_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), b));
                 }
                 i += (size_t)l;
             }
@@ -591,7 +591,7 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
             for (size_t i = 0; i < cn;) {
                 int l;
                 uint32_t c = utf8_decode(cur + i, &l);
-                if (!uni_is_mark_nonspacing(c)) tbuf_put(out, cur + i, (size_t)l);
+                if (!tok_uni_is_mark_nonspacing(c)) tbuf_put(out, cur + i, (size_t)l);
                 i += (size_t)l;
             }
             break;
@@ -611,7 +611,7 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
             if (nm->left)
                 while (a < b) {
                     int l;
-                    if (!uni_is_whitespace(utf8_decode(cur + a, &l))) break;
+                    if (!tok_uni_is_whitespace(utf8_decode(cur + a, &l))) break;
                     a += (size_t)l;
                 }
             if (nm->right)
@@ -619,7 +619,7 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
                     size_t q = b - 1;
                     while (q > a && ((uint8_t)cur[q] & 0xC0) == 0x80) q--;
                     int l;
-                    if (!uni_is_whitespace(utf8_decode(cur + q, &l))) break;
+                    if (!tok_uni_is_whitespace(utf8_decode(cur + q, &l))) break;
                     b = q;
                 }
             tbuf_put(out, cur + a, b - a);
@@ -712,18 +712,18 @@ static void pred_spans(const char *s, size_t n, bool (*pred)(uint32_t, const voi
         int l;
         uint32_t c = utf8_decode(s + i, &l);
         if (pred(c, arg)) {
-            if (last < i) spanbuf_push(out, (uint32_t)last, (uint32_t)i, 0);
-            spanbuf_push(out, (uint32_t)i, (uint32_t)(i + (size_t)l), 1);
+            if (last < i) tok_spanbuf_push(out, (uint32_t)last, (uint32_t)i, 0);
+            tok_spanbuf_push(out, (uint32_t)i, (uint32_t)(i + (size_t)l), 1);
             last = i + (size_t)l;
         }
         i += (size_t)l;
     }
-    if (last < n) spanbuf_push(out, (uint32_t)last, (uint32_t)n, 0);
+    if (last < n) tok_spanbuf_push(out, (uint32_t)last, (uint32_t)n, 0);
 }
 
-static bool p_numeric(uint32_t c, const void *a) { (void)a; return uni_is_numeric(c); }
-static bool p_punct(uint32_t c, const void *a) { (void)a; return uni_is_punct(c); }
-static bool p_space(uint32_t c, const void *a) { (void)a; return uni_is_whitespace(c); }
+static bool p_numeric(uint32_t c, const void *a) { (void)a; return tok_uni_is_numeric(c); }
+static bool p_punct(uint32_t c, const void *a) { (void)a; return tok_uni_is_punct(c); }
+static bool p_space(uint32_t c, const void *a) { (void)a; return tok_uni_is_whitespace(c); }
 static bool p_char(uint32_t c, const void *a) { return c == *(const uint32_t *)a; }
 
 static const char *byte_chars[256];
@@ -737,7 +737,7 @@ static void byte_chars_init(void) {
         uint32_t c;
         if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) c = (uint32_t)b;
         else c = 256u + (uint32_t)n++;
-        byte_char_len[b] = utf8_encode(c, byte_chars_buf + b * 3);
+        byte_char_len[b] = tok_utf8_encode(c, byte_chars_buf + b * 3);
         byte_chars[b] = byte_chars_buf + b * 3;
     }
 }
@@ -749,7 +749,7 @@ const char *tok_byte_char_utf8(int b, int *len) {
 }
 
 static int model_word(struct enc *e, const char *s, size_t n) {
-    return bpe_tokenize(&e->t->bpe, &e->bs, s, n, e->out, e->err, e->errlen);
+    return tok_bpe_tokenize(&e->t->bpe, &e->bs, s, n, e->out, e->err, e->errlen);
 }
 
 static int pt_run(struct enc *e, int k, const char *s, size_t n, bool at_origin) {
@@ -778,7 +778,7 @@ static int pt_run(struct enc *e, int k, const char *s, size_t n, bool at_origin)
         if (p->use_regex) {
             if (tok_regex_find(&p->re, &e->m, s, n, sp)) return errf(e->err, e->errlen, "regex matching failed");
         } else {
-            spanbuf_push(sp, 0, (uint32_t)n, 0);
+            tok_spanbuf_push(sp, 0, (uint32_t)n, 0);
         }
         for (size_t i = 0; i < sp->n; i++) {
             const char *w = s + sp->p[i].s;
@@ -836,16 +836,16 @@ static int pt_run(struct enc *e, int k, const char *s, size_t n, bool at_origin)
         while (i < n) {
             int l;
             uint32_t c = utf8_decode(s + i, &l);
-            int cls = uni_is_word(c) ? 1 : uni_is_whitespace(c) ? 0 : 2;
+            int cls = tok_uni_is_word(c) ? 1 : tok_uni_is_whitespace(c) ? 0 : 2;
             size_t j = i + (size_t)l;
             while (j < n) {
                 int l2;
                 uint32_t c2 = utf8_decode(s + j, &l2);
-                int cls2 = uni_is_word(c2) ? 1 : uni_is_whitespace(c2) ? 0 : 2;
+                int cls2 = tok_uni_is_word(c2) ? 1 : tok_uni_is_whitespace(c2) ? 0 : 2;
                 if (cls2 != cls) break;
                 j += (size_t)l2;
             }
-            spanbuf_push(sp, (uint32_t)i, (uint32_t)j, cls == 0);
+            tok_spanbuf_push(sp, (uint32_t)i, (uint32_t)j, cls == 0);
             i = j;
         }
         return pt_emit(e, k, s, sp, SB_REMOVED, at_origin);
@@ -855,15 +855,15 @@ static int pt_run(struct enc *e, int k, const char *s, size_t n, bool at_origin)
         while (i < n) {
             int l;
             uint32_t c = utf8_decode(s + i, &l);
-            bool ws = uni_is_whitespace(c), pu = !ws && uni_is_punct(c);
+            bool ws = tok_uni_is_whitespace(c), pu = !ws && tok_uni_is_punct(c);
             if (ws || pu) {
-                if (last < i) spanbuf_push(sp, (uint32_t)last, (uint32_t)i, 0);
-                if (pu) spanbuf_push(sp, (uint32_t)i, (uint32_t)(i + (size_t)l), 0);
+                if (last < i) tok_spanbuf_push(sp, (uint32_t)last, (uint32_t)i, 0);
+                if (pu) tok_spanbuf_push(sp, (uint32_t)i, (uint32_t)(i + (size_t)l), 0);
                 last = i + (size_t)l;
             }
             i += (size_t)l;
         }
-        if (last < n) spanbuf_push(sp, (uint32_t)last, (uint32_t)n, 0);
+        if (last < n) tok_spanbuf_push(sp, (uint32_t)last, (uint32_t)n, 0);
         return pt_emit(e, k, s, sp, SB_ISOLATED, at_origin);
     }
     }
@@ -878,7 +878,7 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
     *n_ids = 0;
     if (!text && len) return errf(err, errlen, "encode: NULL text");
     if (len > (size_t)INT32_MAX) return errf(err, errlen, "encode: text too long (%zu bytes)", len);
-    size_t v = utf8_valid_prefix(text, len);
+    size_t v = tok_utf8_valid_prefix(text, len);
     if (v != len) return errf(err, errlen, "encode: invalid UTF-8 at byte %zu", v);
     struct ibuf seq = { 0 };
     struct enc e = { .t = t, .out = &seq, .err = err, .errlen = errlen };
@@ -926,7 +926,7 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
 
 static const char *json_token_string(const struct tjson *v) {
     if (tj_is_str(v)) return v->s;
-    const struct tjson *c = tjson_get(v, "content");
+    const struct tjson *c = tok_json_get(v, "content");
     if (tj_is_str(c)) return c->s;
     return NULL;
 }
@@ -953,7 +953,7 @@ static void sp_collect(struct tokenizer *t, const struct tjson *cfg) {
             else if (json_token_string(m)) sp_set(t, m->key, json_token_string(m));
         }
     }
-    const struct tjson *extra = tjson_get(cfg, "extra_special_tokens");
+    const struct tjson *extra = tok_json_get(cfg, "extra_special_tokens");
     if (extra && extra->type == TJ_OBJ)
         for (const struct tjson *m = extra->child; m; m = m->next)
             if (json_token_string(m)) sp_set(t, m->key, json_token_string(m));
@@ -978,7 +978,7 @@ static int ct_collect(struct tokenizer *t, const struct tjson *ct, const char *f
     if (ct->type != TJ_ARR) return errf(err, errlen, "%s: chat_template: expected a string or a list", file);
     int i = 0;
     for (const struct tjson *c = ct->child; c; c = c->next, i++) {
-        const struct tjson *n = tjson_get(c, "name"), *tp = tjson_get(c, "template");
+        const struct tjson *n = tok_json_get(c, "name"), *tp = tok_json_get(c, "template");
         if (!tj_is_str(n) || !tj_is_str(tp))
             return errf(err, errlen, "%s: chat_template[%d]: expected {\"name\": ..., \"template\": ...}", file, i);
         ct_add(t, n->s, tp->s, tp->n);
@@ -1010,8 +1010,8 @@ static void ct_dir(struct tokenizer *t, const char *dir) {
 /* transformers' update_post_processor: see the header comment. */
 static void apply_bos_eos_rule(struct tokenizer *t, const struct tjson *cfg, bool json_has_post) {
     if (!cfg || cfg->type != TJ_OBJ) return;
-    const struct tjson *ab = tjson_get(cfg, "add_bos_token"), *ae = tjson_get(cfg, "add_eos_token");
-    const struct tjson *cls = tjson_get(cfg, "tokenizer_class");
+    const struct tjson *ab = tok_json_get(cfg, "add_bos_token"), *ae = tok_json_get(cfg, "add_eos_token");
+    const struct tjson *cls = tok_json_get(cfg, "tokenizer_class");
     bool llama_like = false;
     if (tj_is_str(cls)) {
         static const char *names[] = { "LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer",
@@ -1056,33 +1056,33 @@ static int load_added(struct tokenizer *t, const struct tjson *arr, char *err, s
     if (!arr || arr->type == TJ_NULL) return 0;
     if (arr->type != TJ_ARR) return errf(err, errlen, "added_tokens: expected an array");
     t->added = xcalloc(MAX(arr->n, 1), sizeof *t->added);
-    strmap_init(&t->added_map, arr->n);
+    tok_strmap_init(&t->added_map, arr->n);
     int64_t next_id = (int64_t)t->bpe.vocab.n;
     int i = 0;
     for (const struct tjson *a = arr->child; a; a = a->next, i++) {
-        const struct tjson *c = tjson_get(a, "content"), *id = tjson_get(a, "id");
+        const struct tjson *c = tok_json_get(a, "content"), *id = tok_json_get(a, "id");
         if (!tj_is_str(c)) return errf(err, errlen, "added_tokens[%d].content: expected a string", i);
         if (id && (id->type != TJ_NUM || id->num < 0))
             return errf(err, errlen, "added_tokens[%d].id: expected a non-negative integer", i);
         if (c->n == 0) continue;
         struct added_token x = { 0 };
-        x.special = jbool(tjson_get(a, "special"), false);
-        x.lstrip = jbool(tjson_get(a, "lstrip"), false);
-        x.rstrip = jbool(tjson_get(a, "rstrip"), false);
-        x.single_word = jbool(tjson_get(a, "single_word"), false);
-        x.normalized = jbool(tjson_get(a, "normalized"), !x.special);
+        x.special = jbool(tok_json_get(a, "special"), false);
+        x.lstrip = jbool(tok_json_get(a, "lstrip"), false);
+        x.rstrip = jbool(tok_json_get(a, "rstrip"), false);
+        x.single_word = jbool(tok_json_get(a, "single_word"), false);
+        x.normalized = jbool(tok_json_get(a, "normalized"), !x.special);
         x.off = (uint32_t)i; /* index into arr, resolved to the arena by the caller */
-        int32_t prev = strmap_get(&t->added_map, c->s, c->n);
+        int32_t prev = tok_strmap_get(&t->added_map, c->s, c->n);
         if (prev >= 0) { /* the same content again: its id, the newer flags */
             for (int k = 0; k < t->n_added; k++)
                 if (t->added[k].id == prev) { x.id = prev; t->added[k] = x; break; }
             continue;
         }
-        int32_t mid = strmap_get(&t->bpe.vocab, c->s, c->n);
+        int32_t mid = tok_strmap_get(&t->bpe.vocab, c->s, c->n);
         if (mid >= 0) x.id = mid;
         else if (next_id >= INT32_MAX) return errf(err, errlen, "added_tokens[%d]: too many tokens", i);
         else x.id = (int32_t)next_id++;
-        strmap_put(&t->added_map, c->s, c->n, x.id);
+        tok_strmap_put(&t->added_map, c->s, c->n, x.id);
         t->added[t->n_added++] = x;
     }
     return 0;
@@ -1094,7 +1094,7 @@ void tokenizer_free(struct tokenizer *t) {
     free(t->tok_off);
     free(t->tok_len);
     free(t->is_special);
-    strmap_free(&t->added_map);
+    tok_strmap_free(&t->added_map);
     free(t->added);
     trie_free(&t->trie_raw);
     trie_free(&t->trie_norm);
@@ -1102,9 +1102,9 @@ void tokenizer_free(struct tokenizer *t) {
     free(t->norm);
     for (int i = 0; i < t->n_pre; i++) tok_regex_free(&t->pre[i].re);
     free(t->pre);
-    bpe_free(&t->bpe);
+    tok_bpe_free(&t->bpe);
     tpl_free(t->tpl, t->n_tpl);
-    decoders_free(t);
+    tok_decoders_free(t);
     for (int i = 0; i < t->n_sp; i++) { free(t->sp[i].name); free(t->sp[i].value); }
     free(t->sp);
     free(t->chat_default);
@@ -1127,17 +1127,17 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
     const char *fail_file = "tokenizer.json";
     const struct tjson *root = doc.root;
     if (root->type != TJ_OBJ) { snprintf(e2, sizeof e2, "expected an object"); goto fail; }
-    const struct tjson *model = tjson_get(root, "model");
+    const struct tjson *model = tok_json_get(root, "model");
     if (!model || model->type != TJ_OBJ) { snprintf(e2, sizeof e2, "model: expected an object"); goto fail; }
-    if (bpe_load(t, model, e2, sizeof e2)) goto fail;
-    if (load_added(t, tjson_get(root, "added_tokens"), e2, sizeof e2)) goto fail;
-    if (norm_load(t, tjson_get(root, "normalizer"), "normalizer", e2, sizeof e2)) goto fail;
-    if (pre_load(t, tjson_get(root, "pre_tokenizer"), "pre_tokenizer", e2, sizeof e2)) goto fail;
-    const struct tjson *post = tjson_get(root, "post_processor");
+    if (tok_bpe_load(t, model, e2, sizeof e2)) goto fail;
+    if (load_added(t, tok_json_get(root, "added_tokens"), e2, sizeof e2)) goto fail;
+    if (norm_load(t, tok_json_get(root, "normalizer"), "normalizer", e2, sizeof e2)) goto fail;
+    if (pre_load(t, tok_json_get(root, "pre_tokenizer"), "pre_tokenizer", e2, sizeof e2)) goto fail;
+    const struct tjson *post = tok_json_get(root, "post_processor");
     if (post_load(t, post, "post_processor", e2, sizeof e2)) goto fail;
     bool json_has_post = post && post->type != TJ_NULL;
-    if (decoder_load(t, tjson_get(root, "decoder"), "decoder", e2, sizeof e2)) goto fail;
-    if (t->n_pre > 0 && t->pre[t->n_pre - 1].type == PT_BYTELEVEL) bpe_enable_raw(&t->bpe);
+    if (tok_decoder_load(t, tok_json_get(root, "decoder"), "decoder", e2, sizeof e2)) goto fail;
+    if (t->n_pre > 0 && t->pre[t->n_pre - 1].type == PT_BYTELEVEL) tok_bpe_enable_raw(&t->bpe);
 
     /* id -> token table: the model's vocabulary, then added tokens over it */
     int64_t maxid = -1;
@@ -1158,13 +1158,13 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
         if (s->len != UINT32_MAX) tok_table_set(t, &arena, s->val, t->bpe.vocab.keys + s->off, s->len);
     }
     {
-        const struct tjson *arr = tjson_get(root, "added_tokens");
+        const struct tjson *arr = tok_json_get(root, "added_tokens");
         const struct tjson *a = arr ? arr->child : NULL;
         int ai = 0;
         for (int i = 0; i < t->n_added; i++) {
             if (ai > (int)t->added[i].off) { a = arr->child; ai = 0; } /* a re-added token */
             while (a && ai < (int)t->added[i].off) { a = a->next; ai++; }
-            const struct tjson *c = tjson_get(a, "content");
+            const struct tjson *c = tok_json_get(a, "content");
             struct added_token *x = &t->added[i];
             tok_table_set(t, &arena, x->id, c->s, c->n);
             x->off = t->tok_off[x->id];
@@ -1174,7 +1174,7 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
     }
     t->strs = arena.p;
     t->strs_len = arena.n;
-    tjson_free(&doc);
+    tok_json_free(&doc);
 
     /* tokenizer_config.json, special_tokens_map.json */
     fail_file = "tokenizer_config.json";
@@ -1189,8 +1189,8 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
      * tokens (transformers adds them), when the vocabulary has them */
     for (int i = 0; i < t->n_sp; i++) {
         const char *v = t->sp[i].value;
-        if (!v || !*v || strmap_get(&t->added_map, v, strlen(v)) >= 0) continue;
-        int32_t id = strmap_get(&t->bpe.vocab, v, strlen(v));
+        if (!v || !*v || tok_strmap_get(&t->added_map, v, strlen(v)) >= 0) continue;
+        int32_t id = tok_strmap_get(&t->bpe.vocab, v, strlen(v));
         if (id < 0) continue;
         t->added = realloc(t->added, (size_t)(t->n_added + 1) * sizeof *t->added);
         struct added_token *x = &t->added[t->n_added++];
@@ -1199,13 +1199,13 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
         x->special = true;
         x->off = t->tok_off[id];
         x->len = t->tok_len[id];
-        if (!t->added_map.cap) strmap_init(&t->added_map, 16);
-        strmap_put(&t->added_map, v, strlen(v), id);
+        if (!t->added_map.cap) tok_strmap_init(&t->added_map, 16);
+        tok_strmap_put(&t->added_map, v, strlen(v), id);
         t->is_special[id] = 1;
     }
     apply_bos_eos_rule(t, cfg.root, json_has_post);
     fail_file = "tokenizer_config.json";
-    if (cfg.root && ct_collect(t, tjson_get(cfg.root, "chat_template"), "tokenizer_config.json", e2, sizeof e2))
+    if (cfg.root && ct_collect(t, tok_json_get(cfg.root, "chat_template"), "tokenizer_config.json", e2, sizeof e2))
         goto fail_msg;
 
     /* chat templates: chat_template.jinja wins over the config's */
@@ -1224,7 +1224,7 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
         fail_file = "chat_template.json";
         rc = read_json(&ctj, dir, "chat_template.json", false, e2, sizeof e2);
         if (rc < 0) goto fail_msg;
-        if (rc == 0 && ct_collect(t, tjson_get(ctj.root, "chat_template"), "chat_template.json", e2, sizeof e2))
+        if (rc == 0 && ct_collect(t, tok_json_get(ctj.root, "chat_template"), "chat_template.json", e2, sizeof e2))
             goto fail_msg;
         ct_dir(t, dir);
     }
@@ -1244,23 +1244,23 @@ int tokenizer_load(struct tokenizer **out, const char *dir, char *err, size_t er
             enc_free(&e);
         }
     }
-    tjson_free(&cfg);
-    tjson_free(&stm);
-    tjson_free(&ctj);
+    tok_json_free(&cfg);
+    tok_json_free(&stm);
+    tok_json_free(&ctj);
     *out = t;
     return 0;
 
 fail:
     errf(err, errlen, "%s/%s: %s", dir, fail_file, e2);
-    tjson_free(&doc);
+    tok_json_free(&doc);
     tokenizer_free(t);
     return -1;
 fail_msg: /* e2 already names the file (read_json) or is a bare message */
     if (strstr(e2, fail_file)) errf(err, errlen, "%s", e2);
     else errf(err, errlen, "%s/%s: %s", dir, fail_file, e2);
-    tjson_free(&cfg);
-    tjson_free(&stm);
-    tjson_free(&ctj);
+    tok_json_free(&cfg);
+    tok_json_free(&stm);
+    tok_json_free(&ctj);
     tokenizer_free(t);
     return -1;
 }
@@ -1276,8 +1276,8 @@ const char *tokenizer_id_to_token(const struct tokenizer *t, int32_t id) {
 
 int32_t tokenizer_token_to_id(const struct tokenizer *t, const char *token) {
     size_t n = strlen(token);
-    int32_t id = t->added_map.cap ? strmap_get(&t->added_map, token, n) : -1;
-    return id >= 0 ? id : strmap_get(&t->bpe.vocab, token, n);
+    int32_t id = t->added_map.cap ? tok_strmap_get(&t->added_map, token, n) : -1;
+    return id >= 0 ? id : tok_strmap_get(&t->bpe.vocab, token, n);
 }
 
 int tokenizer_is_special(const struct tokenizer *t, int32_t id) {

@@ -116,7 +116,7 @@ static bool check_stream(const struct tokenizer *t, const int32_t *ids, int n, i
         const char *p;
         size_t l;
         if (tokenizer_stream_push(st, ids[i], &p, &l)) { utf8_ok = false; break; }
-        if (utf8_valid_prefix(p, l) != l) utf8_ok = false;
+        if (tok_utf8_valid_prefix(p, l) != l) utf8_ok = false;
         tbuf_put(&acc, p, l);
     }
     const char *p;
@@ -327,7 +327,7 @@ static void run_roundtrip(const char *name) {
             uint32_t c = rg[0] + (uint32_t)((r >> 16) % (rg[1] - rg[0] + 1));
             if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd;
             char u[4];
-            tbuf_put(&b, u, (size_t)utf8_encode(c, u));
+            tbuf_put(&b, u, (size_t)tok_utf8_encode(c, u));
         }
         int32_t *ids;
         int ni;
@@ -472,6 +472,44 @@ TEST(load_bad_config_names_file) {
     CHECK(strstr(err, "tokenizer_config.json") != NULL);
 }
 
+/* Every prefix of a real (small) tokenizer.json fails cleanly, naming the
+ * file; random byte changes load or fail, never crash (ASan build). */
+TEST(load_truncated_and_mangled) {
+    size_t len;
+    char err[512];
+    char *src = file_read_all(FIX "/small/added_tokens/tokenizer.json", &len, err, sizeof err);
+    REQUIRE(src);
+    const char *dir = test_mkdtemp();
+    char p[300];
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    unsigned long long rng = 99;
+    for (int k = 0; k < 120; k++) {
+        size_t cut = k < 60 ? (size_t)(test_rng_next_(&rng) % len) : len;
+        char *buf = malloc(len + 1);
+        memcpy(buf, src, len);
+        if (k >= 60)
+            for (int f = 0; f < 4; f++) buf[test_rng_next_(&rng) % len] = (char)(test_rng_next_(&rng) & 0xff);
+        FILE *f = fopen(p, "wb");
+        REQUIRE(f && fwrite(buf, 1, cut, f) == cut);
+        fclose(f);
+        struct tokenizer *t = NULL;
+        err[0] = 0;
+        int rc = tokenizer_load(&t, dir, err, sizeof err);
+        if (k < 60) CHECK(rc == -1 && strstr(err, "tokenizer.json"));
+        if (rc == 0) {
+            int32_t *ids;
+            int n;
+            if (tokenizer_encode(t, "Hello <mask> world", 18, 1, &ids, &n, err, sizeof err) == 0) {
+                free(tokenizer_decode(t, ids, n, 0, NULL));
+                free(ids);
+            }
+            tokenizer_free(t);
+        }
+        free(buf);
+    }
+    free(src);
+}
+
 TEST(encode_invalid_utf8) {
     const char *dir = test_write_tmp("tokenizer.json", MINI);
     struct tokenizer *t = NULL;
@@ -587,7 +625,7 @@ TEST(utf8_lossy) {
     };
     for (size_t i = 0; i < ARRAY_LEN(c); i++) {
         struct tbuf b = { 0 };
-        utf8_lossy_append(&b, c[i].in, strlen(c[i].in));
+        tok_utf8_lossy_append(&b, c[i].in, strlen(c[i].in));
         CHECK(b.n == strlen(c[i].out) && !memcmp(b.p, c[i].out, b.n));
         free(b.p);
     }
