@@ -14,7 +14,8 @@
  * Iteration over matches follows the onig crate's find_iter (an empty match
  * right after the previous match is skipped by one character). Subjects are
  * validated once by the caller, so matching passes PCRE2_NO_UTF_CHECK.
- * Does not: support \S/\W/\H inside a character class or nested classes
+ * Owns: nothing shared; maps and compiled regexes belong to whoever
+ * initialized them. Does not: support \S/\W/\H inside a character class or nested classes
  * (load fails with a message; no known tokenizer uses them). */
 #define _GNU_SOURCE /* memmem */
 #include "text/tok_internal.h"

@@ -14,9 +14,17 @@
  *      stages before the next), which gives the same words as the library's
  *      stage-by-stage order because no stage looks across pieces;
  *   5. BPE each word (tok_bpe.c), then the post-processor's template.
+ * Owns (struct tokenizer, immutable after load): the id -> token table and
+ * its string arena, the added tokens and their tries, the pipeline stages
+ * with their compiled regexes, the BPE model (tok_bpe.c), special-token names
+ * and chat templates. Per-call state (struct enc) lives on the caller's stack.
  * BOS/EOS: as transformers, whose tokenizer_config.json add_bos_token /
  * add_eos_token (or a Llama/Gemma tokenizer class, which default to a BOS)
- * replace tokenizer.json's post-processor with "[bos] $A [eos]".
+ * replace tokenizer.json's post-processor with "[bos] $A [eos]" (v5's rule;
+ * v4 applied it to the Llama/Gemma classes only — the same ids for every
+ * tokenizer tested here). Named special tokens of the config that
+ * tokenizer.json does not list become special added tokens, as transformers
+ * adds them (only when the vocabulary has them).
  *
  * Supported: BPE (byte-level, byte_fallback, ignore_merges, unk/fuse_unk,
  * continuing_subword_prefix, end_of_word_suffix); normalizers NFC NFD NFKC
