@@ -56,7 +56,7 @@ SRC_ALL := $(filter-out %_neon.c,$(SRC_ALL))
 else
 SRC_ALL := $(filter-out %_avx512.c %_avx2.c,$(SRC_ALL))
 endif
-SRC_MAIN := src/cli/main.c
+SRC_MAIN := $(filter src/cli/%,$(SRC_ALL))
 SRC_LIB  := $(filter-out $(SRC_MAIN),$(SRC_ALL))
 OBJ_LIB  := $(SRC_LIB:%.c=$(BUILD)/%.o)
 OBJ_MAIN := $(SRC_MAIN:%.c=$(BUILD)/%.o)
@@ -90,7 +90,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvllmc.a tests/harness.h
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvllmc.a tests/harness.h tests/fixture.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libvllmc.a $(LDLIBS)
 

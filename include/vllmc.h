@@ -8,10 +8,10 @@
  * code and write a message into the caller's err buffer. After a failure
  * nothing was allocated and the engine (if any) is unchanged.
  *
- * Status: this is the foundation's API — loading a model and greedy
- * generation of one sequence at a time over the paged KV cache. Continuous
- * batching, sampling parameters and streaming outputs arrive with the engine
- * (issue "Engine: continuous batching ..."). */
+ * What it offers: open a model (CPU backend), submit requests (token ids +
+ * vLLM's sampling parameters) that run with continuous batching over a
+ * paged KV cache with automatic prefix caching, and read each request's
+ * streamed output (tokens, text, logprobs, finish) from its own channel. */
 #ifndef VLLMC_H
 #define VLLMC_H
 
@@ -199,6 +199,7 @@ struct vllmc_engine_stats {
     int64_t requests_finished[5]; /* by enum vllmc_finish */
     int64_t steps;
     double busy_seconds;         /* time spent in steps */
+    double forward_seconds;      /* of which in the model's forward (the rest: scheduling, sampling, text) */
     int engine_dead;             /* the engine thread failed */
 };
 void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);
@@ -207,10 +208,6 @@ void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);
  * the engine (same path as vllmc_submit). */
 int vllmc_generate_greedy(vllmc_engine *e, const int32_t *prompt, int n_prompt, int max_tokens, int ignore_eos,
                           int32_t *out, int *n_out, char *err, size_t errlen);
-
-/* Text of ids (concatenated vocabulary pieces). Returns the length written
- * (NUL-terminated, truncated to cap-1), or -1 when there is no tokenizer. */
-int vllmc_detokenize(const vllmc_engine *e, const int32_t *ids, int n, char *buf, size_t cap);
 
 /* The engine's tokenizer (struct tokenizer, src/text/tokenizer.h), or NULL
  * when the checkpoint has none. */

@@ -1,48 +1,33 @@
-/* main.c — the vllmc command. Subcommands:
- *   generate MODEL --prompt-ids 1,2,3 [--max-tokens N] ...   greedy generation
- * (serve, chat and bench arrive with the server and engine issues).
- * Includes only the public API (vllmc.h); exit() lives here and nowhere else. */
+/* main.c — the vllmc command: dispatch to the subcommands, and the option
+ * parsing they share (cli.h). exit() lives in src/cli and nowhere else. */
 #include <errno.h>
-#include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "vllmc.h"
-
+#include "cli.h"
+#include "server/server.h"
+#include "text/tokenizer.h"
 static void usage(FILE *f) {
     fprintf(f,
             "usage: vllmc <command> [options]\n"
             "\n"
             "commands:\n"
-            "  generate MODEL   greedy generation from token ids (prints ids, and text\n"
-            "                   when the checkpoint has a tokenizer.json)\n"
-            "\n"
-            "  vllmc --version | vllmc <command> --help\n");
-}
-
-static void generate_usage(FILE *f) {
-    fprintf(f,
-            "usage: vllmc generate MODEL --prompt-ids ID,ID,... [options]\n"
+            "  serve MODEL                  OpenAI-compatible HTTP server (vLLM's API)\n"
+            "  generate MODEL               offline generation: one prompt, or a JSONL file of them\n"
+            "  bench throughput MODEL       offline throughput with random prompts\n"
+            "  bench latency MODEL          latency of one batch\n"
+            "  bench prefix-caching MODEL   time to first token, cold vs a cached prefix\n"
+            "  bench serve                  load test of a running server\n"
             "\n"
             "MODEL is a checkpoint directory or ORG/NAME in the Hugging Face cache\n"
             "($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub). Nothing is downloaded.\n"
             "\n"
-            "options:\n"
-            "  --prompt-ids LIST      comma-separated prompt token ids (required)\n"
-            "  --max-tokens N         tokens to generate (default 16)\n"
-            "  --ignore-eos           do not stop at the model's EOS ids\n"
-            "  --threads N            CPU threads (default: one per physical core)\n"
-            "  --cpu-isa NAME         kernel set: auto (default), portable, avx2, avx512, neon;\n"
-            "                         a -exact suffix (e.g. auto-exact) keeps f32 activations\n"
-            "                         in every matmul instead of the bf16 hi/lo split\n"
-            "  --kv-cache-dtype T     auto (the model's), float32, bfloat16, float16\n"
-            "  --block-size N         KV block size: 8, 16 or 32 (default 16)\n"
-            "  --max-model-len N      context limit (default: from the config)\n"
-            "  --hf-overrides JSON    JSON object merged over config.json\n");
+            "  vllmc --version | vllmc <command> --help\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
+int parse_long(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -51,7 +36,16 @@ static int parse_int(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
-static int parse_ids(const char *s, int32_t **ids, int *n) {
+int parse_double(const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_ids(const char *s, int32_t **ids, int *n) {
     int cap = 16, len = 0;
     int32_t *a = malloc((size_t)cap * sizeof *a);
     const char *p = s;
@@ -75,87 +69,112 @@ static int parse_ids(const char *s, int32_t **ids, int *n) {
     return 0;
 }
 
-static int cmd_generate(int argc, char **argv) {
-    struct vllmc_engine_params p;
-    vllmc_engine_params_default(&p);
-    const char *ids_arg = NULL;
-    long max_tokens = 16, v;
-    int ignore_eos = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED_VAL() do { if (!val) { fprintf(stderr, "vllmc generate: %s needs a value\n", a); return 2; } i++; } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { generate_usage(stdout); return 0; }
-        else if (!strcmp(a, "--prompt-ids")) { NEED_VAL(); ids_arg = val; }
-        else if (!strcmp(a, "--max-tokens")) {
-            NEED_VAL();
-            if (parse_int(val, 0, 1 << 24, &max_tokens)) { fprintf(stderr, "vllmc generate: bad --max-tokens '%s'\n", val); return 2; }
-        } else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
-        else if (!strcmp(a, "--threads")) {
-            NEED_VAL();
-            if (parse_int(val, 1, 1024, &v)) { fprintf(stderr, "vllmc generate: bad --threads '%s'\n", val); return 2; }
-            p.n_threads = (int)v;
-        } else if (!strcmp(a, "--cpu-isa")) { NEED_VAL(); p.cpu_isa = val; }
-        else if (!strcmp(a, "--kv-cache-dtype")) { NEED_VAL(); p.kv_cache_dtype = val; }
-        else if (!strcmp(a, "--block-size")) {
-            NEED_VAL();
-            if (parse_int(val, 1, 1024, &v)) { fprintf(stderr, "vllmc generate: bad --block-size '%s'\n", val); return 2; }
-            p.block_size = (int)v;
-        } else if (!strcmp(a, "--max-model-len")) {
-            NEED_VAL();
-            if (parse_int(val, 1, 1 << 30, &v)) { fprintf(stderr, "vllmc generate: bad --max-model-len '%s'\n", val); return 2; }
-            p.max_model_len = (int)v;
-        } else if (!strcmp(a, "--hf-overrides")) { NEED_VAL(); p.hf_overrides = val; }
-        else if (a[0] == '-') { fprintf(stderr, "vllmc generate: unknown option '%s' (see --help)\n", a); return 2; }
-        else if (!p.model) p.model = a;
-        else { fprintf(stderr, "vllmc generate: unexpected argument '%s'\n", a); return 2; }
-#undef NEED_VAL
-    }
-    if (!p.model || !ids_arg) { generate_usage(stderr); return 2; }
-    int32_t *ids;
-    int n_ids;
-    if (parse_ids(ids_arg, &ids, &n_ids)) { fprintf(stderr, "vllmc generate: bad --prompt-ids '%s'\n", ids_arg); return 2; }
+static int parse_bytes(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0)) return -1;
+    double mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+    if (*end == 'i') end++;
+    if (*end == 'B') end++;
+    if (*end) return -1;
+    *out = (int64_t)(v * mul);
+    return 0;
+}
 
+int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct vllmc_engine_params *p) {
+    const char *a = argv[*i];
+    const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long v;
+    static const char *const with_value[] = {
+        "--threads", "--cpu-isa", "--kv-cache-dtype", "--kv-cache-memory-bytes", "--block-size", "--max-model-len",
+        "--max-num-seqs", "--max-num-batched-tokens", "--prefix-caching-hash-algo", "--generation-config", "--seed",
+        "--hf-overrides",
+    };
+    if (!strcmp(a, "--no-enable-prefix-caching")) { p->disable_prefix_caching = 1; return 1; }
+    if (!strcmp(a, "--enable-prefix-caching")) { p->disable_prefix_caching = 0; return 1; }
+    bool known = false;
+    for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
+    if (!known) return 0;
+    if (!val) { fprintf(stderr, "vllmc %s: %s needs a value\n", cmd, a); return -1; }
+    (*i)++;
+#define INT_OPT(name, lo, hi, field)                                                              \
+    if (!strcmp(a, name)) {                                                                       \
+        if (parse_long(val, lo, hi, &v)) {                                                        \
+            fprintf(stderr, "vllmc %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd, a, \
+                    (long)(lo), (long)(hi), val);                                                 \
+            return -1;                                                                            \
+        }                                                                                         \
+        p->field = (int)v;                                                                        \
+        return 1;                                                                                 \
+    }
+    INT_OPT("--threads", 1, 1024, n_threads)
+    INT_OPT("--block-size", 1, 1024, block_size)
+    INT_OPT("--max-model-len", 1, 1 << 30, max_model_len)
+    INT_OPT("--max-num-seqs", 1, 1 << 20, max_num_seqs)
+    INT_OPT("--max-num-batched-tokens", 1, 1 << 24, max_num_batched_tokens)
+#undef INT_OPT
+    if (!strcmp(a, "--seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(val, &end, 10);
+        if (errno || end == val || *end) { fprintf(stderr, "vllmc %s: --seed: bad value '%s'\n", cmd, val); return -1; }
+        p->seed = s;
+        return 1;
+    }
+    if (!strcmp(a, "--kv-cache-memory-bytes")) {
+        if (parse_bytes(val, &p->kv_cache_memory_bytes)) {
+            fprintf(stderr, "vllmc %s: --kv-cache-memory-bytes: bad size '%s'\n", cmd, val);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(a, "--cpu-isa")) p->cpu_isa = val;
+    else if (!strcmp(a, "--kv-cache-dtype")) p->kv_cache_dtype = val;
+    else if (!strcmp(a, "--prefix-caching-hash-algo")) p->prefix_caching_hash_algo = val;
+    else if (!strcmp(a, "--generation-config")) p->generation_config = val;
+    else if (!strcmp(a, "--hf-overrides")) p->hf_overrides = val;
+    return 1;
+}
+
+int errf_cli(char *err, size_t errlen, const char *key) {
+    snprintf(err, errlen, "key '%s' has the wrong type", key);
+    return -1;
+}
+
+double time_now_cli(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int prompt_encode(const void *tokenizer, const char *text, int add_special_tokens, int32_t **ids, int *n, char *err,
+                  size_t errlen) {
+    if (!tokenizer) {
+        snprintf(err, errlen, "text prompts need the model's tokenizer.json (none found)");
+        return -1;
+    }
+    return tokenizer_encode(tokenizer, text, strlen(text), add_special_tokens, ids, n, err, errlen) ? -1 : 0;
+}
+
+vllmc_engine *open_engine_logged(const struct vllmc_engine_params *p) {
     char err[1024];
     vllmc_engine *e;
-    p.kv_cache_tokens = (int64_t)n_ids + max_tokens; /* one sequence: no need for max_model_len of KV */
-    if (vllmc_engine_open(&e, &p, err, sizeof err)) {
+    if (vllmc_engine_open(&e, p, err, sizeof err)) {
         fprintf(stderr, "vllmc: %s\n", err);
-        free(ids);
-        return 1;
+        return NULL;
     }
     struct vllmc_model_info info;
     vllmc_model_info(e, &info);
-    fprintf(stderr, "vllmc: %s (%s) from %s; %d threads, %s kernels; KV %lld blocks of %d\n", info.architecture,
-            info.dtype, info.dir, info.n_threads, info.cpu_isa, (long long)info.kv_blocks, info.block_size);
-    int32_t *out = malloc((size_t)(max_tokens ? max_tokens : 1) * sizeof *out);
-    int n_out = 0;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = vllmc_generate_greedy(e, ids, n_ids, (int)max_tokens, ignore_eos, out, &n_out, err, sizeof err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    if (rc) fprintf(stderr, "vllmc: %s\n", err);
-    else {
-        for (int i = 0; i < n_out; i++) printf("%s%d", i ? "," : "", out[i]);
-        printf("\n");
-        /* text token by token, so no output length is cut off; the bytes of a
-         * character split across tokens still come out in order */
-        char piece[4096];
-        int any = 0;
-        for (int i = 0; i < n_out; i++) {
-            int len = vllmc_detokenize(e, out + i, 1, piece, sizeof piece);
-            if (len < 0) break;
-            fwrite(piece, 1, (size_t)len, stdout);
-            any = 1;
-        }
-        if (any) printf("\n");
-        double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-        fprintf(stderr, "vllmc: %d prompt + %d generated tokens in %.3f s\n", n_ids, n_out, s);
-    }
-    free(out);
-    free(ids);
-    vllmc_engine_close(e);
-    return rc ? 1 : 0;
+    fprintf(stderr,
+            "vllmc: %s (%s) from %s; %d threads, %s kernels; KV cache %lld blocks of %d = %lld tokens; "
+            "max_model_len %d\n",
+            info.architecture, info.dtype, info.dir, info.n_threads, info.cpu_isa, (long long)info.kv_blocks,
+            info.block_size, (long long)info.kv_tokens, info.max_model_len);
+    return e;
 }
 
 int main(int argc, char **argv) {
@@ -164,6 +183,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) { printf("vllmc %s\n", VLLMC_VERSION); return 0; }
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) {
+        if (argc >= 3 && !strcmp(argv[2], "serve")) return vllmc_bench_serve_main(argc - 2, argv + 2);
+        return cmd_bench(argc - 2, argv + 2);
+    }
+    if (!strcmp(cmd, "serve")) return vllmc_serve_main(argc - 1, argv + 1);
     fprintf(stderr, "vllmc: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -17,63 +17,9 @@
 #include <math.h>
 
 #include "backend/backend.h"
+#include "fixture.h"
 #include "harness.h"
 #include "model/model.h"
-
-#define MAX_CASES 8
-
-struct fcase {
-    int32_t *prompt, *greedy;
-    double *margin, *logprobs;
-    int n_prompt, n_greedy, n_logprobs;
-};
-
-struct fixture {
-    char dir[512];
-    char name[128];
-    bool bf16;
-    int n_cases;
-    struct fcase c[MAX_CASES];
-};
-
-static int32_t *ids_of(json_t *a, int *n) {
-    *n = (int)json_array_size(a);
-    int32_t *v = xmalloc((size_t)(*n ? *n : 1) * sizeof *v);
-    for (int i = 0; i < *n; i++) v[i] = (int32_t)json_integer_value(json_array_get(a, i));
-    return v;
-}
-static double *nums_of(json_t *a, int *n) {
-    *n = (int)json_array_size(a);
-    double *v = xmalloc((size_t)(*n ? *n : 1) * sizeof *v);
-    for (int i = 0; i < *n; i++) v[i] = json_number_value(json_array_get(a, i));
-    return v;
-}
-
-static int fixture_load(struct fixture *f, const char *dir) {
-    memset(f, 0, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "%s", dir);
-    char path[700];
-    snprintf(path, sizeof path, "%s/reference.json", dir);
-    json_t *r = json_load_file(path, 0, NULL);
-    if (!r) return -1;
-    snprintf(f->name, sizeof f->name, "%s", json_string_value(json_object_get(r, "name")) ?: dir);
-    const char *wd = json_string_value(json_object_get(r, "weights_dtype"));
-    f->bf16 = wd && strcmp(wd, "float32") != 0;
-    json_t *cases = json_object_get(r, "cases");
-    for (size_t i = 0; i < json_array_size(cases) && f->n_cases < MAX_CASES; i++) {
-        json_t *c = json_array_get(cases, i);
-        struct fcase *fc = &f->c[f->n_cases++];
-        int n;
-        fc->prompt = ids_of(json_object_get(c, "prompt_ids"), &fc->n_prompt);
-        fc->greedy = ids_of(json_object_get(c, "greedy_ids"), &fc->n_greedy);
-        fc->margin = nums_of(json_object_get(c, "greedy_margin"), &n);
-        fc->logprobs = nums_of(json_object_get(c, "logprobs"), &fc->n_logprobs);
-        REQUIRE(n == fc->n_greedy && fc->n_greedy <= 64); /* gen[][64] below */
-        REQUIRE(fc->n_logprobs == fc->n_prompt + fc->n_greedy - 1);
-    }
-    json_decref(r);
-    return f->n_cases > 0 ? 0 : -1;
-}
 
 /* A KV cache with num_blocks blocks of B, and per-sequence block tables
  * handing out blocks round-robin across sequences (so every sequence's blocks

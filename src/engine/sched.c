@@ -1,0 +1,487 @@
+/* sched.c — one engine step: schedule, build the flat batch, run the
+ * forward, sample, check stops, queue outputs (DESIGN.md 4).
+ *
+ * vLLM v1's scheduler, in short: there are no prefill or decode phases;
+ * each sequence has n_computed (tokens whose K/V are cached) and n_tokens
+ * (prompt + output) and every step gives it up to n_tokens - n_computed new
+ * tokens within the step's token budget. Running sequences go first, in
+ * admission order; a running sequence that cannot get blocks preempts the
+ * most recently admitted one (recompute: blocks freed, back to the front of
+ * the waiting queue). Waiting sequences are admitted in arrival order, with
+ * their longest cached prefix, only in steps that preempted nothing.
+ *
+ * Runs only on the engine thread; touches a request's channel only under
+ * its mutex. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/engine_internal.h"
+
+#define PLP_CHUNK 64 /* prompt tokens per step for a request with prompt_logprobs (bounds logits memory) */
+
+static void grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q) abort(); /* out of memory */
+    *p = q;
+    *cap = n;
+}
+#define GROW(p, cap, need) grow((void **)&(p), &(cap), (need), sizeof *(p))
+
+static void grow_int(void **p, int *cap, int need, size_t elem) {
+    size_t c = (size_t)*cap;
+    grow(p, &c, (size_t)need, elem);
+    *cap = (int)c;
+}
+#define GROWI(p, cap, need) grow_int((void **)&(p), &(cap), (need), sizeof *(p))
+
+void engine_touch(struct vllmc_engine *e, struct vllmc_request *r) {
+    for (int i = 0; i < e->n_touched; i++)
+        if (e->touched[i] == r) return;
+    GROWI(e->touched, e->cap_touched, e->n_touched + 1);
+    e->touched[e->n_touched++] = r;
+}
+
+static void seq_hash_blocks(struct vllmc_engine *e, struct seq *s) {
+    if (!e->pool.caching) return;
+    const int B = e->block_size;
+    while ((s->n_hashes + 1) * B <= s->n_tokens) {
+        GROWI(s->hashes, s->cap_hashes, s->n_hashes + 1);
+        const struct kv_hash *parent = s->n_hashes ? &s->hashes[s->n_hashes - 1] : NULL;
+        kv_block_hash(&e->pool, parent, s->tokens + (size_t)s->n_hashes * B, s->n_hashes ? NULL : s->req->salt,
+                      &s->hashes[s->n_hashes]);
+        s->n_hashes++;
+    }
+}
+
+static void seq_release_blocks(struct vllmc_engine *e, struct seq *s) {
+    for (int i = s->n_blocks - 1; i >= 0; i--) kv_release(&e->pool, &s->blocks[i], 1); /* tail first */
+    s->n_blocks = 0;
+    s->n_cached_blocks = 0;
+}
+
+/* Give s the blocks to hold n_computed + num_new tokens, after taking the
+ * n_hits cached blocks hits[] (only for a sequence with no blocks yet).
+ * False, changing nothing, when the pool cannot. */
+static bool seq_allocate(struct vllmc_engine *e, struct seq *s, int num_new, const int32_t *hits, int n_hits) {
+    const int B = e->block_size;
+    int need = (s->n_computed + n_hits * B + num_new + B - 1) / B;
+    int fresh = need - s->n_blocks - n_hits;
+    if (fresh < 0) fresh = 0;
+    int free_hits = 0;
+    for (int i = 0; i < n_hits; i++) free_hits += e->pool.blocks[hits[i]].ref == 0;
+    if (e->pool.n_free - free_hits < fresh) return false;
+    GROWI(s->blocks, s->cap_blocks, s->n_blocks + n_hits + fresh);
+    for (int i = 0; i < n_hits; i++) {
+        kv_touch(&e->pool, hits[i]);
+        s->blocks[s->n_blocks++] = hits[i];
+    }
+    if (n_hits) {
+        s->n_computed += n_hits * B;
+        s->n_cached_blocks = s->n_blocks;
+    }
+    if (!kv_alloc(&e->pool, fresh, s->blocks + s->n_blocks)) abort(); /* checked above */
+    s->n_blocks += fresh;
+    /* Enter the blocks that will be full after this step in the prefix cache
+     * now, as vLLM does: a sequence scheduled later in the same step can hit
+     * them, since every layer writes all new K/V before attending. */
+    int upto = (s->n_computed + num_new) / B;
+    if (upto > s->n_hashes) upto = s->n_hashes;
+    for (int j = s->n_cached_blocks; j < upto; j++) kv_cache_block(&e->pool, s->blocks[j], &s->hashes[j]);
+    if (upto > s->n_cached_blocks) s->n_cached_blocks = upto;
+    return true;
+}
+
+static void preempt(struct vllmc_engine *e, struct seq *s) {
+    seq_release_blocks(e, s);
+    s->n_computed = 0;
+    s->state = SEQ_WAITING;
+    GROWI(e->waiting, e->cap_waiting, e->n_waiting + 1);
+    memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof *e->waiting);
+    e->waiting[0] = s;
+    e->n_waiting++;
+    e->st.preemptions++;
+}
+
+static struct chan_seq *chan_of(struct seq *s) { return &s->req->pending[s->index]; }
+
+void engine_finish_seq(struct vllmc_engine *e, struct seq *s, enum vllmc_finish f) {
+    if (s->state == SEQ_FINISHED) return;
+    seq_release_blocks(e, s);
+    s->state = SEQ_FINISHED;
+    s->finish = f;
+    struct vllmc_request *r = s->req;
+    pthread_mutex_lock(&r->mu);
+    struct chan_seq *c = chan_of(s);
+    /* whatever text was held back for stop-string matching goes out now */
+    if (s->text_sent < s->text_len) {
+        size_t n = s->text_len - s->text_sent;
+        GROW(c->text, c->text_cap, c->text_len + n + 1);
+        memcpy(c->text + c->text_len, s->text + s->text_sent, n);
+        c->text_len += n;
+        c->text[c->text_len] = 0;
+        s->text_sent = s->text_len;
+    }
+    c->finish = f;
+    c->news = true;
+    r->n_finished++;
+    if (r->n_finished == r->n_seqs) r->all_finished = true;
+    pthread_mutex_unlock(&r->mu);
+    e->st.requests_finished[f]++;
+    engine_touch(e, r);
+}
+
+/* Offset of the first stop string occurrence that starts at or after from,
+ * or -1; *which gets its index. */
+static long find_stop(const struct vllmc_request *r, const char *text, size_t len, size_t from, int *which) {
+    long best = -1;
+    for (int i = 0; i < r->sp.n_stop; i++) {
+        size_t sl = strlen(r->stop[i]);
+        if (!sl || sl > len) continue;
+        for (size_t p = from; p + sl <= len; p++) {
+            if (best >= 0 && (long)p >= best) break;
+            if (text[p] == r->stop[i][0] && !memcmp(text + p, r->stop[i], sl)) {
+                best = (long)p;
+                *which = i;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+static bool is_in(int32_t t, const int32_t *a, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i] == t) return true;
+    return false;
+}
+
+/* After sampling token t for s: queue it, detokenize, check stops. */
+static void seq_append(struct vllmc_engine *e, struct seq *s, int32_t t, const struct vllmc_logprob *chosen,
+                       const struct vllmc_logprob *top, int n_top) {
+    struct vllmc_request *r = s->req;
+    const struct vllmc_sampling_params *sp = &r->sp;
+    GROWI(s->tokens, s->cap_tokens, s->n_tokens + 1);
+    s->tokens[s->n_tokens++] = t;
+    s->n_output++;
+    e->st.generation_tokens++;
+
+    enum vllmc_finish fin = VLLMC_NOT_FINISHED;
+    int32_t stop_tok = -1;
+    const char *stop_str = NULL;
+    const struct hparams *hp = &e->model->hp;
+    if (!sp->ignore_eos && is_in(t, (const int32_t *)hp->eos_token_ids, hp->n_eos)) fin = VLLMC_FINISH_STOP;
+    else if (is_in(t, r->stop_ids, sp->n_stop_token_ids)) fin = VLLMC_FINISH_STOP, stop_tok = t;
+
+    size_t text_before = s->text_len;
+    if (sp->detokenize && s->ds && (fin == VLLMC_NOT_FINISHED || sp->include_stop_str_in_output))
+        engine_detok_push(e, s, t);
+    if (fin == VLLMC_NOT_FINISHED && r->sp.n_stop && s->text_len > text_before) {
+        size_t from = text_before > (size_t)r->max_stop_len ? text_before - (size_t)r->max_stop_len + 1 : 0;
+        int which = -1;
+        long at = find_stop(r, s->text, s->text_len, from, &which);
+        if (at >= 0) {
+            size_t cut = (size_t)at + (sp->include_stop_str_in_output ? strlen(r->stop[which]) : 0);
+            if (cut < s->text_len) s->text_len = cut;
+            if (s->text_sent > s->text_len) s->text_sent = s->text_len;
+            fin = VLLMC_FINISH_STOP;
+            stop_str = r->stop[which];
+        }
+    }
+    if (fin == VLLMC_NOT_FINISHED &&
+        ((sp->max_tokens >= 0 && s->n_output >= sp->max_tokens) || s->n_tokens >= e->max_model_len))
+        fin = VLLMC_FINISH_LENGTH;
+    /* finished other than by a stop string: what the detokenizer held back
+     * (an unfinished character) belongs to the text, as in a full decode */
+    if (fin && !stop_str && sp->detokenize && s->ds) engine_detok_flush(e, s);
+
+    /* text that can go out: all of it when finished; otherwise hold back
+     * what could still become the start of a stop string, and never split a
+     * UTF-8 character */
+    size_t sendable = s->text_len;
+    if (fin == VLLMC_NOT_FINISHED && r->max_stop_len > 1) {
+        size_t hold = (size_t)r->max_stop_len - 1;
+        sendable = s->text_len > hold ? s->text_len - hold : 0;
+        while (sendable > s->text_sent && ((unsigned char)s->text[sendable] & 0xC0) == 0x80) sendable--;
+    }
+    if (sendable < s->text_sent) sendable = s->text_sent;
+
+    double now = time_now();
+    pthread_mutex_lock(&r->mu);
+    struct chan_seq *c = chan_of(s);
+    GROWI(c->tok, c->cap_tok, c->n_tok + 1);
+    if (sp->logprobs >= 0) {
+        GROWI(c->lp, c->cap_lp, c->n_tok + 1);
+        GROWI(c->top, c->cap_top, c->n_top + n_top);
+        struct vllmc_token_logprobs *l = &c->lp[c->n_tok];
+        l->chosen = *chosen;
+        l->n_top = n_top;
+        l->top = (const struct vllmc_logprob *)(uintptr_t)c->n_top; /* offset until delivery */
+        if (n_top) memcpy(c->top + c->n_top, top, (size_t)n_top * sizeof *top);
+        c->n_top += n_top;
+    }
+    c->tok[c->n_tok++] = t;
+    if (sendable > s->text_sent) {
+        size_t n = sendable - s->text_sent;
+        GROW(c->text, c->text_cap, c->text_len + n + 1);
+        memcpy(c->text + c->text_len, s->text + s->text_sent, n);
+        c->text_len += n;
+        c->text[c->text_len] = 0;
+        s->text_sent = sendable;
+    }
+    c->n_total = s->n_output;
+    c->news = true;
+    if (fin) {
+        c->stop_token = stop_tok;
+        c->stop_str = stop_str;
+    }
+    if (r->t_first == 0) r->t_first = now;
+    r->t_last = now;
+    pthread_mutex_unlock(&r->mu);
+    engine_touch(e, r);
+    if (fin) engine_finish_seq(e, s, fin);
+}
+
+static void remove_finished(struct seq **list, int *n) {
+    int k = 0;
+    for (int i = 0; i < *n; i++)
+        if (list[i]->state != SEQ_FINISHED) list[k++] = list[i];
+    *n = k;
+}
+
+void engine_publish(struct vllmc_engine *e) {
+    /* statistics first, so a reader woken below sees this step counted */
+    pthread_mutex_lock(&e->stats_mu);
+    e->st_pub = e->st;
+    e->st_pub.num_running = e->n_running;
+    e->st_pub.num_waiting = e->n_waiting;
+    e->st_pub.kv_usage = e->pool.num_blocks > 1 ? (double)kv_used(&e->pool) / (e->pool.num_blocks - 1) : 0;
+    pthread_mutex_unlock(&e->stats_mu);
+    for (int i = 0; i < e->n_touched; i++) {
+        struct vllmc_request *r = e->touched[i];
+        pthread_mutex_lock(&r->mu);
+        r->any_news = true;
+        bool done = r->n_finished == r->n_seqs && !r->engine_done;
+        if (done) r->engine_done = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (r->notify) r->notify(r->notify_arg);
+        if (done) engine_release_request(r); /* may free r: nothing touches it after this */
+    }
+    e->n_touched = 0;
+}
+
+static int want_plp(const struct seq *s) { return s->req->sp.prompt_logprobs >= 0 && s->index == 0 && !s->plp_done; }
+
+int engine_step(struct vllmc_engine *e) {
+    /* aborts first: their blocks return before anything is scheduled */
+    for (int i = 0; i < e->n_running; i++)
+        if (atomic_load(&e->running[i]->req->aborted)) engine_finish_seq(e, e->running[i], VLLMC_FINISH_ABORT);
+    for (int i = 0; i < e->n_waiting; i++)
+        if (atomic_load(&e->waiting[i]->req->aborted)) engine_finish_seq(e, e->waiting[i], VLLMC_FINISH_ABORT);
+    remove_finished(e->running, &e->n_running);
+    remove_finished(e->waiting, &e->n_waiting);
+    if (!e->n_running && !e->n_waiting) {
+        engine_publish(e);
+        return 0;
+    }
+    double t0 = time_now();
+    const int B = e->block_size;
+    int budget = e->max_num_batched_tokens, n_sched = 0;
+    bool preempted = false;
+    GROWI(e->sched, e->cap_sched, e->n_running + e->n_waiting);
+
+    for (int i = 0; i < e->n_running && budget > 0; i++) {
+        struct seq *s = e->running[i];
+        int num_new = MIN(s->n_tokens - s->n_computed, budget);
+        if (want_plp(s)) num_new = MIN(num_new, PLP_CHUNK);
+        bool ok = seq_allocate(e, s, num_new, NULL, 0);
+        while (!ok) {
+            struct seq *victim = e->running[--e->n_running];
+            preempt(e, victim);
+            preempted = true;
+            if (victim == s) break;
+            ok = seq_allocate(e, s, num_new, NULL, 0);
+        }
+        if (!ok) break;
+        s->sched_new = num_new;
+        e->sched[n_sched++] = s;
+        budget -= num_new;
+    }
+    if (!preempted) {
+        int32_t *hits = NULL;
+        int cap_hits = 0;
+        while (e->n_waiting > 0 && budget > 0 && e->n_running < e->max_num_seqs) {
+            struct seq *s = e->waiting[0];
+            int n_hits = 0;
+            seq_hash_blocks(e, s);
+            if (e->pool.caching && s->n_computed == 0 && s->n_blocks == 0 && !want_plp(s)) {
+                int max_hit = (s->n_tokens - 1) / B; /* the last token is always computed */
+                GROWI(hits, cap_hits, max_hit + 1);
+                while (n_hits < max_hit && n_hits < s->n_hashes) {
+                    int32_t id = kv_lookup(&e->pool, &s->hashes[n_hits]);
+                    if (id < 0) break;
+                    hits[n_hits++] = id;
+                }
+            }
+            int num_new = MIN(s->n_tokens - s->n_computed - n_hits * B, budget);
+            if (want_plp(s)) num_new = MIN(num_new, PLP_CHUNK);
+            if (!seq_allocate(e, s, num_new, hits, n_hits)) break;
+            if (e->pool.caching) {
+                e->st.prefix_queries += s->n_tokens;
+                e->st.prefix_hits += (int64_t)n_hits * B;
+            }
+            if (s->index == 0 && s->n_output == 0) s->req->n_cached_tokens = n_hits * B;
+            memmove(e->waiting, e->waiting + 1, (size_t)(e->n_waiting - 1) * sizeof *e->waiting);
+            e->n_waiting--;
+            GROWI(e->running, e->cap_running, e->n_running + 1);
+            e->running[e->n_running++] = s;
+            s->state = SEQ_RUNNING;
+            s->sched_new = num_new;
+            e->sched[n_sched++] = s;
+            budget -= num_new;
+        }
+        free(hits);
+    }
+    if (n_sched == 0) {
+        /* Nothing fits although nothing runs: a request larger than the
+         * whole pool (submission rejects those, so this is a safeguard). */
+        if (e->n_running == 0 && e->n_waiting > 0) {
+            struct seq *s = e->waiting[0];
+            pthread_mutex_lock(&s->req->mu);
+            snprintf(s->req->error, sizeof s->req->error, "request needs more KV blocks than the pool holds");
+            s->req->has_error = true;
+            pthread_mutex_unlock(&s->req->mu);
+            engine_finish_seq(e, s, VLLMC_FINISH_ERROR);
+            remove_finished(e->waiting, &e->n_waiting);
+        }
+        engine_publish(e);
+        return 1;
+    }
+
+    /* the flat batch */
+    int T = 0, maxb = 0, n_rows = 0;
+    for (int k = 0; k < n_sched; k++) {
+        struct seq *s = e->sched[k];
+        T += s->sched_new;
+        maxb = MAX(maxb, s->n_blocks);
+        s->logit_row = -1;
+        s->plp_n = 0;
+        if (want_plp(s)) s->plp_n = MAX(0, MIN(s->n_computed + s->sched_new, s->n_prompt - 1) - s->n_computed);
+        n_rows += s->plp_n + (s->n_computed + s->sched_new == s->n_tokens);
+    }
+    if ((size_t)T > e->cap_t) {
+        size_t n = MAX((size_t)T, 2 * e->cap_t);
+        free(e->b_tok), free(e->b_pos), free(e->b_slot);
+        e->b_tok = xmalloc(n * sizeof *e->b_tok);
+        e->b_pos = xmalloc(n * sizeof *e->b_pos);
+        e->b_slot = xmalloc(n * sizeof *e->b_slot);
+        e->cap_t = n;
+    }
+    if ((size_t)n_sched + 1 > e->cap_s) {
+        size_t n = MAX((size_t)n_sched + 1, 2 * e->cap_s);
+        free(e->b_qs), free(e->b_sl), free(e->b_rl);
+        e->b_qs = xmalloc(n * sizeof *e->b_qs);
+        e->b_sl = xmalloc(n * sizeof *e->b_sl);
+        e->b_rl = xmalloc(n * sizeof *e->b_rl);
+        e->cap_s = n;
+    }
+    GROW(e->b_table, e->cap_table, (size_t)n_sched * (size_t)MAX(maxb, 1));
+    GROW(e->b_rows, e->cap_rows, (size_t)MAX(n_rows, 1));
+    int t = 0, row = 0;
+    for (int k = 0; k < n_sched; k++) {
+        struct seq *s = e->sched[k];
+        e->b_qs[k] = t;
+        for (int i = 0; i < s->sched_new; i++) {
+            int p = s->n_computed + i;
+            e->b_tok[t + i] = s->tokens[p];
+            e->b_pos[t + i] = p;
+            e->b_slot[t + i] = s->blocks[p / B] * B + p % B;
+        }
+        if (s->plp_n) {
+            s->plp_row0 = row;
+            for (int i = 0; i < s->plp_n; i++) e->b_rows[row++] = t + i;
+        }
+        t += s->sched_new;
+        if (s->n_computed + s->sched_new == s->n_tokens) {
+            s->logit_row = row;
+            e->b_rows[row++] = t - 1;
+        }
+        e->b_sl[k] = s->n_computed + s->sched_new;
+        e->b_rl[k] = MAX(s->n_prompt, e->b_sl[k]);
+        int32_t *tr = e->b_table + (size_t)k * (size_t)maxb;
+        memcpy(tr, s->blocks, (size_t)s->n_blocks * sizeof *tr);
+        for (int j = s->n_blocks; j < maxb; j++) tr[j] = 0;
+    }
+    e->b_qs[n_sched] = t;
+    const int V = e->model->hp.n_vocab;
+    GROW(e->logits, e->cap_logits, (size_t)MAX(n_rows, 1) * (size_t)V);
+    struct model_batch b = {
+        .n_tokens = T, .tokens = e->b_tok, .positions = e->b_pos, .slot_mapping = e->b_slot,
+        .attn = { .n_seqs = n_sched, .query_start = e->b_qs, .seq_len = e->b_sl, .block_table = e->b_table,
+                  .max_blocks = maxb },
+        .rope_len = e->b_rl, .n_logits = n_rows, .logits_rows = e->b_rows,
+    };
+    char err[256];
+    double tf = time_now();
+    int frc = model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
+    e->st.forward_seconds += time_now() - tf;
+    if (frc) {
+        /* the batch was built from validated ids: treat as a failure of these requests */
+        for (int k = 0; k < n_sched; k++) {
+            struct vllmc_request *r = e->sched[k]->req;
+            pthread_mutex_lock(&r->mu);
+            snprintf(r->error, sizeof r->error, "%s", err);
+            r->has_error = true;
+            pthread_mutex_unlock(&r->mu);
+            engine_finish_seq(e, e->sched[k], VLLMC_FINISH_ERROR);
+        }
+        remove_finished(e->running, &e->n_running);
+        engine_publish(e);
+        return 1;
+    }
+
+    struct vllmc_logprob chosen, top[VLLMC_MAX_LOGPROBS];
+    for (int k = 0; k < n_sched; k++) {
+        struct seq *s = e->sched[k];
+        struct vllmc_request *r = s->req;
+        for (int i = 0; i < s->plp_n; i++) {
+            int p = s->n_computed + i + 1; /* the prompt token this row predicts */
+            int kk = r->sp.prompt_logprobs;
+            sampler_logprobs(e->scratch, e->logits + (size_t)(s->plp_row0 + i) * V, V, s->tokens[p], kk,
+                             &r->plp[p].chosen, r->plp_top + (size_t)p * kk);
+            r->plp[p].n_top = kk;
+        }
+        bool was_prefill = s->n_computed < s->n_prompt;
+        s->n_computed += s->sched_new;
+        if (want_plp(s) && s->n_computed >= s->n_prompt - 1) {
+            s->plp_done = true;
+            pthread_mutex_lock(&r->mu);
+            r->plp_ready = true;
+            pthread_mutex_unlock(&r->mu);
+        }
+        if (was_prefill && s->n_computed >= s->n_prompt && s->index == 0 && s->n_output == 0)
+            e->st.prompt_tokens += s->n_prompt;
+        if (s->logit_row < 0) continue;
+        struct sampler_seq q = {
+            .sp = &r->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
+            .output = s->tokens + s->n_prompt, .n_output = s->n_output,
+            .eos_ids = (const int32_t *)e->model->hp.eos_token_ids, .n_eos = e->model->hp.n_eos,
+            .bad_words = (const int32_t *const *)r->bw, .bad_words_len = r->bw_len, .n_bad_words = r->n_bw,
+        };
+        memcpy(q.rng, s->rng, sizeof q.rng);
+        int32_t tok = sampler_sample(e->scratch, e->logits + (size_t)s->logit_row * V, V, &q, &chosen, top);
+        memcpy(s->rng, q.rng, sizeof q.rng);
+        seq_append(e, s, tok, &chosen, top, r->sp.logprobs > 0 ? r->sp.logprobs : 0);
+    }
+    remove_finished(e->running, &e->n_running);
+
+    e->st.steps++;
+    e->st.busy_seconds += time_now() - t0;
+    engine_publish(e);
+    return 1;
+}
