@@ -108,6 +108,10 @@ struct backend_ops {
     /* x[n] = cap * tanh(x / cap) */
     void (*softcap)(struct backend *bk, float *x, size_t n, float cap);
     void (*scale)(struct backend *bk, float *x, size_t n, float s);
+    /* Host work the engine spreads over the backend's CPU threads (sampling
+     * rows): fn(ctx, ith, nth) once per thread, ith = 0 the caller. */
+    void (*host_parallel)(struct backend *bk, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+    int (*host_threads)(const struct backend *bk);
 };
 
 struct backend {
@@ -150,5 +154,9 @@ static inline void bk_attention(struct backend *bk, float *out, const float *q, 
 }
 static inline void bk_softcap(struct backend *bk, float *x, size_t n, float cap) { bk->ops->softcap(bk, x, n, cap); }
 static inline void bk_scale(struct backend *bk, float *x, size_t n, float s) { bk->ops->scale(bk, x, n, s); }
+static inline void bk_host_parallel(struct backend *bk, void (*fn)(void *, int, int), void *ctx) {
+    bk->ops->host_parallel(bk, fn, ctx);
+}
+static inline int bk_host_threads(const struct backend *bk) { return bk->ops->host_threads(bk); }
 
 #endif

@@ -372,11 +372,19 @@ static void cpu_scale(struct backend *bk, float *x, size_t n, float s) {
     run(c, n, scale_fn, &r);
 }
 
+static void cpu_host_parallel(struct backend *bk, void (*fn)(void *, int, int), void *ctx) {
+    threadpool_run(((struct cpu_backend *)bk)->pool, fn, ctx);
+}
+static int cpu_host_threads(const struct backend *bk) {
+    return threadpool_size(((const struct cpu_backend *)bk)->pool);
+}
+
 static const struct backend_ops cpu_ops = {
     .name = "cpu", .destroy = cpu_destroy, .matmul = cpu_matmul, .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .glu = cpu_glu, .add_scaled = cpu_add_scaled,
     .add_bias = cpu_add_bias, .kv_store = cpu_kv_store, .attention = cpu_attention,
-    .softcap = cpu_softcap, .scale = cpu_scale,
+    .softcap = cpu_softcap, .scale = cpu_scale, .host_parallel = cpu_host_parallel,
+    .host_threads = cpu_host_threads,
 };
 
 /* ---- kernel set selection ------------------------------------------------------ */
