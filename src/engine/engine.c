@@ -266,7 +266,9 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     if (access(tpath, F_OK) == 0 && tokenizer_load(&e->tok, e->dir, err, errlen)) goto fail_load;
     load_sampling_defaults(e, p->generation_config);
     e->seed = p->seed;
-    e->scratch = sampler_scratch_new(hp->n_vocab);
+    e->n_scratch = bk_host_threads(e->bk);
+    e->scratch = xcalloc((size_t)e->n_scratch, sizeof *e->scratch);
+    for (int i = 0; i < e->n_scratch; i++) e->scratch[i] = sampler_scratch_new(hp->n_vocab);
     if (pthread_create(&e->thread, NULL, engine_main, e)) {
         errf(err, errlen, "cannot start the engine thread");
         vllmc_engine_close(e);
@@ -328,7 +330,9 @@ void vllmc_engine_close(vllmc_engine *e) {
     kv_pool_free(&e->pool);
     free(e->kv.layers);
     free(e->kv_mem);
-    sampler_scratch_free(e->scratch);
+    for (int i = 0; i < e->n_scratch; i++) sampler_scratch_free(e->scratch[i]);
+    free(e->scratch);
+    free(e->items);
     free(e->running), free(e->waiting), free(e->sched), free(e->touched);
     free(e->b_tok), free(e->b_pos), free(e->b_slot), free(e->b_qs), free(e->b_sl), free(e->b_rl);
     free(e->b_table), free(e->b_rows), free(e->logits);

@@ -66,6 +66,16 @@ struct seq {
     int plp_row0, plp_n;         /* prompt-logprob rows [row0, row0+n) for positions n_computed.. */
 };
 
+/* One logits row of a step: a sampling row (pos < 0) or the prompt logprob
+ * of prompt token pos. */
+struct samp_item {
+    struct seq *s;
+    int row, pos;
+    int32_t tok;
+    uint64_t rng[4];
+    struct vllmc_logprob chosen, top[VLLMC_MAX_LOGPROBS];
+};
+
 struct vllmc_request {
     struct vllmc_engine *e;
     atomic_int refs;             /* the caller's and the engine's */
@@ -134,7 +144,10 @@ struct vllmc_engine {
     int n_running, cap_running;
     struct seq **waiting;        /* arrival order (preempted ones at the front) */
     int n_waiting, cap_waiting;
-    struct sampler_scratch *scratch;
+    struct sampler_scratch **scratch; /* one per backend thread */
+    int n_scratch;
+    struct samp_item *items;
+    int cap_items;
     /* per-step buffers, grown only */
     int32_t *b_tok, *b_pos, *b_slot, *b_qs, *b_sl, *b_rl, *b_table, *b_rows;
     size_t cap_t, cap_s, cap_table, cap_rows;

@@ -275,6 +275,40 @@ void engine_publish(struct vllmc_engine *e) {
     e->n_touched = 0;
 }
 
+struct samp_ctx {
+    struct vllmc_engine *e;
+    int n;
+};
+
+static void samp_fn(void *arg, int ith, int nth) {
+    struct samp_ctx *c = arg;
+    struct vllmc_engine *e = c->e;
+    const int V = e->model->hp.n_vocab;
+    struct sampler_scratch *scr = e->scratch[ith < e->n_scratch ? ith : 0];
+    for (int i = ith; i < c->n; i += nth) {
+        struct samp_item *it = &e->items[i];
+        struct seq *s = it->s;
+        struct vllmc_request *r = s->req;
+        float *row = e->logits + (size_t)it->row * V;
+        if (it->pos >= 0) { /* prompt logprob of token pos */
+            int kk = r->sp.prompt_logprobs;
+            sampler_logprobs(scr, row, V, s->tokens[it->pos], kk, &r->plp[it->pos].chosen,
+                             r->plp_top + (size_t)it->pos * kk);
+            r->plp[it->pos].n_top = kk;
+            continue;
+        }
+        struct sampler_seq q = {
+            .sp = &r->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
+            .output = s->tokens + s->n_prompt, .n_output = s->n_output,
+            .eos_ids = (const int32_t *)e->model->hp.eos_token_ids, .n_eos = e->model->hp.n_eos,
+            .bad_words = (const int32_t *const *)r->bw, .bad_words_len = r->bw_len, .n_bad_words = r->n_bw,
+        };
+        memcpy(q.rng, s->rng, sizeof q.rng);
+        it->tok = sampler_sample(scr, row, V, &q, &it->chosen, it->top);
+        memcpy(it->rng, q.rng, sizeof q.rng);
+    }
+}
+
 static int want_plp(const struct seq *s) { return s->req->sp.prompt_logprobs >= 0 && s->index == 0 && !s->plp_done; }
 
 int engine_step(struct vllmc_engine *e) {
@@ -445,17 +479,24 @@ int engine_step(struct vllmc_engine *e) {
         return 1;
     }
 
-    struct vllmc_logprob chosen, top[VLLMC_MAX_LOGPROBS];
+    /* sampling and prompt logprobs: one item per logits row, spread over
+     * the backend's threads (each with its own scratch; a sequence's RNG is
+     * advanced only by its own item, so results do not depend on the split) */
+    int n_items = 0;
+    GROWI(e->items, e->cap_items, n_rows);
     for (int k = 0; k < n_sched; k++) {
         struct seq *s = e->sched[k];
+        for (int i = 0; i < s->plp_n; i++)
+            e->items[n_items++] = (struct samp_item){ .s = s, .row = s->plp_row0 + i, .pos = s->n_computed + i + 1 };
+        if (s->logit_row >= 0) e->items[n_items++] = (struct samp_item){ .s = s, .row = s->logit_row, .pos = -1 };
+    }
+    struct samp_ctx sc = { .e = e, .n = n_items };
+    if (n_items > 1) bk_host_parallel(e->bk, samp_fn, &sc);
+    else samp_fn(&sc, 0, 1);
+    for (int k = 0, it = 0; k < n_sched; k++) {
+        struct seq *s = e->sched[k];
         struct vllmc_request *r = s->req;
-        for (int i = 0; i < s->plp_n; i++) {
-            int p = s->n_computed + i + 1; /* the prompt token this row predicts */
-            int kk = r->sp.prompt_logprobs;
-            sampler_logprobs(e->scratch, e->logits + (size_t)(s->plp_row0 + i) * V, V, s->tokens[p], kk,
-                             &r->plp[p].chosen, r->plp_top + (size_t)p * kk);
-            r->plp[p].n_top = kk;
-        }
+        it += s->plp_n;
         bool was_prefill = s->n_computed < s->n_prompt;
         s->n_computed += s->sched_new;
         if (want_plp(s) && s->n_computed >= s->n_prompt - 1) {
@@ -467,16 +508,9 @@ int engine_step(struct vllmc_engine *e) {
         if (was_prefill && s->n_computed >= s->n_prompt && s->index == 0 && s->n_output == 0)
             e->st.prompt_tokens += s->n_prompt;
         if (s->logit_row < 0) continue;
-        struct sampler_seq q = {
-            .sp = &r->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
-            .output = s->tokens + s->n_prompt, .n_output = s->n_output,
-            .eos_ids = (const int32_t *)e->model->hp.eos_token_ids, .n_eos = e->model->hp.n_eos,
-            .bad_words = (const int32_t *const *)r->bw, .bad_words_len = r->bw_len, .n_bad_words = r->n_bw,
-        };
-        memcpy(q.rng, s->rng, sizeof q.rng);
-        int32_t tok = sampler_sample(e->scratch, e->logits + (size_t)s->logit_row * V, V, &q, &chosen, top);
-        memcpy(s->rng, q.rng, sizeof q.rng);
-        seq_append(e, s, tok, &chosen, top, r->sp.logprobs > 0 ? r->sp.logprobs : 0);
+        struct samp_item *item = &e->items[it++];
+        memcpy(s->rng, item->rng, sizeof s->rng);
+        seq_append(e, s, item->tok, &item->chosen, item->top, r->sp.logprobs > 0 ? r->sp.logprobs : 0);
     }
     remove_finished(e->running, &e->n_running);
 
