@@ -80,7 +80,7 @@ static json_t *jlogprob(float lp) {
 /* The text of one token for logprobs: "token_id:N" when asked (or without a
  * tokenizer), else its decoded piece. malloc'd. */
 static char *token_str(const struct server *s, int32_t id, int as_ids, size_t *len) {
-    if (!as_ids && s->tok && TEXT_HAVE_TOKENIZER()) {
+    if (!as_ids && s->tok) {
         char *t = tokenizer_decode(s->tok, &id, 1, 0, len);
         if (t) return t;
     }
@@ -708,7 +708,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static int tokenize_text(struct server *s, const char *text, size_t len, int add_special, int32_t **ids, int *n,
                          struct proto_error *e) {
-    if (!s->tok || !TEXT_HAVE_TOKENIZER())
+    if (!s->tok)
         return proto_errorf(e, 400, "BadRequestError", "prompt",
                             "this model has no tokenizer (tokenizer.json): send token ids");
     char err[512];
@@ -720,7 +720,6 @@ static int tokenize_text(struct server *s, const char *text, size_t len, int add
 /* Render the chat template of request r into a malloc'd prompt. */
 static int render_chat(struct server *s, const struct proto_request *r, char **out, size_t *len,
                        struct proto_error *e) {
-    if (!TEXT_HAVE_TEMPLATES()) return proto_errorf(e, 400, "BadRequestError", NULL, "chat templates are not available");
     struct chat_template *own = NULL;
     const struct chat_template *ct = r->tools && s->tmpl_tools ? s->tmpl_tools : s->tmpl;
     char err[1024];
@@ -776,7 +775,7 @@ static int prompt_ids(struct server *s, const struct proto_request *r, int i, in
 
 static char *decode_ids(const struct server *s, const int32_t *ids, int n, int skip_special, size_t *len) {
     *len = 0;
-    if (s->tok && TEXT_HAVE_TOKENIZER()) {
+    if (s->tok) {
         char *t = tokenizer_decode(s->tok, ids, n, skip_special, len);
         if (t) return t;
     }
@@ -919,7 +918,7 @@ enum MHD_Result api_tokenize(struct hreq *h, struct MHD_Connection *mc) {
     if (r.return_token_strs) {
         json_t *a = json_array();
         for (int i = 0; i < n; i++) {
-            const char *t = s->tok && TEXT_HAVE_TOKENIZER() ? tokenizer_id_to_token(s->tok, ids[i]) : NULL;
+            const char *t = s->tok ? tokenizer_id_to_token(s->tok, ids[i]) : NULL;
             json_array_append_new(a, t ? jstr_lossy(t, strlen(t)) : jtoken(s, ids[i], 1));
         }
         json_object_set_new(o, "token_strs", a);
@@ -937,7 +936,7 @@ enum MHD_Result api_detokenize(struct hreq *h, struct MHD_Connection *mc) {
     struct proto_error e;
     if (proto_parse(PROTO_DETOKENIZE, h->body ? h->body : "", h->len, &s->lim, &r, &e))
         return http_send_error(mc, &e);
-    if (!s->tok || !TEXT_HAVE_TOKENIZER()) {
+    if (!s->tok) {
         proto_request_free(&r);
         proto_errorf(&e, 400, "BadRequestError", "tokens", "this model has no tokenizer (tokenizer.json)");
         return http_send_error(mc, &e);

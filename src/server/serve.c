@@ -267,22 +267,19 @@ static int setup_templates(struct server *s, const struct serve_opts *o, char *e
         } else {
             return errf(err, errlen, "--chat-template %s: no such file", o->chat_template);
         }
-    } else if (s->tok && TEXT_HAVE_TOKENIZER()) {
+    } else if (s->tok) {
         src = tokenizer_chat_template(s->tok, NULL);
     }
     char cerr[512];
     int rc = 0;
-    if (src && !TEXT_HAVE_TEMPLATES()) {
-        if (o->chat_template) rc = errf(err, errlen, "chat templates are not built into this binary");
-        else log_warn("chat templates are not built into this binary: no chat");
-    } else if (src && chat_template_compile(&s->tmpl, src, cerr, sizeof cerr)) {
+    if (src && chat_template_compile(&s->tmpl, src, cerr, sizeof cerr)) {
         s->tmpl = NULL;
         if (o->chat_template) rc = errf(err, errlen, "chat template %s: %s", file ? o->chat_template : "(text)", cerr);
         else log_warn("the tokenizer's chat template does not compile (%s); chat requests need a chat_template", cerr);
     }
     free(file);
     if (rc) return rc;
-    if (!o->chat_template && s->tok && TEXT_HAVE_TOKENIZER() && TEXT_HAVE_TEMPLATES()) {
+    if (!o->chat_template && s->tok) {
         const char *tools = tokenizer_chat_template(s->tok, "tool_use");
         if (tools && chat_template_compile(&s->tmpl_tools, tools, cerr, sizeof cerr)) {
             log_warn("the tokenizer's tool_use chat template does not compile (%s)", cerr);
@@ -292,7 +289,7 @@ static int setup_templates(struct server *s, const struct serve_opts *o, char *e
     s->specials = json_object();
     static const char *const names[] = { "bos_token", "eos_token", "unk_token", "pad_token",
                                          "sep_token", "cls_token", "mask_token" };
-    for (size_t i = 0; s->tok && TEXT_HAVE_TOKENIZER() && i < ARRAY_LEN(names); i++) {
+    for (size_t i = 0; s->tok && i < ARRAY_LEN(names); i++) {
         const char *v = tokenizer_special_token(s->tok, names[i]);
         if (v) json_object_set_new(s->specials, names[i], json_string(v));
     }

@@ -20,7 +20,8 @@
 
 #include "server/metrics.h"
 #include "server/protocol.h"
-#include "server/text.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 #include "vllmc.h"
 
 #define SERVER_MAX_BODY (8u << 20)       /* larger bodies: 413 */
