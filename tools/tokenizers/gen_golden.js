@@ -28,7 +28,7 @@ const { transformersPostProcessor } = require('./hf_rules');
 const ROOT = path.join(__dirname, '../..');
 const CACHE = path.join(__dirname, 'cache');
 const OUT = path.join(ROOT, 'tests/fixtures/tokenizers');
-const NAMES = ['qwen3', 'llama3', 'gemma3', 'gptoss', 'deepseek_v3', 'llama2'];
+const NAMES = ['qwen3', 'llama3', 'gemma3', 'gptoss', 'deepseek_v3', 'llama2', 'llama3_1', 'claude', 'gpt35turbo'];
 
 function rng(seed) { // xorshift32, deterministic
     let s = seed >>> 0 || 1;

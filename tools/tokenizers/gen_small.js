@@ -1,5 +1,5 @@
 // gen_small.js — hand-written tokenizer.json files for the pipeline pieces the
-// six real tokenizers do not exercise (Metaspace prepend schemes, the other
+// real tokenizers do not exercise (Metaspace prepend schemes, the other
 // normalizers and pre-tokenizers, every split behavior, lstrip / rstrip /
 // single_word / normalized added tokens, continuing_subword_prefix,
 // Roberta-style post-processing, the Oniguruma regex traps), with reference
