@@ -123,3 +123,12 @@ clean:
 	rm -rf build build-san build-aarch64 build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# libFuzzer target for chat templates (clang only): compile + render arbitrary
+# templates. Seed it with tests/fixtures/templates/models/*.jinja.
+.PHONY: fuzz-template
+fuzz-template:
+	@mkdir -p build-fuzz
+	clang -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc \
+	    -o build-fuzz/fuzz_chat_template tests/fuzz/fuzz_chat_template.c \
+	    $(filter src/text/jinja_%.c src/text/chat_template.c src/util/util.c,$(SRC_LIB)) $(LDLIBS)

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE /* memmem, strftime_l, asprintf */
 #include "text/chat_template.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,34 @@ void chat_template_set_now(struct chat_template *ct, int64_t unix_seconds) {
     ct->now = unix_seconds;
 }
 
+/* Stack left below `here` in the calling thread (cached per thread: for the
+ * main thread glibc reads /proc/self/maps). Renders recurse (macros, nested
+ * expressions); the budget turns a too-deep template into a render error
+ * instead of a stack overflow, whatever stack size the caller's thread has. */
+static size_t stack_budget(const char *here) {
+    static _Thread_local uintptr_t lo;
+    static _Thread_local int known;
+    if (!known) {
+        known = -1;
+        pthread_attr_t at;
+        if (pthread_getattr_np(pthread_self(), &at) == 0) {
+            void *addr;
+            size_t size;
+            if (pthread_attr_getstack(&at, &addr, &size) == 0) {
+                lo = (uintptr_t)addr;
+                known = 1;
+            }
+            pthread_attr_destroy(&at);
+        }
+    }
+    size_t budget = JR_STACK_BUDGET;
+    if (known == 1 && (uintptr_t)here > lo) {
+        size_t avail = (uintptr_t)here - lo, margin = 96 << 10;
+        budget = avail > margin ? MIN(budget, avail - margin) : 0;
+    }
+    return budget;
+}
+
 /* Runs the render; separate from the entry so setjmp's frame stays simple. */
 static int render_run(struct jrender *r, char **out, size_t *out_len) {
     if (setjmp(r->jb)) return -2;
@@ -95,6 +124,7 @@ int chat_template_render(const struct chat_template *ct, const json_t *ctx, char
     struct jrender *r = xcalloc(1, sizeof *r);
     char base;
     r->stack_base = &base;
+    r->stack_budget = stack_budget(&base);
     r->ct = ct;
     r->err = err;
     r->errlen = errlen;
@@ -124,8 +154,8 @@ static void py_strip_bounds(const char *s, size_t n, size_t *b, size_t *e, int w
     if (which & 1)
         while (lo < hi) {
             size_t adv;
-            uint32_t c = utf8_decode(s + lo, hi - lo, &adv);
-            if (!py_isspace(c)) break;
+            uint32_t c = jutf8_decode(s + lo, hi - lo, &adv);
+            if (!jpy_isspace(c)) break;
             lo += adv;
         }
     if (which & 2)
@@ -133,8 +163,8 @@ static void py_strip_bounds(const char *s, size_t n, size_t *b, size_t *e, int w
             size_t k = hi - 1;
             while (k > lo && ((unsigned char)s[k] & 0xc0) == 0x80) k--;
             size_t adv;
-            uint32_t c = utf8_decode(s + k, hi - k, &adv);
-            if (adv != hi - k || !py_isspace(c)) break;
+            uint32_t c = jutf8_decode(s + k, hi - k, &adv);
+            if (adv != hi - k || !jpy_isspace(c)) break;
             hi = k;
         }
     *b = lo;

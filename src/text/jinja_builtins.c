@@ -188,7 +188,7 @@ static uint32_t *to_cps(struct jrender *r, const struct jstr *s, size_t *n) {
     size_t k = 0;
     for (size_t i = 0; i < s->len;) {
         size_t adv;
-        c[k++] = utf8_decode(s->p + i, s->len - i, &adv);
+        c[k++] = jutf8_decode(s->p + i, s->len - i, &adv);
         i += adv;
     }
     *n = k;
@@ -197,7 +197,7 @@ static uint32_t *to_cps(struct jrender *r, const struct jstr *s, size_t *n) {
 
 static void put_cp(struct jrender *r, struct jbuf *b, uint32_t cp) {
     char t[4];
-    jbuf_put(r, b, t, utf8_encode(cp, t));
+    jbuf_put(r, b, t, jutf8_encode(cp, t));
 }
 
 static bool upper_special(struct jrender *r, struct jbuf *b, uint32_t c, bool title) {
@@ -215,23 +215,23 @@ static bool upper_special(struct jrender *r, struct jbuf *b, uint32_t c, bool ti
 
 static void put_upper(struct jrender *r, struct jbuf *b, uint32_t c) {
     if (c < 0x80) { jbuf_putc(r, b, (char)(c >= 'a' && c <= 'z' ? c - 32 : c)); return; }
-    if (!upper_special(r, b, c, false)) put_cp(r, b, uc_upper(c));
+    if (!upper_special(r, b, c, false)) put_cp(r, b, juc_upper(c));
 }
 static void put_title(struct jrender *r, struct jbuf *b, uint32_t c) {
     if (c < 0x80) { jbuf_putc(r, b, (char)(c >= 'a' && c <= 'z' ? c - 32 : c)); return; }
-    if (!upper_special(r, b, c, true)) put_cp(r, b, uc_title(c));
+    if (!upper_special(r, b, c, true)) put_cp(r, b, juc_title(c));
 }
 static void put_lower(struct jrender *r, struct jbuf *b, const uint32_t *cps, size_t n, size_t i) {
     uint32_t c = cps[i];
     if (c < 0x80) { jbuf_putc(r, b, (char)(c >= 'A' && c <= 'Z' ? c + 32 : c)); return; }
     if (c == 0x130) { jbuf_put(r, b, "i\xcc\x87", 3); return; }
     if (c == 0x3a3) { /* final sigma */
-        bool before = i > 0 && uc_is_cased(cps[i - 1]);
-        bool after = i + 1 < n && uc_is_cased(cps[i + 1]);
+        bool before = i > 0 && juc_is_cased(cps[i - 1]);
+        bool after = i + 1 < n && juc_is_cased(cps[i + 1]);
         put_cp(r, b, before && !after ? 0x3c2 : 0x3c3);
         return;
     }
-    put_cp(r, b, uc_lower(c));
+    put_cp(r, b, juc_lower(c));
 }
 
 enum casemode { C_UPPER, C_LOWER, C_TITLE, C_CAPITALIZE, C_SWAPCASE };
@@ -249,14 +249,14 @@ static jv str_case(struct jrender *r, jv v, int mode) {
         case C_LOWER: put_lower(r, b, c, n, i); break;
         case C_CAPITALIZE: if (i == 0) put_title(r, b, c[i]); else put_lower(r, b, c, n, i); break;
         case C_SWAPCASE:
-            if (uc_is_upper(c[i])) put_lower(r, b, c, n, i);
-            else if (uc_is_lower(c[i])) put_upper(r, b, c[i]);
+            if (juc_is_upper(c[i])) put_lower(r, b, c, n, i);
+            else if (juc_is_lower(c[i])) put_upper(r, b, c[i]);
             else put_cp(r, b, c[i]);
             break;
         case C_TITLE:
             if (prev_cased) put_lower(r, b, c, n, i);
             else put_title(r, b, c[i]);
-            prev_cased = uc_is_cased(c[i]);
+            prev_cased = juc_is_cased(c[i]);
             break;
         }
     }
@@ -282,8 +282,8 @@ static jv str_strip(struct jrender *r, jv v, jv chars, int which) {
     if (which & 1) {
         while (b < e) {
             size_t adv;
-            uint32_t c = utf8_decode(s->p + b, e - b, &adv);
-            if (set ? !in_chars(c, set, nset) : !py_isspace(c)) break;
+            uint32_t c = jutf8_decode(s->p + b, e - b, &adv);
+            if (set ? !in_chars(c, set, nset) : !jpy_isspace(c)) break;
             b += adv;
         }
     }
@@ -292,9 +292,9 @@ static jv str_strip(struct jrender *r, jv v, jv chars, int which) {
             size_t k = e - 1;
             while (k > b && ((unsigned char)s->p[k] & 0xc0) == 0x80) k--;
             size_t adv;
-            uint32_t c = utf8_decode(s->p + k, e - k, &adv);
+            uint32_t c = jutf8_decode(s->p + k, e - k, &adv);
             if (adv != e - k) { k = e - 1; c = (unsigned char)s->p[k]; }
-            if (set ? !in_chars(c, set, nset) : !py_isspace(c)) break;
+            if (set ? !in_chars(c, set, nset) : !jpy_isspace(c)) break;
             e = k;
         }
     }
@@ -303,7 +303,7 @@ static jv str_strip(struct jrender *r, jv v, jv chars, int which) {
 
 static size_t next_cp(const char *p, size_t len, size_t i, uint32_t *c) {
     size_t adv;
-    *c = utf8_decode(p + i, len - i, &adv);
+    *c = jutf8_decode(p + i, len - i, &adv);
     return i + adv;
 }
 
@@ -317,14 +317,14 @@ static jv str_split(struct jrender *r, jv v, jv sepv, int64_t maxsplit, bool rig
             int64_t splits = 0;
             for (;;) {
                 uint32_t c;
-                while (i < s->len) { size_t j = next_cp(s->p, s->len, i, &c); if (!py_isspace(c)) break; i = j; }
+                while (i < s->len) { size_t j = next_cp(s->p, s->len, i, &c); if (!jpy_isspace(c)) break; i = j; }
                 if (i >= s->len) break;
                 if (maxsplit >= 0 && splits >= maxsplit) {
                     jlist_push(r, out, jv_from_str(jstr_wrap(r, s->p + i, s->len - i), mk));
                     break;
                 }
                 size_t st = i;
-                while (i < s->len) { size_t j = next_cp(s->p, s->len, i, &c); if (py_isspace(c)) break; i = j; }
+                while (i < s->len) { size_t j = next_cp(s->p, s->len, i, &c); if (jpy_isspace(c)) break; i = j; }
                 jlist_push(r, out, jv_from_str(jstr_wrap(r, s->p + st, i - st), mk));
                 splits++;
             }
@@ -332,18 +332,18 @@ static jv str_split(struct jrender *r, jv v, jv sepv, int64_t maxsplit, bool rig
             size_t n;
             uint32_t *c = to_cps(r, s, &n);
             size_t *off = jr_alloc(r, (n + 1) * sizeof(size_t));
-            for (size_t i = 0, o = 0; i <= n; i++) { off[i] = o; if (i < n) { char t[4]; o += utf8_encode(c[i], t); } }
+            for (size_t i = 0, o = 0; i <= n; i++) { off[i] = o; if (i < n) { char t[4]; o += jutf8_encode(c[i], t); } }
             int64_t e = (int64_t)n, splits = 0;
             struct jlist *rev = jlist_new(r, 0);
             for (;;) {
-                while (e > 0 && py_isspace(c[e - 1])) e--;
+                while (e > 0 && jpy_isspace(c[e - 1])) e--;
                 if (e <= 0) break;
                 if (maxsplit >= 0 && splits >= maxsplit) {
                     jlist_push(r, rev, jv_from_str(jstr_wrap(r, s->p, off[e]), mk));
                     break;
                 }
                 int64_t st = e;
-                while (st > 0 && !py_isspace(c[st - 1])) st--;
+                while (st > 0 && !jpy_isspace(c[st - 1])) st--;
                 jlist_push(r, rev, jv_from_str(jstr_wrap(r, s->p + off[st], off[e] - off[st]), mk));
                 splits++;
                 e = st;
@@ -452,8 +452,8 @@ static void str_range(struct jrender *r, struct jstr *s, jv startv, jv endv, siz
     if (st > n) st = n;
     if (en > n) en = n;
     if (en < st) en = st;
-    *bs = utf8_offset(s, (size_t)st);
-    *be = utf8_offset(s, (size_t)en);
+    *bs = jutf8_offset(s, (size_t)st);
+    *be = jutf8_offset(s, (size_t)en);
 }
 
 static bool affix_match(struct jrender *r, struct jstr *s, jv pre, jv startv, jv endv, bool suffix, const char *fn) {
@@ -496,7 +496,7 @@ static int64_t str_find(struct jrender *r, struct jstr *s, struct jstr *sub, jv 
             if (memcmp(s->p + k, sub->p, sub->len) == 0) { h = k; break; }
     }
     if (h == SIZE_MAX) return -1;
-    return (int64_t)utf8_count(s->p, h);
+    return (int64_t)jutf8_count(s->p, h);
 }
 
 static jv str_pad(struct jrender *r, jv v, int64_t width, jv fillv, int how) { /* 0 center, 1 ljust, 2 rjust */
@@ -505,7 +505,7 @@ static jv str_pad(struct jrender *r, jv v, int64_t width, jv fillv, int how) { /
     if (fillv.t != JV_UNDEF) {
         if (fillv.t != JV_STR || fillv.u.s->nchars != 1) jr_fail(r, "The fill character must be exactly one character long");
         size_t adv;
-        fill = utf8_decode(fillv.u.s->p, fillv.u.s->len, &adv);
+        fill = jutf8_decode(fillv.u.s->p, fillv.u.s->len, &adv);
     }
     int64_t n = (int64_t)s->nchars;
     if (width <= n) return v;
@@ -527,7 +527,7 @@ static jv str_count(struct jrender *r, struct jstr *s, struct jstr *sub, jv star
     if (startv.t != JV_UNDEF && startv.t != JV_NONE) { st = int_arg(r, startv, NULL); if (st < 0) st += n; }
     if (st > n) return jv_int(0);
     str_range(r, s, startv, endv, &bs, &be);
-    if (sub->len == 0) return jv_int((int64_t)utf8_count(s->p + bs, be - bs) + 1);
+    if (sub->len == 0) return jv_int((int64_t)jutf8_count(s->p + bs, be - bs) + 1);
     int64_t c = 0;
     size_t i = bs;
     while (i + sub->len <= be) {
@@ -938,10 +938,10 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     case F_FORMAT: {
         jv fmt = soft_str(r, value);
         if (nargs && kw && kw->n) jr_fail(r, "can't handle positional and keyword arguments at the same time");
-        if (kw && kw->n) return py_percent_format(r, fmt, jv_from_dict((struct jdict *)kw));
+        if (kw && kw->n) return jpy_percent_format(r, fmt, jv_from_dict((struct jdict *)kw));
         struct jlist *t = jlist_new(r, nargs);
         for (size_t i = 0; i < nargs; i++) t->v[t->n++] = args[i];
-        return py_percent_format(r, fmt, jv_from_list(t, LK_TUPLE));
+        return jpy_percent_format(r, fmt, jv_from_list(t, LK_TUPLE));
     }
     case F_GROUPBY: {
         BIND(P_GROUPBY, 1);
@@ -1106,7 +1106,13 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
         if (method == 0) {
             if (value.t != JV_FLOAT) {
                 if (prec >= 0) return jv_int(value.u.i);
-                jr_fail(r, "rounding integers to negative precision is not supported");
+                if (prec < -18) return jv_int(0);
+                int64_t m = 1;
+                for (int64_t k = 0; k < -prec; k++) m *= 10;
+                int64_t v = value.u.i, q = v / m, rem = v % m;
+                if (rem < 0) { rem += m; q--; } /* floor division */
+                if (2 * (__int128)rem > m || (2 * (__int128)rem == m && (q & 1))) q++; /* half to even */
+                return jv_int((int64_t)((__int128)q * m));
             }
             return jv_float(py_round(value.u.d, prec));
         }
@@ -1160,18 +1166,18 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
             size_t j = i;
             uint32_t c;
             size_t nx = next_cp(s->p, s->len, j, &c);
-            bool sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || py_isspace(c);
+            bool sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jpy_isspace(c);
             if (sep) {
                 while (j < s->len) {
                     nx = next_cp(s->p, s->len, j, &c);
-                    if (!(c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || py_isspace(c))) break;
+                    if (!(c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jpy_isspace(c))) break;
                     j = nx;
                 }
                 jbuf_put(r, jr_out(r), s->p + i, j - i);
             } else {
                 while (j < s->len) {
                     nx = next_cp(s->p, s->len, j, &c);
-                    if (c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || py_isspace(c)) break;
+                    if (c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || jpy_isspace(c)) break;
                     j = nx;
                 }
                 struct jstr *w = jstr_wrap(r, s->p + i, j - i);
@@ -1231,7 +1237,7 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
         for (size_t i = 0; i < s->len;) {
             uint32_t c;
             i = next_cp(s->p, s->len, i, &c);
-            bool w = c == '_' || uc_is_alnum(c);
+            bool w = c == '_' || juc_is_alnum(c);
             if (w && !in) n++;
             in = w;
         }
@@ -1410,8 +1416,8 @@ bool jtest_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
         for (size_t i = 0; i < s->len;) {
             uint32_t c;
             i = next_cp(s->p, s->len, i, &c);
-            if (id == T_LOWER) { if (uc_is_upper(c)) return false; if (uc_is_lower(c)) cased = true; }
-            else { if (uc_is_lower(c)) return false; if (uc_is_upper(c)) cased = true; }
+            if (id == T_LOWER) { if (juc_is_upper(c)) return false; if (juc_is_lower(c)) cased = true; }
+            else { if (juc_is_lower(c)) return false; if (juc_is_upper(c)) cased = true; }
         }
         return cased;
     }
@@ -1601,7 +1607,7 @@ static bool str_all(struct jstr *s, bool (*pred)(uint32_t)) {
     }
     return true;
 }
-static bool p_space(uint32_t c) { return py_isspace(c); }
+static bool p_space(uint32_t c) { return jpy_isspace(c); }
 static bool p_ascii(uint32_t c) { return c < 0x80; }
 
 jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs, const struct jdict *kw) {
@@ -1654,18 +1660,18 @@ jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs
         if (i < 0 && (id == M_INDEX || id == M_RINDEX)) jr_fail(r, "substring not found");
         return jv_int(i);
     }
-    case M_FORMAT: return py_str_format(r, s, args, nargs, kw);
+    case M_FORMAT: return jpy_str_format(r, s, args, nargs, kw);
     case M_FORMAT_MAP:
         POSONLY();
         MB(1, "mapping");
         if (a[0].t != JV_DICT) jr_fail(r, "format_map() argument must be a mapping");
-        return py_str_format(r, s, NULL, 0, a[0].u.dict);
-    case M_ISALNUM: M0(); return jv_bool(str_all(s, uc_is_alnum));
-    case M_ISALPHA: M0(); return jv_bool(str_all(s, uc_is_alpha));
+        return jpy_str_format(r, s, NULL, 0, a[0].u.dict);
+    case M_ISALNUM: M0(); return jv_bool(str_all(s, juc_is_alnum));
+    case M_ISALPHA: M0(); return jv_bool(str_all(s, juc_is_alpha));
     case M_ISASCII: M0(); return jv_bool(s->len == 0 || str_all(s, p_ascii));
-    case M_ISDECIMAL: M0(); return jv_bool(str_all(s, uc_is_decimal));
-    case M_ISDIGIT: M0(); return jv_bool(str_all(s, uc_is_digit));
-    case M_ISNUMERIC: M0(); return jv_bool(str_all(s, uc_is_numeric));
+    case M_ISDECIMAL: M0(); return jv_bool(str_all(s, juc_is_decimal));
+    case M_ISDIGIT: M0(); return jv_bool(str_all(s, juc_is_digit));
+    case M_ISNUMERIC: M0(); return jv_bool(str_all(s, juc_is_numeric));
     case M_ISSPACE: M0(); return jv_bool(str_all(s, p_space));
     case M_ISLOWER: M0(); return jv_bool(jtest_call(r, T_LOWER, self, NULL, 0, NULL));
     case M_ISUPPER: M0(); return jv_bool(jtest_call(r, T_UPPER, self, NULL, 0, NULL));
@@ -1675,8 +1681,8 @@ jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs
         for (size_t i = 0; i < s->len;) {
             uint32_t c;
             i = next_cp(s->p, s->len, i, &c);
-            if (uc_is_upper(c)) { if (prev) return jv_bool(false); prev = true; any = true; }
-            else if (uc_is_lower(c)) { if (!prev) return jv_bool(false); prev = true; any = true; }
+            if (juc_is_upper(c)) { if (prev) return jv_bool(false); prev = true; any = true; }
+            else if (juc_is_lower(c)) { if (!prev) return jv_bool(false); prev = true; any = true; }
             else prev = false;
         }
         return jv_bool(any);

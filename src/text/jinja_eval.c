@@ -90,7 +90,7 @@ _Noreturn void jr_fail_undefined(struct jrender *r, jv u) {
         jv_write_repr(r, b, d->name, 0);
     } else {
         const char *tr = jv_object_type_repr(d->obj);
-        py_str_repr(r, b, tr, strlen(tr));
+        jpy_str_repr(r, b, tr, strlen(tr));
         jbuf_put(r, b, " has no attribute ", 18);
         jv_write_repr(r, b, d->name, 0);
     }
@@ -127,12 +127,12 @@ void jr_work(struct jrender *r, uint64_t n) {
         jr_fail(r, "template exceeded its work budget (%llu steps)", (unsigned long long)r->ct->lim.max_loop_iters * 64);
 }
 
-static void check_stack(struct jrender *r) {
+void jr_check_stack(struct jrender *r) {
     char probe;
     uintptr_t here = (uintptr_t)&probe;
     uintptr_t base = (uintptr_t)r->stack_base;
     size_t used = base > here ? base - here : here - base;
-    if (used > JR_STACK_BUDGET) jr_fail(r, "maximum recursion depth exceeded");
+    if (used > r->stack_budget) jr_fail(r, "maximum recursion depth exceeded");
 }
 
 /* ---- names -------------------------------------------------------------------------- */
@@ -329,7 +329,7 @@ jv jcall_macro(struct jrender *r, struct jobj *m, const jv *args, size_t nargs, 
     const struct chat_template *ct = r->ct;
     if (r->call_depth >= ct->lim.max_call_depth) jr_fail(r, "maximum recursion depth exceeded");
     count_iter(r);
-    check_stack(r);
+    jr_check_stack(r);
     const char *mname = m->u.macro.is_caller ? "caller" : node->u.macro.sname->p;
     int mnlen = m->u.macro.is_caller ? 6 : (int)node->u.macro.sname->len;
     uint32_t np = node->u.macro.nparams;
@@ -575,7 +575,7 @@ static void exec_stmt(struct jrender *r, struct jscope *sc, const struct jnode *
 }
 
 void jexec_body(struct jrender *r, struct jscope *sc, const struct jnode *body) {
-    check_stack(r);
+    jr_check_stack(r);
     for (uint32_t i = 0; i < body->u.items.n; i++) {
         exec_stmt(r, sc, body->u.items.v[i]);
         if (r->break_flag) return;

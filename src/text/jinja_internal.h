@@ -154,13 +154,13 @@ struct jobj *jobj_new(struct jrender *r, int kind);
 jv jv_undef_info(struct jrender *r, const char *hint, jv obj, jv name, int kind);
 jv jv_from_json(struct jrender *r, const json_t *j, int depth);
 
-size_t utf8_count(const char *p, size_t len);
+size_t jutf8_count(const char *p, size_t len);
 /* Decode one code point at p[0..len); invalid bytes decode as themselves
  * (Latin-1 style), one byte each, so every byte string is walkable. */
-uint32_t utf8_decode(const char *p, size_t len, size_t *adv);
-size_t utf8_encode(uint32_t cp, char *out); /* out >= 4 bytes */
-size_t utf8_offset(const struct jstr *s, size_t char_index); /* byte offset of a code point */
-bool py_isspace(uint32_t cp);
+uint32_t jutf8_decode(const char *p, size_t len, size_t *adv);
+size_t jutf8_encode(uint32_t cp, char *out); /* out >= 4 bytes */
+size_t jutf8_offset(const struct jstr *s, size_t char_index); /* byte offset of a code point */
+bool jpy_isspace(uint32_t cp);
 
 bool jv_truthy(struct jrender *r, jv v);
 bool jv_eq(struct jrender *r, jv a, jv b);
@@ -177,8 +177,8 @@ void jbuf_printf(struct jrender *r, struct jbuf *b, const char *fmt, ...) __attr
 
 void jv_write_str(struct jrender *r, struct jbuf *b, jv v);  /* Python str(v) */
 void jv_write_repr(struct jrender *r, struct jbuf *b, jv v, int depth); /* Python repr(v) */
-void py_float_repr(double d, char out[40]);
-void py_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len);
+void jpy_float_repr(double d, char out[40]);
+void jpy_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len);
 jv jv_to_str(struct jrender *r, jv v);          /* str(v) as a JV_STR (markup kept) */
 struct jstr *jv_to_jstr(struct jrender *r, jv v);
 
@@ -201,22 +201,22 @@ bool jv_contains(struct jrender *r, jv container, jv item);
 jv jv_getattr(struct jrender *r, jv obj, const char *name, size_t nlen);
 jv jv_getitem(struct jrender *r, jv obj, jv key);
 jv jv_slice(struct jrender *r, jv obj, jv start, jv stop, jv step);
-jv py_percent_format(struct jrender *r, jv fmt, jv args);
-jv py_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw);
+jv jpy_percent_format(struct jrender *r, jv fmt, jv args);
+jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw);
 
 /* Unicode case helpers used by str methods and filters. */
-uint32_t uc_lower(uint32_t c);
-uint32_t uc_upper(uint32_t c);
-uint32_t uc_title(uint32_t c);
-bool uc_is_cased(uint32_t c);
-bool uc_is_lower(uint32_t c);
-bool uc_is_upper(uint32_t c);
-bool uc_is_alnum(uint32_t c);
-bool uc_is_alpha(uint32_t c);
-bool uc_is_digit(uint32_t c);
-bool uc_is_decimal(uint32_t c);
-bool uc_is_numeric(uint32_t c);
-bool uc_is_printable(uint32_t c);
+uint32_t juc_lower(uint32_t c);
+uint32_t juc_upper(uint32_t c);
+uint32_t juc_title(uint32_t c);
+bool juc_is_cased(uint32_t c);
+bool juc_is_lower(uint32_t c);
+bool juc_is_upper(uint32_t c);
+bool juc_is_alnum(uint32_t c);
+bool juc_is_alpha(uint32_t c);
+bool juc_is_digit(uint32_t c);
+bool juc_is_decimal(uint32_t c);
+bool juc_is_numeric(uint32_t c);
+bool juc_is_printable(uint32_t c);
 
 /* ---- render state ------------------------------------------------------------ */
 
@@ -244,13 +244,15 @@ struct jrender {
     int break_flag;          /* 1 break, 2 continue */
     uint64_t work;           /* item-level work, bounded by 64 * max_loop_iters */
     const char *stack_base;  /* address near the render entry, for the stack budget */
+    size_t stack_budget;     /* bytes of stack this render may use below stack_base */
 };
 
-#define JR_STACK_BUDGET ((size_t)2 << 20)
+#define JR_STACK_BUDGET ((size_t)2 << 20) /* at most; less when the thread's stack is smaller */
 
 _Noreturn void jr_fail(struct jrender *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 _Noreturn void jr_fail_undefined(struct jrender *r, jv u);
 void jr_work(struct jrender *r, uint64_t n);
+void jr_check_stack(struct jrender *r); /* render error when the stack budget is spent */
 
 /* ---- lexer and parser (jinja_parse.c) -------------------------------------- */
 

@@ -96,7 +96,7 @@ static struct jstr *pstr(struct parser *p, const char *s, size_t len) {
     struct jstr *o = palloc(p, sizeof *o);
     o->p = d;
     o->len = len;
-    o->nchars = utf8_count(d, len);
+    o->nchars = jutf8_count(d, len);
     return o;
 }
 
@@ -160,10 +160,10 @@ static struct token *push_tok(struct parser *p, int t, struct lexpos *lp, size_t
 static size_t space_at(const char *s, size_t n, size_t i) {
     if (i >= n) return 0;
     unsigned char c = (unsigned char)s[i];
-    if (c < 0x80) return py_isspace(c) ? 1 : 0;
+    if (c < 0x80) return jpy_isspace(c) ? 1 : 0;
     size_t adv;
-    uint32_t cp = utf8_decode(s + i, n - i, &adv);
-    return py_isspace(cp) ? adv : 0;
+    uint32_t cp = jutf8_decode(s + i, n - i, &adv);
+    return jpy_isspace(cp) ? adv : 0;
 }
 
 static size_t skip_space(const char *s, size_t n, size_t i) {
@@ -285,18 +285,18 @@ static size_t match_int(const char *s, size_t n, size_t i, int *base) {
 
 static bool ident_start(uint32_t c) {
     if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-    return uc_is_alpha(c);
+    return juc_is_alpha(c);
 }
 static bool ident_cont(uint32_t c) {
     if (c < 0x80) return ident_start(c) || (c >= '0' && c <= '9');
-    return uc_is_alnum(c) || c == 0xb7;
+    return juc_is_alnum(c) || c == 0xb7;
 }
 
 static size_t match_name(const char *s, size_t n, size_t i) {
     size_t adv;
-    if (i >= n || !ident_start(utf8_decode(s + i, n - i, &adv))) return 0;
+    if (i >= n || !ident_start(jutf8_decode(s + i, n - i, &adv))) return 0;
     size_t j = i + adv;
-    while (j < n && ident_cont(utf8_decode(s + j, n - j, &adv))) j += adv;
+    while (j < n && ident_cont(jutf8_decode(s + j, n - j, &adv))) j += adv;
     return j - i;
 }
 
@@ -311,7 +311,7 @@ static struct jstr *unescape(struct parser *p, const char *s, size_t n, struct l
         unsigned char c = (unsigned char)s[i];
         if (c < 0x80) { a[m++] = (char)c; i++; continue; }
         size_t adv;
-        uint32_t cp = utf8_decode(s + i, n - i, &adv);
+        uint32_t cp = jutf8_decode(s + i, n - i, &adv);
         if (cp < 0x100) m += (size_t)sprintf(a + m, "\\x%02x", cp);
         else if (cp < 0x10000) m += (size_t)sprintf(a + m, "\\u%04x", cp);
         else m += (size_t)sprintf(a + m, "\\U%08x", cp);
@@ -350,7 +350,7 @@ static struct jstr *unescape(struct parser *p, const char *s, size_t n, struct l
             if (e >= '0' && e <= '7') {
                 cp = (uint32_t)(e - '0');
                 for (int d = 0; d < 2 && i < m && a[i] >= '0' && a[i] <= '7'; d++) cp = cp * 8 + (uint32_t)(a[i++] - '0');
-                k += utf8_encode(cp, o + k);
+                k += jutf8_encode(cp, o + k);
                 continue;
             }
             o[k++] = '\\';
@@ -368,7 +368,7 @@ static struct jstr *unescape(struct parser *p, const char *s, size_t n, struct l
         if (bad) break;
         if (cp > 0x10ffff) { bad = "illegal Unicode character"; break; }
         if (cp >= 0xd800 && cp <= 0xdfff) { bad = "lone surrogate in string literal"; break; }
-        k += utf8_encode(cp, o + k);
+        k += jutf8_encode(cp, o + k);
     }
     free(a);
     if (bad) {
@@ -501,7 +501,7 @@ static void lex_tag(struct parser *p, struct lexpos *lp, size_t *ppos, bool *lin
             uint32_t line, col;
             pos_of(p, i, &line, &col);
             size_t adv;
-            utf8_decode(s + i, n - i, &adv);
+            jutf8_decode(s + i, n - i, &adv);
             perr(p, line, col, "unexpected char '%.*s' at %zu", (int)adv, s + i, i);
         }
         int t = ops[found].t;
@@ -957,7 +957,7 @@ static struct jnode *parse_primary(struct parser *p, bool with_namespace) {
             struct jstr *s = palloc(p, sizeof *s);
             s->p = buf;
             s->len = len;
-            s->nchars = utf8_count(buf, len);
+            s->nchars = jutf8_count(buf, len);
             node = mk_const(p, t, jv_from_str(s, false));
         }
     } else if (t->t == T_INT) {
@@ -1717,7 +1717,7 @@ static bool valid_utf8(const char *s, size_t n, size_t *bad) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x80) { i++; continue; }
         size_t adv;
-        uint32_t cp = utf8_decode(s + i, n - i, &adv);
+        uint32_t cp = jutf8_decode(s + i, n - i, &adv);
         if (adv == 1 || (cp >= 0xd800 && cp <= 0xdfff)) { *bad = i; return false; }
         i += adv;
     }

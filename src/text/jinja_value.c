@@ -72,7 +72,7 @@ void *jr_alloc(struct jrender *r, size_t n) {
 
 /* ---- UTF-8 ----------------------------------------------------------------- */
 
-uint32_t utf8_decode(const char *p, size_t len, size_t *adv) {
+uint32_t jutf8_decode(const char *p, size_t len, size_t *adv) {
     const unsigned char *s = (const unsigned char *)p;
     unsigned c = s[0];
     if (c < 0x80 || len < 2) { *adv = 1; return c; }
@@ -89,7 +89,7 @@ uint32_t utf8_decode(const char *p, size_t len, size_t *adv) {
     return c;
 }
 
-size_t utf8_encode(uint32_t cp, char *out) {
+size_t jutf8_encode(uint32_t cp, char *out) {
     unsigned char *o = (unsigned char *)out;
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
     if (cp < 0x800) { o[0] = (unsigned char)(0xc0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3f)); return 2; }
@@ -102,58 +102,58 @@ size_t utf8_encode(uint32_t cp, char *out) {
     return 4;
 }
 
-size_t utf8_count(const char *p, size_t len) {
+size_t jutf8_count(const char *p, size_t len) {
     size_t n = 0, i = 0;
     while (i < len) {
         if ((unsigned char)p[i] < 0x80) { i++; n++; continue; }
         size_t adv;
-        utf8_decode(p + i, len - i, &adv);
+        jutf8_decode(p + i, len - i, &adv);
         i += adv;
         n++;
     }
     return n;
 }
 
-size_t utf8_offset(const struct jstr *s, size_t ci) {
+size_t jutf8_offset(const struct jstr *s, size_t ci) {
     if (s->nchars == s->len) return ci < s->len ? ci : s->len;
     size_t i = 0, k = 0;
     while (i < s->len && k < ci) {
         size_t adv;
-        utf8_decode(s->p + i, s->len - i, &adv);
+        jutf8_decode(s->p + i, s->len - i, &adv);
         i += adv;
         k++;
     }
     return i;
 }
 
-bool py_isspace(uint32_t c) {
+bool jpy_isspace(uint32_t c) {
     if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
     return c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 ||
            c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
 static int ucat(uint32_t c) { return c > 0x10ffff ? UTF8PROC_CATEGORY_CN : (int)utf8proc_category((utf8proc_int32_t)c); }
-uint32_t uc_lower(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_tolower((utf8proc_int32_t)c); }
-uint32_t uc_upper(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_toupper((utf8proc_int32_t)c); }
-uint32_t uc_title(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_totitle((utf8proc_int32_t)c); }
-bool uc_is_cased(uint32_t c) {
+uint32_t juc_lower(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_tolower((utf8proc_int32_t)c); }
+uint32_t juc_upper(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_toupper((utf8proc_int32_t)c); }
+uint32_t juc_title(uint32_t c) { return c > 0x10ffff ? c : (uint32_t)utf8proc_totitle((utf8proc_int32_t)c); }
+bool juc_is_cased(uint32_t c) {
     int k = ucat(c);
     return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
 }
-bool uc_is_lower(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_LL; }
-bool uc_is_upper(uint32_t c) { int k = ucat(c); return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT; }
-bool uc_is_alpha(uint32_t c) {
+bool juc_is_lower(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_LL; }
+bool juc_is_upper(uint32_t c) { int k = ucat(c); return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT; }
+bool juc_is_alpha(uint32_t c) {
     int k = ucat(c);
     return k >= UTF8PROC_CATEGORY_LU && k <= UTF8PROC_CATEGORY_LO;
 }
-bool uc_is_decimal(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_ND; }
-bool uc_is_digit(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_ND || (c >= 0xb2 && c <= 0xb3) || c == 0xb9 || (c >= 0x2070 && c <= 0x2079) || (c >= 0x2080 && c <= 0x2089) || (c >= 0x2460 && c <= 0x2468); }
-bool uc_is_numeric(uint32_t c) {
+bool juc_is_decimal(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_ND; }
+bool juc_is_digit(uint32_t c) { return ucat(c) == UTF8PROC_CATEGORY_ND || (c >= 0xb2 && c <= 0xb3) || c == 0xb9 || (c >= 0x2070 && c <= 0x2079) || (c >= 0x2080 && c <= 0x2089) || (c >= 0x2460 && c <= 0x2468); }
+bool juc_is_numeric(uint32_t c) {
     int k = ucat(c);
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
-bool uc_is_alnum(uint32_t c) { return uc_is_alpha(c) || uc_is_numeric(c); }
-bool uc_is_printable(uint32_t c) {
+bool juc_is_alnum(uint32_t c) { return juc_is_alpha(c) || juc_is_numeric(c); }
+bool juc_is_printable(uint32_t c) {
     if (c == ' ') return true;
     switch (ucat(c)) {
     case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS: case UTF8PROC_CATEGORY_CO:
@@ -170,7 +170,7 @@ struct jstr *jstr_wrap(struct jrender *r, const char *p, size_t len) {
     struct jstr *s = jr_alloc(r, sizeof *s);
     s->p = p;
     s->len = len;
-    s->nchars = utf8_count(p, len);
+    s->nchars = jutf8_count(p, len);
     return s;
 }
 
@@ -259,6 +259,7 @@ uint64_t jv_hash(struct jrender *r, jv v) {
     case JV_STR: return hash_bytes(v.u.s->p, v.u.s->len);
     case JV_LIST:
         if (v.f == LK_TUPLE) {
+            jr_check_stack(r);
             uint64_t h = 0x345678;
             for (size_t i = 0; i < v.u.l->n; i++) h = mix64(h ^ jv_hash(r, v.u.l->v[i])) + i;
             return h;
@@ -350,6 +351,7 @@ void jdict_set(struct jrender *r, struct jdict *d, jv key, jv val) {
 jv jv_from_json(struct jrender *r, const json_t *j, int depth) {
     if (!j) return jv_none();
     if (depth > 2000) jr_fail(r, "input nested too deeply");
+    if ((depth & 15) == 15) jr_check_stack(r);
     switch (json_typeof(j)) {
     case JSON_NULL: return jv_none();
     case JSON_TRUE: return jv_bool(true);
@@ -473,7 +475,7 @@ void jbuf_printf(struct jrender *r, struct jbuf *b, const char *fmt, ...) {
 
 /* ---- printing ------------------------------------------------------------------------- */
 
-void py_float_repr(double d, char out[40]) {
+void jpy_float_repr(double d, char out[40]) {
     if (isnan(d)) { strcpy(out, "nan"); return; }
     if (isinf(d)) { strcpy(out, d < 0 ? "-inf" : "inf"); return; }
     if (d == 0) { strcpy(out, signbit(d) ? "-0.0" : "0.0"); return; }
@@ -520,7 +522,7 @@ void py_float_repr(double d, char out[40]) {
     }
 }
 
-void py_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len) {
+void jpy_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len) {
     bool has_sq = memchr(p, '\'', len) != NULL, has_dq = memchr(p, '"', len) != NULL;
     char q = (has_sq && !has_dq) ? '"' : '\'';
     jbuf_putc(r, b, q);
@@ -540,8 +542,8 @@ void py_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len) {
             continue;
         }
         size_t adv;
-        uint32_t cp = utf8_decode(p + i, len - i, &adv);
-        if (uc_is_printable(cp) && adv > 1) jbuf_put(r, b, p + i, adv);
+        uint32_t cp = jutf8_decode(p + i, len - i, &adv);
+        if (juc_is_printable(cp) && adv > 1) jbuf_put(r, b, p + i, adv);
         else if (cp <= 0xff) jbuf_printf(r, b, "\\x%02x", cp);
         else if (cp <= 0xffff) jbuf_printf(r, b, "\\u%04x", cp);
         else jbuf_printf(r, b, "\\U%08x", cp);
@@ -549,6 +551,41 @@ void py_str_repr(struct jrender *r, struct jbuf *b, const char *p, size_t len) {
     }
     jbuf_put(r, b, p + i - run, run);
     jbuf_putc(r, b, q);
+}
+
+/* format(x, '.N') for a float: 'g' with N significant digits, but the
+ * exponent form already from decpt > N-1 and at least one digit after the
+ * point (CPython's format_float_short with Py_DTSF_ADD_DOT_0). x >= 0, finite. */
+static void float_general_dot0(double x, int64_t prec, char out[80]) {
+    if (prec <= 0) prec = 1;
+    if (prec > 40) prec = 40;
+    char buf[80];
+    snprintf(buf, sizeof buf, "%.*e", (int)prec - 1, x);
+    char digits[48];
+    int nd = 0;
+    const char *p = buf;
+    for (; *p && *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9') digits[nd++] = *p;
+    int exp10 = atoi(p + 1), decpt = exp10 + 1;
+    while (nd > 1 && digits[nd - 1] == '0') nd--;
+    char *o = out;
+    if (decpt <= -4 || decpt > prec - 1) {
+        *o++ = digits[0];
+        if (nd > 1) { *o++ = '.'; for (int i = 1; i < nd; i++) *o++ = digits[i]; }
+        snprintf(o, 12, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+        return;
+    }
+    if (decpt <= 0) {
+        *o++ = '0'; *o++ = '.';
+        for (int i = 0; i < -decpt; i++) *o++ = '0';
+        for (int i = 0; i < nd; i++) *o++ = digits[i];
+    } else {
+        for (int i = 0; i < decpt; i++) *o++ = i < nd ? digits[i] : '0';
+        *o++ = '.';
+        if (nd > decpt) for (int i = decpt; i < nd; i++) *o++ = digits[i];
+        else *o++ = '0';
+    }
+    *o = 0;
 }
 
 static void write_int(struct jrender *r, struct jbuf *b, int64_t i) {
@@ -559,11 +596,12 @@ static void write_int(struct jrender *r, struct jbuf *b, int64_t i) {
 
 static void write_float(struct jrender *r, struct jbuf *b, double d) {
     char t[40];
-    py_float_repr(d, t);
+    jpy_float_repr(d, t);
     jbuf_put(r, b, t, strlen(t));
 }
 
 static void enter_value(struct jrender *r) {
+    jr_check_stack(r);
     if (++r->value_depth > 900) jr_fail(r, "maximum recursion depth exceeded while printing a value");
 }
 
@@ -573,10 +611,10 @@ void jv_write_repr(struct jrender *r, struct jbuf *b, jv v, int depth) {
     case JV_STR:
         if (v.f & JVF_MARKUP) {
             jbuf_put(r, b, "Markup(", 7);
-            py_str_repr(r, b, v.u.s->p, v.u.s->len);
+            jpy_str_repr(r, b, v.u.s->p, v.u.s->len);
             jbuf_putc(r, b, ')');
         } else {
-            py_str_repr(r, b, v.u.s->p, v.u.s->len);
+            jpy_str_repr(r, b, v.u.s->p, v.u.s->len);
         }
         return;
     case JV_LIST: {
@@ -624,7 +662,7 @@ void jv_write_repr(struct jrender *r, struct jbuf *b, jv v, int depth) {
         case JO_MACRO:
             if (o->u.macro.is_caller) { jbuf_put(r, b, "<Macro 'caller'>", 16); return; }
             jbuf_put(r, b, "<Macro ", 7);
-            py_str_repr(r, b, o->u.macro.node->u.macro.sname->p, o->u.macro.node->u.macro.sname->len);
+            jpy_str_repr(r, b, o->u.macro.node->u.macro.sname->p, o->u.macro.node->u.macro.sname->len);
             jbuf_putc(r, b, '>');
             return;
         case JO_LOOP: {
@@ -705,7 +743,7 @@ static void json_str(struct jrender *r, struct jbuf *b, const char *p, size_t le
             continue;
         }
         size_t adv;
-        uint32_t cp = utf8_decode(p + i, len - i, &adv);
+        uint32_t cp = jutf8_decode(p + i, len - i, &adv);
         if (cp >= 0x10000) {
             uint32_t v = cp - 0x10000;
             jbuf_printf(r, b, "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
@@ -903,6 +941,7 @@ bool jv_eq(struct jrender *r, jv a, jv b) {
     case JV_STR: return a.u.s->len == b.u.s->len && memcmp(a.u.s->p, b.u.s->p, a.u.s->len) == 0;
     case JV_LIST: {
         if (a.u.l == b.u.l) return true;
+        jr_check_stack(r);
         bool ka = is_seq_kind(a), kb = is_seq_kind(b);
         if (ka && kb) {
             if (a.f != b.f || a.u.l->n != b.u.l->n) return false;
@@ -924,6 +963,7 @@ bool jv_eq(struct jrender *r, jv a, jv b) {
     case JV_DICT: {
         struct jdict *x = a.u.dict, *y = b.u.dict;
         if (x == y) return true;
+        jr_check_stack(r);
         if (x->n != y->n) return false;
         for (uint32_t i = 0; i < x->n; i++) {
             jv o;
@@ -962,6 +1002,7 @@ int jv_cmp(struct jrender *r, jv a, jv b, const char *op) {
         return a.u.s->len < b.u.s->len ? -1 : a.u.s->len > b.u.s->len;
     }
     if (is_seq_kind(a) && is_seq_kind(b) && a.f == b.f) {
+        jr_check_stack(r);
         struct jlist *x = a.u.l, *y = b.u.l;
         size_t n = MIN(x->n, y->n);
         for (size_t i = 0; i < n; i++)
@@ -981,7 +1022,7 @@ struct jlist *jv_iterate(struct jrender *r, jv v) {
         struct jlist *l = jlist_new(r, s->nchars);
         for (size_t i = 0; i < s->len;) {
             size_t adv = 1;
-            if ((unsigned char)s->p[i] >= 0x80) utf8_decode(s->p + i, s->len - i, &adv);
+            if ((unsigned char)s->p[i] >= 0x80) jutf8_decode(s->p + i, s->len - i, &adv);
             l->v[l->n++] = jv_from_str(jstr_wrap(r, s->p + i, adv), v.f & JVF_MARKUP);
             i += adv;
         }
@@ -1173,7 +1214,7 @@ jv jv_binop(struct jrender *r, int op, jv a, jv b) {
                 while (e) {
                     if (e & 1) { res *= base; if (res > INT64_MAX || res < INT64_MIN) int_result(r, res); }
                     e >>= 1;
-                    if (e) { base *= base; if (base > ((__int128)1 << 64) || base < -((__int128)1 << 64)) int_result(r, base); }
+                    if (e) { base *= base; if (base > INT64_MAX || base < -(__int128)INT64_MAX) int_result(r, base); }
                 }
                 return int_result(r, res);
             }
@@ -1208,7 +1249,7 @@ jv jv_binop(struct jrender *r, int op, jv a, jv b) {
             jr_fail(r, "can't multiply sequence by non-int of type '%s'",
                     jv_type_name((a.t == JV_STR || is_seq_kind(a)) ? b : a));
     }
-    if (op == OP_MOD && a.t == JV_STR) return py_percent_format(r, a, b);
+    if (op == OP_MOD && a.t == JV_STR) return jpy_percent_format(r, a, b);
     op_type_error(r, op, a, b);
 }
 
@@ -1249,10 +1290,10 @@ static jv unsafe_attr(struct jrender *r, jv obj, const char *name, size_t nlen) 
     jr_push_buf(r);
     struct jbuf *b = jr_out(r);
     jbuf_put(r, b, "access to attribute ", 20);
-    py_str_repr(r, b, name, nlen);
+    jpy_str_repr(r, b, name, nlen);
     jbuf_put(r, b, " of ", 4);
     const char *tn = jv_type_name(obj);
-    py_str_repr(r, b, tn, strlen(tn));
+    jpy_str_repr(r, b, tn, strlen(tn));
     jbuf_put(r, b, " object is unsafe.", 18);
     struct jstr *msg = jr_pop_buf(r);
     return jv_undef_info(r, msg->p, obj, jv_str(r, name, nlen), JU_SECURITY);
@@ -1368,8 +1409,8 @@ jv jv_getitem(struct jrender *r, jv obj, jv key) {
         break;
     case JV_STR:
         if (index_of(r, key, (int64_t)obj.u.s->nchars, &i)) {
-            size_t off = utf8_offset(obj.u.s, (size_t)i), adv = 1;
-            if ((unsigned char)obj.u.s->p[off] >= 0x80) utf8_decode(obj.u.s->p + off, obj.u.s->len - off, &adv);
+            size_t off = jutf8_offset(obj.u.s, (size_t)i), adv = 1;
+            if ((unsigned char)obj.u.s->p[off] >= 0x80) jutf8_decode(obj.u.s->p + off, obj.u.s->len - off, &adv);
             return jv_from_str(jstr_wrap(r, obj.u.s->p + off, adv), obj.f & JVF_MARKUP);
         }
         break;
@@ -1420,7 +1461,7 @@ jv jv_slice(struct jrender *r, jv obj, jv vstart, jv vstop, jv vstep) {
         struct jstr *s = obj.u.s;
         int64_t b0, n = slice_adjust((int64_t)s->nchars, hs, start, he, stop, step, &b0);
         if (step == 1) {
-            size_t o0 = utf8_offset(s, (size_t)b0), o1 = utf8_offset(s, (size_t)(b0 + n));
+            size_t o0 = jutf8_offset(s, (size_t)b0), o1 = jutf8_offset(s, (size_t)(b0 + n));
             return jv_from_str(jstr_wrap(r, s->p + o0, o1 - o0), obj.f & JVF_MARKUP);
         }
         /* general step: collect code point offsets */
@@ -1429,7 +1470,7 @@ jv jv_slice(struct jrender *r, jv obj, jv vstart, jv vstop, jv vstep) {
         for (size_t i = 0; i < s->len;) {
             offs[k++] = i;
             size_t adv = 1;
-            if ((unsigned char)s->p[i] >= 0x80) utf8_decode(s->p + i, s->len - i, &adv);
+            if ((unsigned char)s->p[i] >= 0x80) jutf8_decode(s->p + i, s->len - i, &adv);
             i += adv;
         }
         offs[k] = s->len;
@@ -1545,16 +1586,17 @@ static void fmt_float(struct jrender *r, struct jbuf *b, double d, char conv, bo
     if (alt) f[k++] = '#';
     if (zero) f[k++] = '0';
     f[k] = 0;
-    if (width > 400 || (fabs(d) > 1e100 && (conv == 'f' || conv == 'F'))) {
-        char *big = NULL;
-        int n = asprintf(&big, strcat(f, "*.*%c"), (int)width, (int)prec, conv);
-        if (n < 0) jr_fail(r, "out of memory");
-        jbuf_put(r, b, big, (size_t)n);
-        free(big);
-        return;
-    }
     char full[40];
     snprintf(full, sizeof full, "%s*.*%c", f, conv);
+    if (width > 400 || (fabs(d) > 1e100 && (conv == 'f' || conv == 'F'))) {
+        /* arena memory: a longjmp from jbuf_put must not leak it */
+        int need = snprintf(NULL, 0, full, (int)width, (int)prec, d);
+        if (need < 0) jr_fail(r, "format error");
+        char *big = jr_alloc(r, (size_t)need + 1);
+        snprintf(big, (size_t)need + 1, full, (int)width, (int)prec, d);
+        jbuf_put(r, b, big, (size_t)need);
+        return;
+    }
     int n = snprintf(out, sizeof out, full, (int)width, (int)prec, d);
     jbuf_put(r, b, out, (size_t)MIN((size_t)n, sizeof out - 1));
 }
@@ -1566,7 +1608,7 @@ static double to_float_arg(struct jrender *r, jv v, char conv) {
     (void)conv;
 }
 
-jv py_percent_format(struct jrender *r, jv fmtv, jv args) {
+jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
     struct jstr *fmt = fmtv.u.s;
     bool markup = fmtv.f & JVF_MARKUP;
     const jv *av = &args;
@@ -1595,7 +1637,7 @@ jv py_percent_format(struct jrender *r, jv fmtv, jv args) {
             p++;
             if (!jdict_get(r, args.u.dict, key, &arg)) {
                 jr_push_buf(r);
-                py_str_repr(r, jr_out(r), ks, (size_t)(p - 1 - ks));
+                jpy_str_repr(r, jr_out(r), ks, (size_t)(p - 1 - ks));
                 struct jstr *k = jr_pop_buf(r);
                 jr_fail(r, "%.*s", (int)k->len, k->p);
             }
@@ -1667,7 +1709,7 @@ jv py_percent_format(struct jrender *r, jv fmtv, jv args) {
                 if (markup) s = markup_escape(r, jv_from_str(s, false)).u.s;
             }
             size_t len = s->len, nch = s->nchars;
-            if (prec >= 0 && (size_t)prec < nch) { len = utf8_offset(s, (size_t)prec); nch = (size_t)prec; }
+            if (prec >= 0 && (size_t)prec < nch) { len = jutf8_offset(s, (size_t)prec); nch = (size_t)prec; }
             pad_out(r, b, s->p, len, nch, width, left, ' ');
             break;
         }
@@ -1695,7 +1737,7 @@ jv py_percent_format(struct jrender *r, jv fmtv, jv args) {
             size_t n;
             if (arg.t == JV_INT || arg.t == JV_BOOL) {
                 if (arg.u.i < 0 || arg.u.i > 0x10ffff) jr_fail(r, "%%c arg not in range(0x110000)");
-                n = utf8_encode((uint32_t)arg.u.i, t);
+                n = jutf8_encode((uint32_t)arg.u.i, t);
                 pad_out(r, b, t, n, 1, width, left, ' ');
             } else if (arg.t == JV_STR && arg.u.s->nchars == 1) {
                 pad_out(r, b, arg.u.s->p, arg.u.s->len, 1, width, left, ' ');
@@ -1726,7 +1768,7 @@ static void parse_spec(struct jrender *r, const char *p, size_t n, struct fspec 
     size_t i = 0;
     if (n >= 2) {
         size_t adv;
-        uint32_t c = utf8_decode(p, n, &adv);
+        uint32_t c = jutf8_decode(p, n, &adv);
         if (adv < n && strchr("<>=^", p[adv])) { s->fill = c; s->align = p[adv]; i = adv + 1; }
     }
     if (!s->align && i < n && strchr("<>=^", p[i])) s->align = p[i++];
@@ -1757,7 +1799,7 @@ static void align_out(struct jrender *r, struct jbuf *b, const char *s, size_t l
     int64_t pad = sp->width > (int64_t)nch ? sp->width - (int64_t)nch : 0;
     if (pad > (int64_t)r->ct->lim.max_output) jr_fail(r, "format width too large");
     char f[4];
-    size_t fl = utf8_encode(sp->fill, f);
+    size_t fl = jutf8_encode(sp->fill, f);
     int64_t lp = al == '>' ? pad : al == '^' ? pad / 2 : 0, rp = pad - lp;
     if (al == '=') { lp = 0; rp = 0; }
     for (int64_t i = 0; i < lp; i++) jbuf_put(r, b, f, fl);
@@ -1774,7 +1816,7 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
         if (sp.sign) jr_fail(r, "Sign not allowed in string format specifier");
         struct jstr *s = v.u.s;
         size_t len = s->len, nch = s->nchars;
-        if (sp.prec >= 0 && (size_t)sp.prec < nch) { len = utf8_offset(s, (size_t)sp.prec); nch = (size_t)sp.prec; }
+        if (sp.prec >= 0 && (size_t)sp.prec < nch) { len = jutf8_offset(s, (size_t)sp.prec); nch = (size_t)sp.prec; }
         if (sp.zero && !sp.align) { sp.fill = '0'; sp.align = '<'; }
         align_out(r, b, s->p, len, nch, &sp, '<');
         return;
@@ -1791,7 +1833,7 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
             neg = x < 0;
             if (t == 'c') {
                 char c4[4];
-                jbuf_put(r, tb, c4, utf8_encode((uint32_t)x, c4));
+                jbuf_put(r, tb, c4, jutf8_encode((uint32_t)x, c4));
             } else if (t == 'b') {
                 uint64_t m = neg ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
                 char d[70]; int nd = 0;
@@ -1806,8 +1848,8 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
             neg = signbit(d);
             double a = fabs(d);
             if (!t) {
-                if (sp.prec < 0) write_float(r, tb, a);
-                else fmt_float(r, tb, a, 'g', false, false, false, 0, -1, sp.prec);
+                if (sp.prec < 0 || !isfinite(a)) write_float(r, tb, a);
+                else { char g[80]; float_general_dot0(a, sp.prec, g); jbuf_put(r, tb, g, strlen(g)); }
             } else if (t == '%') {
                 fmt_float(r, tb, a * 100, 'f', sp.alt, false, false, 0, -1, sp.prec);
                 jbuf_putc(r, tb, '%');
@@ -1842,7 +1884,7 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
             if (pad > (int64_t)r->ct->lim.max_output) jr_fail(r, "format width too large");
             if (signc) jbuf_putc(r, b, signc);
             char f[4];
-            size_t fl = utf8_encode(sp.fill, f);
+            size_t fl = jutf8_encode(sp.fill, f);
             for (int64_t i = 0; i < pad; i++) jbuf_put(r, b, f, fl);
             jbuf_put(r, b, body->p, body->len);
         } else {
@@ -1860,7 +1902,7 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
     jr_fail(r, "unsupported format string passed to %s.__format__", jv_type_name(v));
 }
 
-jv py_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw) {
+jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw) {
     jr_push_buf(r);
     const char *p = fmt->p, *e = fmt->p + fmt->len;
     size_t auto_idx = 0;
@@ -1947,7 +1989,7 @@ jv py_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nar
         if (memchr(spec, '{', (size_t)(fe - spec))) {
             /* nested replacement fields in the spec */
             struct jstr *inner = jstr_wrap(r, spec, (size_t)(fe - spec));
-            struct jstr *sp = py_str_format(r, inner, args, nargs, kw).u.s;
+            struct jstr *sp = jpy_str_format(r, inner, args, nargs, kw).u.s;
             format_value(r, jr_out(r), v, sp->p, sp->len);
         } else {
             format_value(r, jr_out(r), v, spec, (size_t)(fe - spec));

@@ -419,4 +419,41 @@ TEST(one_compiled_template_many_threads) {
     chat_template_free(ct);
 }
 
+/* A template at the recursion limits needs about 1 MiB of stack: in a thread
+ * with less, it fails cleanly instead of overflowing the stack. */
+struct deep { size_t stack; int rc; };
+
+static void *deep_run(void *arg) {
+    struct deep *d = arg;
+    char src[2048] = "{% macro f(n) %}{% if n > 0 %}{{ ", err[256], *out = NULL;
+    for (int i = 0; i < 30; i++) strcat(src, "-(");
+    strcat(src, "(f(n - 1)|length)");
+    for (int i = 0; i < 30; i++) strcat(src, ")");
+    strcat(src, " }}{% endif %}{% endmacro %}{{ f(99) }}");
+    struct chat_template *ct;
+    size_t n;
+    d->rc = chat_template_compile(&ct, src, err, sizeof err);
+    if (d->rc) return NULL;
+    d->rc = chat_template_render(ct, NULL, &out, &n, err, sizeof err);
+    free(out);
+    chat_template_free(ct);
+    return NULL;
+}
+
+TEST(deep_recursion_respects_the_thread_stack) {
+    size_t sizes[] = { 192 << 10, 8 << 20 };
+    int want[] = { -2, 0 };
+    for (int i = 0; i < 2; i++) {
+        struct deep d = { sizes[i], 1 };
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setstacksize(&at, sizes[i]);
+        pthread_t th;
+        REQUIRE(pthread_create(&th, &at, deep_run, &d) == 0);
+        pthread_join(th, NULL);
+        pthread_attr_destroy(&at);
+        CHECK(d.rc == want[i]);
+    }
+}
+
 TEST_MAIN()
