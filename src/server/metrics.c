@@ -108,15 +108,19 @@ void metrics_observe(struct metrics *m, int which, double v) {
 
 void metrics_observe_request(struct metrics *m, const struct request_timing *t) {
     double end = t->t_finished;
-    double sched = t->t_scheduled > 0 ? t->t_scheduled : t->t_arrival;
     double first = t->t_first_token > 0 ? t->t_first_token : end;
     double last = t->t_last_token > 0 ? t->t_last_token : end;
     pthread_mutex_lock(&m->mu);
     hist_add(&m->h[H_E2E], end - t->t_arrival);
-    hist_add(&m->h[H_QUEUE], sched - t->t_arrival);
-    hist_add(&m->h[H_PREFILL], first - sched);
+    /* queue, prefill and inference time need the moment the engine first
+     * scheduled the request; without it they are not observed at all
+     * rather than observed wrong */
+    if (t->t_scheduled > 0) {
+        hist_add(&m->h[H_QUEUE], t->t_scheduled - t->t_arrival);
+        hist_add(&m->h[H_PREFILL], first - t->t_scheduled);
+        hist_add(&m->h[H_INFERENCE], last - t->t_scheduled);
+    }
     hist_add(&m->h[H_DECODE], last - first);
-    hist_add(&m->h[H_INFERENCE], last - sched);
     if (t->n_generation_tokens > 1) hist_add(&m->h[H_TPOT], (last - first) / (t->n_generation_tokens - 1));
     hist_add(&m->h[H_PROMPT_TOKENS], t->n_prompt_tokens);
     hist_add(&m->h[H_GEN_TOKENS], t->n_generation_tokens);

@@ -40,7 +40,7 @@ struct metrics {
 
 /* One finished request, as the HTTP layer saw it (seconds, monotonic). */
 struct request_timing {
-    double t_arrival, t_scheduled, t_first_token, t_last_token, t_finished;
+    double t_arrival, t_scheduled, t_first_token, t_last_token, t_finished; /* t_scheduled 0: unknown */
     int n_prompt_tokens, n_generation_tokens; /* summed over the request's sequences */
     int n, max_tokens;
 };
