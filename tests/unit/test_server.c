@@ -1150,6 +1150,39 @@ TEST(shutdown_mid_stream) {
     free(log);
 }
 
+/* vllmc bench serve against the server: every request completes with the
+ * asked-for token counts (no timing is checked). */
+TEST(bench_serve_client) {
+    NEED_SERVER();
+    struct srv s;
+    srv_start(&s, QWEN, NULL, NULL);
+    const char *dir = test_mkdtemp();
+    char url[64], json[300];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    snprintf(json, sizeof json, "%s/bench.json", dir);
+    const char *args[] = { "bench", "serve", "--base-url", url, "--num-prompts", "12", "--max-concurrency", "4",
+                           "--random-input-len", "9", "--random-output-len", "5", "--output-json", json, NULL };
+    char *out;
+    CHECK(run_cmd(args, &out) == 0);
+    CHECK(strstr(out, "Successful requests:") && strstr(out, "Mean TTFT (ms):") && strstr(out, "P99 ITL (ms):"));
+    free(out);
+    json_t *j = json_load_file(json, 0, NULL);
+    CHECK(json_integer_value(json_object_get(j, "completed")) == 12);
+    CHECK(json_integer_value(json_object_get(j, "total_input_tokens")) == 12 * 9);
+    CHECK(json_integer_value(json_object_get(j, "total_output_tokens")) == 12 * 5);
+    CHECK(json_number_value(json_object_get(j, "output_throughput")) > 0);
+    CHECK(json_array_size(json_object_get(j, "ttfts")) == 12);
+    json_decref(j);
+    char *m = get_metrics(s.port);
+    CHECK(metric(m, "vllm:generation_tokens_total{") == 12 * 5);
+    CHECK(metric(m, "vllm:request_success_total{engine=\"0\",finished_reason=\"length\"") == 12);
+    free(m);
+    const char *bad[] = { "bench", "serve", "--no-such-option", NULL };
+    CHECK(run_cmd(bad, &out) == 2);
+    free(out);
+    CHECK(srv_stop(&s) == 0);
+}
+
 /* ---- a model with a tokenizer: the fixture's weights + a byte-level BPE of our own ---- */
 
 static const char *CHAT_TEMPLATE =
