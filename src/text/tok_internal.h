@@ -101,7 +101,11 @@ bool tok_uni_is_whitespace(uint32_t c);  /* White_Space (Rust char::is_whitespac
 bool tok_uni_is_numeric(uint32_t c);     /* Nd, Nl, No (Rust char::is_numeric) */
 bool tok_uni_is_punct(uint32_t c);       /* ASCII punctuation or a P* category */
 bool tok_uni_is_word(uint32_t c);        /* Rust regex \w: Alphabetic, M, Nd, Pc, Join_Control */
-bool tok_uni_is_mark_nonspacing(uint32_t c);
+bool tok_uni_is_mark(uint32_t c);     /* StripAccents: is_combining_mark (M*) */
+/* Characters the library's normalizers do not know (newer Unicode): left as they are. */
+bool tok_uni_norm_opaque(uint32_t c);
+/* Rust's char::to_lowercase: 1..3 code points into out. */
+int tok_uni_lower(uint32_t c, uint32_t out[3]);
 
 /* ---- hash maps (tok_util.c) ---- */
 

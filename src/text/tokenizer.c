@@ -545,7 +545,10 @@ static void nf_chunk(struct enc *e, int type, const char *s, size_t n, struct tb
  * starter that composes with nothing before it), so runs of non-ASCII text
  * (with the ASCII character before them, which a combining mark may join) go
  * through utf8proc only when they hold a character outside the form's inert
- * ranges. */
+ * ranges. Characters newer than the library's Unicode data
+ * (tok_uni_norm_opaque) are cut points too and stay as they are: to the
+ * library they are unassigned starters, which block reordering and
+ * composition on both sides. */
 static void nf_apply(struct enc *e, int type, const char *s, size_t n, struct tbuf *out) {
     size_t i = 0;
     while (i < n) {
@@ -559,7 +562,15 @@ static void nf_apply(struct enc *e, int type, const char *s, size_t n, struct tb
         while (k < n && (uint8_t)s[k] >= 0x80) {
             int l;
             uint32_t c = utf8_decode(s + k, &l);
-            if (!nf_inert(type, c)) need = true;
+            if (tok_uni_norm_opaque(c)) {
+                if (need) nf_chunk(e, type, s + cs, k - cs, out);
+                else tbuf_put(out, s + cs, k - cs);
+                tbuf_put(out, s + k, (size_t)l);
+                need = false;
+                cs = k + (size_t)l;
+            } else if (!nf_inert(type, c)) {
+                need = true;
+            }
             k += (size_t)l;
         }
         if (need) nf_chunk(e, type, s + cs, k - cs, out);
@@ -587,10 +598,13 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
                 int l;
                 uint32_t c = utf8_decode(cur + i, &l);
                 if (c < 0x80) tbuf_putc(out, (char)(c >= 'A' && c <= 'Z' ? c + 32 : c));
-                else if (c == 0x130) tbuf_put(out, "i\xCC\x87", 3); /* the one multi-char lowercase */
                 else {
-                    char b[4];
-                    tbuf_put(out, b, (size_t)tok_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), b));
+                    uint32_t lc[3];
+                    int m = tok_uni_lower(c, lc);
+                    for (int q = 0; q < m; q++) {
+                        char b[4];
+                        tbuf_put(out, b, (size_t)tok_utf8_encode(lc[q], b));
+                    }
                 }
                 i += (size_t)l;
             }
@@ -599,7 +613,7 @@ static void normalize(struct enc *e, const char *s, size_t n, const char **res, 
             for (size_t i = 0; i < cn;) {
                 int l;
                 uint32_t c = utf8_decode(cur + i, &l);
-                if (!tok_uni_is_mark_nonspacing(c)) tbuf_put(out, cur + i, (size_t)l);
+                if (!tok_uni_is_mark(c)) tbuf_put(out, cur + i, (size_t)l);
                 i += (size_t)l;
             }
             break;

@@ -8,7 +8,9 @@
  *    encode with and without special tokens, decode with and without
  *    skip_special_tokens, decode of id sequences encode never gives (random
  *    ids, every prefix of a multi-byte text); streaming decode must
- *    concatenate to the full decode.
+ *    concatenate to the full decode; and 1500 texts of random code points
+ *    from every Unicode block (soup.json), where the Unicode versions of the
+ *    regex and normalization tables show (see src/text/tok_unicode.h).
  *  - small_*: hand-written tokenizer.json files (tests/fixtures/tokenizers/
  *    small/, made with their reference ids by tools/tokenizers/gen_small.js)
  *    for the parts the real files do not reach; no network needed.
@@ -193,6 +195,18 @@ static void run_real(const char *name) {
         }
         free(ids);
     }
+    /* Unicode soup: code points of every block, where table versions differ */
+    json_t *soup = load_json(FIX "/soup.json"), *soup_ids = json_object_get(g, "soup");
+    REQUIRE(soup && json_array_size(soup) == json_array_size(soup_ids));
+    int bad_soup = 0, shown_u = 0;
+    for (size_t i = 0; i < json_array_size(soup); i++) {
+        json_t *tx = json_array_get(soup, i);
+        char label[64];
+        snprintf(label, sizeof label, "%s soup[%zu]", name, i);
+        bad_soup += !check_encode(t, json_string_value(tx), json_string_length(tx), 1, json_array_get(soup_ids, i),
+                                  label, &shown_u);
+    }
+    json_decref(soup);
     json_t *sp = json_object_get(g, "specials");
     int bad_sp = 0;
     for (size_t i = 0; i < json_array_size(sp); i++) {
@@ -205,16 +219,17 @@ static void run_real(const char *name) {
         if (tok) ok = ok && tokenizer_token_to_id(t, tok) == id;
         if (!ok && bad_sp++ < 5) fprintf(stderr, "  %s: id %d special %d token %s\n", name, id, want, tok ? tok : "-");
     }
-    if (bad_enc || bad_dec || bad_stream || bad_cases || bad_case_stream || bad_sp)
-        fprintf(stderr, "  %s: %d encode, %d decode, %d stream, %d decode-case, %d decode-case stream, %d token "
-                "mismatches (of %zu texts, %zu cases)\n", name, bad_enc, bad_dec, bad_stream, bad_cases,
-                bad_case_stream, bad_sp, nt, json_array_size(cases));
+    if (bad_enc || bad_dec || bad_stream || bad_cases || bad_case_stream || bad_sp || bad_soup)
+        fprintf(stderr, "  %s: %d encode, %d decode, %d stream, %d decode-case, %d decode-case stream, %d token, "
+                "%d soup mismatches (of %zu texts, %zu cases)\n", name, bad_enc, bad_dec, bad_stream, bad_cases,
+                bad_case_stream, bad_sp, bad_soup, nt, json_array_size(cases));
     CHECK(bad_enc == 0);
     CHECK(bad_dec == 0);
     CHECK(bad_stream == 0);
     CHECK(bad_cases == 0);
     CHECK(bad_case_stream == 0);
     CHECK(bad_sp == 0);
+    CHECK(bad_soup == 0);
     json_decref(g);
     json_decref(corpus);
     tokenizer_free(t);

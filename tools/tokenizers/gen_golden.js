@@ -10,6 +10,8 @@
 //                      ids (partial UTF-8, special tokens anywhere) and every
 //                      prefix of a multi-byte text's ids
 //   specials           id -> is special, for a sample of ids
+//   soup[i]            ids of soup.json's texts (random code points of every
+//                      block, add_special_tokens = true): Unicode-version traps
 //
 // BOS/EOS: transformers (v5's TokenizersBackend, and v4's Llama/Gemma fast
 // tokenizers) replaces tokenizer.json's post-processor with
@@ -23,7 +25,7 @@ const fs = require('fs');
 const path = require('path');
 const zlib = require('zlib');
 const tk = require('@anush008/tokenizers');
-const { transformersPostProcessor } = require('./hf_rules');
+const { transformersPostProcessor, soupTexts } = require('./hf_rules');
 
 const ROOT = path.join(__dirname, '../..');
 const CACHE = path.join(__dirname, 'cache');
@@ -35,7 +37,7 @@ function rng(seed) { // xorshift32, deterministic
     return () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return s; };
 }
 
-async function gen(name, corpus) {
+async function gen(name, corpus, soup) {
     const dir = path.join(CACHE, name);
     const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
@@ -85,6 +87,8 @@ async function gen(name, corpus) {
         const id = k < 8 ? special[k % Math.max(1, special.length)] ?? 0 : r() % g.n_vocab;
         g.specials.push([id, special.includes(id) ? 1 : 0, tok.idToToken(id)]);
     }
+    g.soup = [];
+    for (const text of soup) g.soup.push((await tok.encode(text, null, { addSpecialTokens: true })).getIds());
     const file = path.join(OUT, `${name}.json.gz`);
     fs.writeFileSync(file, zlib.gzipSync(JSON.stringify(g), { level: 9 }));
     console.log(`${file}: ${corpus.length} texts, ${g.decode_cases.length} decode cases, template ${template}`);
@@ -92,6 +96,8 @@ async function gen(name, corpus) {
 
 (async () => {
     const corpus = JSON.parse(fs.readFileSync(path.join(OUT, 'corpus.json'), 'utf8'));
+    const soup = soupTexts(1500, 12345);
+    fs.writeFileSync(path.join(OUT, 'soup.json'), JSON.stringify(soup).replace(/","/g, '",\n"') + '\n');
     const names = process.argv.length > 2 ? process.argv.slice(2) : NAMES;
-    for (const n of names) await gen(n, corpus);
+    for (const n of names) await gen(n, corpus, soup);
 })();

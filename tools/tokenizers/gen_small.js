@@ -12,7 +12,8 @@
 const fs = require('fs');
 const path = require('path');
 const tk = require('@anush008/tokenizers');
-const { transformersPostProcessor } = require('./hf_rules');
+const { transformersPostProcessor, soupTexts } = require('./hf_rules');
+const SOUP = soupTexts(300, 777);
 
 const OUT = path.join(__dirname, '../../tests/fixtures/tokenizers/small');
 
@@ -194,7 +195,7 @@ function doc(o) {
         decoder: SP_DECODER,
         model: bpe(spModel, { unk_token: '<unk>', fuse_unk: true }),
     }), { add_bos_token: true, add_eos_token: true, bos_token: '<s>', eos_token: '</s>' },
-    texts(['  MULTIPLE    Spaces  HERE ', 'ＡＢＣ ﬃ ㎏ Ⅻ', 'İI ı', '12 345 6789']));
+    texts(['  MULTIPLE    Spaces  HERE ', 'ＡＢＣ ﬃ ㎏ Ⅻ', 'İI ı', '12 345 6789']).concat(SOUP));
 
     const wsModel = charModel({ split: s => s.split(/\s+|(?=[^\w\s])|(?<=[^\w\s])/u), nMerges: 150 });
     await emit('nfkd_strip', doc({
@@ -202,14 +203,14 @@ function doc(o) {
         pre_tokenizer: { type: 'Whitespace' },
         decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
         model: bpe(wsModel, { unk_token: '<unk>' }),
-    }), null, texts(["what 's up , do not worry .", 'Crème Brûlée à la française', 'a_b c__d e-f']));
+    }), null, texts(["what 's up , do not worry .", 'Crème Brûlée à la française', 'a_b c__d e-f']).concat(SOUP));
 
     await emit('nfd_whitespace_split', doc({
         normalizer: { type: 'NFD' },
         pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'WhitespaceSplit' }, { type: 'CharDelimiterSplit', delimiter: '-' }] },
         decoder: null,
         model: bpe(wsModel, { unk_token: '<unk>', fuse_unk: false }),
-    }), null, texts(['co-op well-known--x']));
+    }), null, texts(['co-op well-known--x']).concat(SOUP));
 
     const plainModel = charModel({ split: s => s.split(/(?= )/), nMerges: 200 });
     await emit('splits', doc({
@@ -222,7 +223,7 @@ function doc(o) {
             { type: 'BertPreTokenizer' }] },
         decoder: { type: 'Fuse' },
         model: bpe(plainModel, { unk_token: '<unk>' }),
-    }), null, texts(['abc123def456 x-y--z zzaz', 'the there these 12ab34']));
+    }), null, texts(['abc123def456 x-y--z zzaz', 'the there these 12ab34']).concat(SOUP));
 
     const blModel = byteModel(250, ['<s>', '</s>', '<pad>', '<mask>']);
     await emit('added_tokens', doc({
@@ -332,6 +333,6 @@ function doc(o) {
             decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
             model: bpe(bm),
         }), null, texts(['line1\nline2\n\nline3', 'zazzbz', 'abcdefg hij', 'dead beef 0xCAFE', "'S 'T 'RE 'ſ",
-                         'café cafe\u0301 ééé']));
+                         'café cafe\u0301 ééé']).concat(SOUP.slice(0, 100)));
     }
 })();
