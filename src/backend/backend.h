@@ -12,9 +12,11 @@
  * bk_alloc.
  *
  * Weights are matrices W[N][K] (out x in, as HF stores nn.Linear) in their
- * stored dtype: F32, BF16 or F16. matmul computes y[T][N] = x[T][K] · W^T and
- * reads each weight row once for all T tokens (decode reads the weights once
- * per step, whatever the batch).
+ * stored dtype: F32, BF16 or F16, or affine-quantized codes with per-group
+ * scales and biases (struct bk_weight). matmul computes y[T][N] = x[T][K] · W^T
+ * and reads each weight row once for all T tokens (decode reads the weights
+ * once per step, whatever the batch); embed of an affine table dequantizes
+ * the rows it looks up.
  *
  * The KV cache of one layer is two pools [num_blocks][B][Hkv][D] in kv_dtype
  * (F32, BF16 or F16). Block 0 is the null block and is never written.
@@ -30,12 +32,46 @@
 
 #include "util/util.h"
 
-/* A weight matrix W[rows=N][cols=K] in its stored format. */
-struct bk_weight {
-    enum dtype dtype;   /* DT_F32, DT_BF16, DT_F16 */
-    int64_t rows, cols; /* N, K */
-    const void *data;   /* rows * cols elements, row-major, contiguous */
+/* Storage formats of a weight matrix (DESIGN.md §6-7). */
+enum bk_wfmt {
+    BK_W_DENSE = 0, /* rows * cols elements of dtype */
+    /* Affine quantization, w[n][k] = scales[n][k/g] * q[n][k] + biases[n][k/g]:
+     * row n of data is a little-endian bit stream of cols codes of `bits`
+     * bits (code k at bit k*bits of the row; rows are row_bytes =
+     * cols*bits/8 apart), as MLX stores them; scales and biases are
+     * [rows][cols/group_size] in dtype (BF16, F16 or F32). AWQ checkpoints
+     * are repacked into this form at load (biases = -zero * scale). */
+    BK_W_AFFINE,
 };
+
+/* A weight matrix W[rows=N][cols=K] in its stored format. Zero-initialised
+ * trailing fields mean a dense matrix, so { dtype, N, K, data } still works. */
+struct bk_weight {
+    enum dtype dtype;   /* dense: DT_F32, DT_BF16, DT_F16; affine: dtype of scales and biases */
+    int64_t rows, cols; /* N, K */
+    const void *data;   /* dense: rows * cols elements, row-major; affine: the packed codes */
+    enum bk_wfmt fmt;
+    int bits, group_size;          /* affine: 2..8 bits, group of 32, 64 or 128 columns */
+    const void *scales, *biases;   /* affine: [rows][cols / group_size] in dtype */
+};
+
+/* Bytes of one packed row of an affine weight. */
+static inline size_t bk_affine_row_bytes(const struct bk_weight *w) { return (size_t)w->cols * (size_t)w->bits / 8; }
+/* Code k of row n of an affine weight: the little-endian bit-stream rule. */
+static inline unsigned bk_affine_code(const struct bk_weight *w, int64_t n, int64_t k) {
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)n * bk_affine_row_bytes(w);
+    size_t bit = (size_t)k * (size_t)w->bits;
+    unsigned v = row[bit / 8] >> (bit % 8);
+    if (bit % 8 + (size_t)w->bits > 8) v |= (unsigned)row[bit / 8 + 1] << (8 - bit % 8);
+    return v & ((1u << w->bits) - 1);
+}
+/* Bytes a weight occupies (codes + scales + biases for affine). */
+static inline size_t bk_weight_bytes(const struct bk_weight *w) {
+    if (w->fmt == BK_W_AFFINE)
+        return (size_t)w->rows * (bk_affine_row_bytes(w) +
+                                  2 * (size_t)(w->cols / w->group_size) * dtype_size(w->dtype));
+    return (size_t)w->rows * (size_t)w->cols * dtype_size(w->dtype);
+}
 
 /* One layer's paged KV cache. */
 struct bk_kv {
@@ -127,6 +163,9 @@ struct backend {
 int backend_cpu_create(struct backend **out, int n_threads, const char *isa, char *err, size_t errlen);
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);
+/* Name of the kernel set for affine quantized weights ("avx512-vnni-amx",
+ * "avx512-vnni", "avx2", "neon", "portable"). */
+const char *backend_cpu_quant_isa(const struct backend *bk);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void bk_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {

@@ -8,6 +8,12 @@
  * where Gemma's (1 + w) norm is folded (STYLE.md 6). Fused tensors (Phi-3's
  * qkv_proj and gate_up_proj) are split by row offsets, without a copy.
  *
+ * Quantized checkpoints (io/quant.h): the quantization config is read and
+ * preflighted before anything else; a matrix whose module has MLX .scales
+ * binds as an affine weight in place, one with AWQ .qweight is repacked into
+ * the same affine form in memory the model owns. The forward does not know
+ * the difference.
+ *
  * Weight-name prefixes: plain causal LMs use "model."; wrappers such as
  * Gemma3ForConditionalGeneration use "model.language_model." (transformers 5)
  * or "language_model.model." (older checkpoints). Vision towers are ignored. */
@@ -16,10 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "io/quant.h"
 #include "io/safetensors.h"
 
 struct binder {
     struct model *m;
+    const struct quant_cfg *qc;
     const char *prefix;   /* e.g. "model." */
     char *err;
     size_t errlen;
@@ -42,20 +50,50 @@ static const struct st_tensor *find_t(struct binder *b, const char *name, bool o
 
 static bool float_dtype(enum dtype d) { return d == DT_F32 || d == DT_BF16 || d == DT_F16; }
 
+static void *own_bytes(struct model *m, size_t n);
+
+/* A quantized matrix `name` (ending in ".weight") of logical shape [rows,
+ * cols]: 0 bound, -1 error, 1 not quantized (bind it dense). The format
+ * follows the config; whether this module is quantized follows its tensors
+ * (MLX: .scales beside .weight; AWQ: .qweight), as mlx-lm and AutoAWQ
+ * decide. */
+static int bind_quantized(struct binder *b, struct bk_weight *w, const char *name, int64_t rows, int64_t cols) {
+    if (b->qc->method == QUANT_NONE) return 1;
+    char mod[512], probe[600];
+    size_t len = strlen(name);
+    if (len < 7 || strcmp(name + len - 7, ".weight") != 0) return 1;
+    snprintf(mod, sizeof mod, "%s%.*s", b->prefix, (int)(len - 7), name);
+    if (b->qc->method == QUANT_AWQ) {
+        snprintf(probe, sizeof probe, "%s.qweight", mod);
+        if (!st_find(b->m->st, probe)) return 1;
+        void *mem = own_bytes(b->m, quant_awq_bytes(rows, cols, b->qc->group_size));
+        return quant_bind_awq(b->m->st, mod, rows, cols, b->qc->group_size, mem, w, b->err, b->errlen) ? -1 : 0;
+    }
+    snprintf(probe, sizeof probe, "%s.scales", mod);
+    if (!st_find(b->m->st, probe)) return 1;
+    int bits, group;
+    if (!quant_module_params(b->qc, mod, &bits, &group))
+        return errf(b->err, b->errlen, "%s: config.json marks '%s' as not quantized (false) but the checkpoint has "
+                    "'%s'", b->m->dir, mod, probe);
+    return quant_bind_mlx(b->m->st, mod, rows, cols, bits, group, w, b->err, b->errlen) ? -1 : 0;
+}
+
 /* Bind a 2-D matrix of shape [rows, cols]. */
 static int bind_matrix(struct binder *b, struct bk_weight *w, const char *name, int64_t rows, int64_t cols) {
+    int q = bind_quantized(b, w, name, rows, cols);
+    if (q <= 0) return q;
     const struct st_tensor *t = find_t(b, name, false);
     if (!t) return -1;
     char s[128];
     shape_str(t, s, sizeof s);
-    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-        return errf(b->err, b->errlen, "%s: tensor '%s%s' has shape %s, expected [%lld, %lld]", t->file, b->prefix,
-                    name, s, (long long)rows, (long long)cols);
-    if (!float_dtype(t->dtype))
+    if (!float_dtype(t->dtype)) /* first: a packed quantized weight has a shape of its own */
         return errf(b->err, b->errlen,
                     "%s: tensor '%s%s' has dtype %s; only F32, BF16 and F16 weights are supported here "
                     "(quantized checkpoints need their quantization config)",
                     t->file, b->prefix, name, dtype_name(t->dtype));
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return errf(b->err, b->errlen, "%s: tensor '%s%s' has shape %s, expected [%lld, %lld]", t->file, b->prefix,
+                    name, s, (long long)rows, (long long)cols);
     w->dtype = t->dtype;
     w->rows = rows;
     w->cols = cols;
@@ -70,6 +108,13 @@ static int bind_split(struct binder *b, struct bk_weight *w, const char *name, i
     if (bind_matrix(b, &whole, name, total_rows, cols)) return -1;
     *w = whole;
     w->rows = rows;
+    if (whole.fmt == BK_W_AFFINE) { /* rows of codes, scales and biases */
+        size_t sb = (size_t)r0 * (size_t)(cols / whole.group_size) * dtype_size(whole.dtype);
+        w->data = (const char *)whole.data + (size_t)r0 * bk_affine_row_bytes(&whole);
+        w->scales = (const char *)whole.scales + sb;
+        w->biases = (const char *)whole.biases + sb;
+        return 0;
+    }
     w->data = (const char *)whole.data + (size_t)r0 * (size_t)cols * dtype_size(whole.dtype);
     return 0;
 }
@@ -85,6 +130,10 @@ static float *own_vec(struct model *m, size_t n) {
     m->owned[m->n_owned++] = v;
     return v;
 }
+
+/* Load-time memory owned by the model (AWQ repacks), kept in the same list
+ * as the f32 vectors; 4-byte aligned. */
+static void *own_bytes(struct model *m, size_t n) { return own_vec(m, (n + sizeof(float) - 1) / sizeof(float)); }
 
 /* A 1-D tensor [n] copied to f32 (+ add, for Gemma's 1 + w). */
 static int bind_vec(struct binder *b, const float **out, const char *name, int64_t n, float add, bool optional) {
@@ -165,9 +214,9 @@ static int bind_layer(struct binder *b, int il) {
 
 static const char *prefixes[] = { "model.", "model.language_model.", "language_model.model.", "" };
 
-static int bind_all(struct model *m, char *err, size_t errlen) {
+static int bind_all(struct model *m, const struct quant_cfg *qc, char *err, size_t errlen) {
     struct hparams *hp = &m->hp;
-    struct binder b = { .m = m, .prefix = NULL, .err = err, .errlen = errlen };
+    struct binder b = { .m = m, .qc = qc, .prefix = NULL, .err = err, .errlen = errlen };
     char probe[128];
     for (size_t i = 0; i < ARRAY_LEN(prefixes) && !b.prefix; i++) {
         snprintf(probe, sizeof probe, "%sembed_tokens.weight", prefixes[i]);
@@ -210,11 +259,22 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
     struct model *m = xcalloc(1, sizeof *m);
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     m->bk = bk;
-    if (hparams_load(&m->hp, dir, hf_overrides_json, err, errlen)) {
+    /* quantization preflight first: an unsupported format fails before any
+     * model state is built */
+    struct quant_cfg qc;
+    if (quant_cfg_load(&qc, dir, err, errlen)) {
         free(m);
         return -1;
     }
-    if (st_open_dir(&m->st, dir, err, errlen) || bind_all(m, err, errlen)) {
+    if (hparams_load(&m->hp, dir, hf_overrides_json, err, errlen)) {
+        quant_cfg_free(&qc);
+        free(m);
+        return -1;
+    }
+    int rc = st_open_dir(&m->st, dir, err, errlen);
+    if (!rc) rc = bind_all(m, &qc, err, errlen);
+    quant_cfg_free(&qc);
+    if (rc) {
         model_free(m);
         return -1;
     }

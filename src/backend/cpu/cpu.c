@@ -24,6 +24,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_ref.h"
+#include "backend/cpu/quant_cpu.h"
 #include "util/threadpool.h"
 
 #include <math.h>
@@ -44,6 +45,8 @@ struct cpu_backend {
     size_t attn_stride, attn_len;
     char *mm_scratch; /* [n_threads][mm_stride] bytes, 64-byte aligned */
     size_t mm_len;
+    const struct cpu_qkernels *qk; /* affine quantized weights (quant_cpu.h) */
+    struct qcpu_buf qbuf;
 };
 
 /* ---- the portable kernel set ---------------------------------------------- */
@@ -108,6 +111,7 @@ static void cpu_destroy(struct backend *bk) {
     free(c->attn_scratch);
     free(c->attn_items);
     free(c->mm_scratch);
+    qcpu_buf_free(&c->qbuf);
     free(c);
 }
 
@@ -140,6 +144,10 @@ static void matmul_fn(void *arg, int ith, int nth) {
 
 static void cpu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
     struct cpu_backend *c = (struct cpu_backend *)bk;
+    if (w->fmt == BK_W_AFFINE) {
+        qcpu_matmul(c->qk, c->pool, &c->qbuf, y, x, w, T);
+        return;
+    }
     struct matmul_ctx m = { c->k, y, x, NULL, w, T, NULL, 0 };
     const size_t xn = (size_t)T * (size_t)w->cols;
     if (c->k->matmul_scratch) {
@@ -182,6 +190,10 @@ static void embed_fn(void *arg, int ith, int nth) {
 static void cpu_embed(struct backend *bk, float *out, const struct bk_weight *t, const int32_t *ids, int T,
                       float scale) {
     struct cpu_backend *c = (struct cpu_backend *)bk;
+    if (t->fmt == BK_W_AFFINE) {
+        qcpu_embed(out, t, ids, T, scale);
+        return;
+    }
     struct rows_ctx r = { .k = c->k, .y = out, .table = t, .ids = ids, .rows = T, .n = (int)t->cols, .f = scale };
     run(c, (size_t)T * (size_t)t->cols, embed_fn, &r);
 }
@@ -435,6 +447,7 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     c->base.ops = &cpu_ops;
     c->base.n_threads = threadpool_size(pool);
     c->k = ch.k;
+    c->qk = cpu_qkernels_for(ch.k->name, exact);
     c->bf16_dot = ch.bf16_dot && !exact;
 #if defined(__x86_64__)
     /* AMX tiles for prefill where the CPU and OS allow them; VLLMC_CPU_AMX=0
@@ -450,3 +463,4 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
 }
 
 const char *backend_cpu_isa(const struct backend *bk) { return ((const struct cpu_backend *)bk)->k->name; }
+const char *backend_cpu_quant_isa(const struct backend *bk) { return ((const struct cpu_backend *)bk)->qk->name; }
