@@ -386,6 +386,8 @@ char *tokenizer_decode(const struct tokenizer *t, const int32_t *ids, int n, int
 struct tokenizer_stream {
     const struct tokenizer *t;
     int skip;
+    bool byte_fallback;   /* the decoders include ByteFallback */
+    bool last_byte;       /* the window ends with a "<0xXX>" token */
     struct ibuf ids;      /* the window */
     struct tbuf prefix;   /* decode of ids[0..prefix_index) as last emitted */
     size_t prefix_index;
@@ -399,6 +401,7 @@ struct tokenizer_stream *tokenizer_stream_new(const struct tokenizer *t, int ski
     struct tokenizer_stream *s = xcalloc(1, sizeof *s);
     s->t = t;
     s->skip = skip_special_tokens;
+    for (int i = 0; i < t->n_dec; i++) s->byte_fallback = s->byte_fallback || t->dec[i].type == D_BYTEFALLBACK;
     return s;
 }
 
@@ -421,10 +424,23 @@ static void set_text(struct tokenizer_stream *s, const char *p, size_t n, const 
     *len = n;
 }
 
+/* ByteFallback decodes a whole run of byte tokens at once, and an invalid run
+ * becomes one U+FFFD per byte, the valid bytes before the bad one included.
+ * So text is never emitted while the window ends inside such a run: beyond
+ * tokenizers' DecodeStream, which would emit the valid start of a run and
+ * then disagree with the full decode. */
+static bool ends_in_byte_run(const struct tokenizer_stream *s, int32_t id) {
+    uint8_t b;
+    const struct tokenizer *t = s->t;
+    if (!s->byte_fallback) return false;
+    if (t->tok_len[id] == UINT32_MAX || (s->skip && t->is_special[id])) return s->last_byte; /* invisible */
+    return is_byte_token(t->strs + t->tok_off[id], t->tok_len[id], &b);
+}
+
 int tokenizer_stream_push(struct tokenizer_stream *s, int32_t id, const char **text, size_t *len) {
     set_text(s, "", 0, text, len);
     if (id < 0 || id >= s->t->n_vocab) return -1;
-    if (s->prefix.n == 0 && s->ids.n > 0) {
+    if (s->prefix.n == 0 && s->ids.n > 0 && !s->last_byte) {
         decode_into(s->t, s->ids.p, s->ids.n, s->skip, &s->s, &s->str);
         if (!ends_fffd(&s->str)) {
             s->prefix.n = 0;
@@ -433,6 +449,8 @@ int tokenizer_stream_push(struct tokenizer_stream *s, int32_t id, const char **t
         }
     }
     ibuf_push(&s->ids, id);
+    s->last_byte = ends_in_byte_run(s, id);
+    if (s->last_byte) return 0;
     decode_into(s->t, s->ids.p, s->ids.n, s->skip, &s->s, &s->str);
     if (s->str.n > s->prefix.n && !ends_fffd(&s->str)) {
         /* tokenizers requires str to start with prefix (an error there); the
@@ -457,4 +475,5 @@ void tokenizer_stream_flush(struct tokenizer_stream *s, const char **text, size_
         tbuf_put(&s->prefix, s->str.p, s->str.n);
         s->prefix_index = s->ids.n;
     }
+    s->last_byte = false;
 }

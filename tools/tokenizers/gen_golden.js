@@ -7,8 +7,9 @@
 //   decode[i]          decode(encode_special[i], skip_special_tokens = false)
 //   decode_skip[i]     decode(encode_special[i], skip_special_tokens = true)
 //   decode_cases       decode of id sequences that encode never gives: random
-//                      ids (partial UTF-8, special tokens anywhere) and every
-//                      prefix of a multi-byte text's ids
+//                      ids (partial UTF-8, byte-fallback runs cut by special
+//                      tokens, special tokens anywhere) and every prefix and
+//                      suffix of a multi-byte text's ids
 //   specials           id -> is special, for a sample of ids
 //   soup[i]            ids of soup.json's texts (random code points of every
 //                      block, add_special_tokens = true): Unicode-version traps
@@ -71,6 +72,15 @@ async function gen(name, corpus, soup) {
             if (x % 7 === 0 && special.length) ids.push(special[(x >>> 3) % special.length]);
             else if (x % 5 === 0) ids.push((x >>> 3) % 512); // bytes / short pieces
             else ids.push((x >>> 3) % g.n_vocab);
+        }
+        cases.push(ids);
+    }
+    for (let k = 0; k < 400; k++) { // short runs: byte tokens next to specials and text
+        const n = 1 + r() % 12, ids = [];
+        for (let i = 0; i < n; i++) {
+            const x = r();
+            ids.push(x % 5 === 0 && special.length ? special[(x >>> 3) % special.length]
+                     : x % 3 === 0 ? (x >>> 3) % 600 : (x >>> 3) % g.n_vocab);
         }
         cases.push(ids);
     }
