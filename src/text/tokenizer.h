@@ -57,7 +57,8 @@ const char *tokenizer_chat_template(const struct tokenizer *t, const char *name)
  * concatenation of everything it emitted, followed by tokenizer_stream_flush,
  * equals tokenizer_decode of all pushed ids with the same
  * skip_special_tokens. Text whose decode ends in U+FFFD (an unfinished
- * character) is held back until a later id completes it, or until flush.
+ * character), or inside a run of byte-fallback tokens ("<0xE4>"...), is held
+ * back until a later id completes it, or until flush.
  * spaces_between_special_tokens only matters to slow (Python) tokenizers;
  * fast ones, and so this one, ignore it, as vLLM does. */
 struct tokenizer_stream;
