@@ -127,8 +127,9 @@ struct vllmc_request_params {
     int truncate_prompt_tokens;  /* > 0: keep only the last N prompt tokens; <= 0: off */
     const char *cache_salt;      /* NULL: none; separates prefix-cache tenants */
     const char *request_id;      /* for logs; NULL: generated */
-    /* Called from the engine thread whenever new output is ready (may be NULL).
-     * Must not block or call back into the engine. */
+    /* Called from the engine thread whenever new output is ready (may be NULL),
+     * with the request's lock held: it must not block or call into the engine.
+     * Never called after vllmc_request_free returns. */
     void (*notify)(void *arg);
     void *notify_arg;
 };
@@ -181,7 +182,8 @@ struct vllmc_output {
                                                           * logprob NAN), once, or NULL */
     int finished;                /* every sequence finished; nothing more will come */
     const char *error;           /* engine-side failure, or NULL */
-    double t_arrival, t_first_token, t_last_token; /* seconds, monotonic clock */
+    double t_arrival, t_scheduled, t_first_token, t_last_token; /* seconds, monotonic clock (time_now);
+                                                                 * 0 = not yet */
 };
 
 /* Wait up to timeout_ms (< 0: forever) for news. Returns 1 with *out filled

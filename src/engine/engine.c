@@ -559,6 +559,9 @@ void vllmc_abort(vllmc_request *r) {
 
 void vllmc_request_free(vllmc_request *r) {
     if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    r->notify = NULL; /* no notify after this returns (the engine calls it under mu) */
+    pthread_mutex_unlock(&r->mu);
     vllmc_abort(r);
     engine_release_request(r);
 }
@@ -634,6 +637,7 @@ int vllmc_request_next(vllmc_request *r, struct vllmc_output *out, int timeout_m
     if (r->all_finished) r->finished_read = true;
     out->error = r->has_error ? r->error : NULL;
     out->t_arrival = r->t_arrival;
+    out->t_scheduled = r->t_scheduled;
     out->t_first_token = r->t_first;
     out->t_last_token = r->t_last;
     pthread_mutex_unlock(&r->mu);

@@ -110,7 +110,7 @@ struct vllmc_request {
     struct vllmc_logprob *plp_top;
     bool plp_ready, plp_sent;
     int n_cached_tokens;
-    double t_arrival, t_first, t_last;
+    double t_arrival, t_scheduled, t_first, t_last;
     char error[256];
     bool has_error;
     struct vllmc_request *next_sub; /* submission queue link */

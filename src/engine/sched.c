@@ -268,8 +268,10 @@ void engine_publish(struct vllmc_engine *e) {
         bool done = r->n_finished == r->n_seqs && !r->engine_done;
         if (done) r->engine_done = true;
         pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
+        /* under the lock: vllmc_request_free clears notify under it too, so
+         * no call can come after free returns */
         if (r->notify) r->notify(r->notify_arg);
+        pthread_mutex_unlock(&r->mu);
         if (done) engine_release_request(r); /* may free r: nothing touches it after this */
     }
     e->n_touched = 0;
@@ -370,6 +372,11 @@ int engine_step(struct vllmc_engine *e) {
                 e->st.prefix_hits += (int64_t)n_hits * B;
             }
             if (s->index == 0 && s->n_output == 0) s->req->n_cached_tokens = n_hits * B;
+            if (s->req->t_scheduled == 0) {
+                pthread_mutex_lock(&s->req->mu);
+                s->req->t_scheduled = time_now();
+                pthread_mutex_unlock(&s->req->mu);
+            }
             memmove(e->waiting, e->waiting + 1, (size_t)(e->n_waiting - 1) * sizeof *e->waiting);
             e->n_waiting--;
             GROWI(e->running, e->cap_running, e->n_running + 1);
