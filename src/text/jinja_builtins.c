@@ -169,7 +169,6 @@ static void require(struct jrender *r, const char *fname, const char *const *par
 
 static int64_t int_arg(struct jrender *r, jv v, const char *what) {
     if (v.t == JV_INT || v.t == JV_BOOL) return v.u.i;
-    if (v.t == JV_UNDEF) jr_fail_undefined(r, v);
     jr_fail(r, "'%s' object cannot be interpreted as an integer%s%s", jv_type_name(v), what ? " " : "", what ? what : "");
 }
 
@@ -584,7 +583,7 @@ static jv ignore_case(struct jrender *r, jv v) {
 
 /* Jinja's _prepare_attribute_parts + environment.getitem chain. */
 static jv attr_path(struct jrender *r, jv item, jv attribute) {
-    if (attribute.t == JV_NONE || attribute.t == JV_UNDEF) return item;
+    if (attribute.t == JV_NONE) return item;
     if (attribute.t != JV_STR) return jv_getitem(r, item, attribute);
     struct jstr *a = attribute.u.s;
     size_t i = 0;
@@ -629,14 +628,16 @@ static struct json_opts json_opts_from(struct jrender *r, jv ensure_ascii, jv in
     }
     o.item_sep = o.has_indent ? "," : ", ";
     o.key_sep = ": ";
-    if (separators.t != JV_UNDEF && separators.t != JV_NONE) {
-        if (separators.t != JV_LIST || (separators.f != LK_LIST && separators.f != LK_TUPLE) || separators.u.l->n != 2 ||
-            separators.u.l->v[0].t != JV_STR || separators.u.l->v[1].t != JV_STR)
-            jr_fail(r, "separators must be a (item_separator, key_separator) pair of strings");
-        o.item_sep = separators.u.l->v[0].u.s->p;
-        o.item_sep_len = separators.u.l->v[0].u.s->len;
-        o.key_sep = separators.u.l->v[1].u.s->p;
-        o.key_sep_len = separators.u.l->v[1].u.s->len;
+    if (separators.t != JV_UNDEF && separators.t != JV_NONE) { /* item_separator, key_separator = separators */
+        struct jlist *sl = jv_iterate(r, separators);
+        if (sl->n != 2) jr_fail(r, sl->n > 2 ? "too many values to unpack (expected 2)" : "not enough values to unpack (expected 2, got %zu)", sl->n);
+        /* c_make_encoder(..., key_separator [5], item_separator [6], ...) */
+        if (sl->v[1].t != JV_STR) jr_fail(r, "make_encoder() argument 5 must be str, not %s", jv_type_name(sl->v[1]));
+        if (sl->v[0].t != JV_STR) jr_fail(r, "make_encoder() argument 6 must be str, not %s", jv_type_name(sl->v[0]));
+        o.item_sep = sl->v[0].u.s->p;
+        o.item_sep_len = sl->v[0].u.s->len;
+        o.key_sep = sl->v[1].u.s->p;
+        o.key_sep_len = sl->v[1].u.s->len;
         return o;
     }
     o.item_sep_len = strlen(o.item_sep);
@@ -671,6 +672,34 @@ static jv escape_html(struct jrender *r, jv v, bool force) {
 }
 
 static jv make_gen(struct jlist *l) { return jv_from_list(l, LK_GEN); }
+
+static const char *const P_UNIQUE[] = { "case_sensitive", "attribute" };
+static const char *const P_BATCH[] = { "linecount", "fill_with" };
+static const char *const P_SLICE[] = { "slices", "fill_with" };
+
+/* Jinja's map/select/reject/selectattr/rejectattr/items/unique/batch/slice
+ * are generator functions: their bodies (and errors) run only when the
+ * result is first iterated. A thunk keeps the call until then. */
+struct jthunk { int id; jv value; jv *args; size_t nargs; const struct jdict *kw; };
+
+static bool filter_is_lazy(int id) {
+    return id == F_MAP || id == F_SELECT || id == F_REJECT || id == F_SELECTATTR || id == F_REJECTATTR ||
+           id == F_ITEMS || id == F_UNIQUE || id == F_BATCH || id == F_SLICE;
+}
+
+static jv filter_body(struct jrender *r, int id, jv value, const jv *args, size_t nargs, const struct jdict *kw);
+
+void jgen_force(struct jrender *r, jv gen) {
+    struct jlist *l = gen.u.l;
+    struct jthunk *t = l->thunk;
+    if (!t) return;
+    l->thunk = NULL;
+    jv res = filter_body(r, t->id, t->value, t->args, t->nargs, t->kw);
+    l->v = res.u.l->v;
+    l->n = res.u.l->n;
+    l->cap = res.u.l->cap;
+    l->pos = 0;
+}
 
 static bool dispatch_test_by_name(struct jrender *r, jv name, jv item, const jv *args, size_t nargs, const struct jdict *kw) {
     if (name.t != JV_STR) jr_fail(r, "No test named %s.", jv_type_name(name));
@@ -803,10 +832,7 @@ static const char *const P_INDENT[] = { "width", "first", "blank" };
 static const char *const P_CENTER[] = { "width" };
 static const char *const P_DICTSORT[] = { "case_sensitive", "by", "reverse" };
 static const char *const P_SORT[] = { "reverse", "case_sensitive", "attribute" };
-static const char *const P_UNIQUE[] = { "case_sensitive", "attribute" };
 static const char *const P_MINMAX[] = { "case_sensitive", "attribute" };
-static const char *const P_BATCH[] = { "linecount", "fill_with" };
-static const char *const P_SLICE[] = { "slices", "fill_with" };
 static const char *const P_SUM[] = { "attribute", "start" };
 static const char *const P_ATTR[] = { "name" };
 static const char *const P_TRUNCATE[] = { "length", "killwords", "end", "leeway" };
@@ -817,6 +843,27 @@ static const char *const P_GROUPBY[] = { "attribute", "default", "case_sensitive
 static bool bool_arg(struct jrender *r, jv v, bool def) { return v.t == JV_UNDEF && !v.u.un ? def : jv_truthy(r, v); }
 
 jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t nargs, const struct jdict *kw) {
+    if (!filter_is_lazy(id)) return filter_body(r, id, value, args, nargs, kw);
+    /* arguments bind when the generator function is called */
+    jv a[4];
+    bool g[4];
+    if (id == F_BATCH) { bind(r, "do_batch", P_BATCH, 2, args, nargs, kw, a, g); require(r, "do_batch", P_BATCH, 1, g); }
+    if (id == F_SLICE) { bind(r, "sync_do_slice", P_SLICE, 2, args, nargs, kw, a, g); require(r, "sync_do_slice", P_SLICE, 1, g); }
+    if (id == F_UNIQUE) bind(r, "sync_do_unique", P_UNIQUE, 2, args, nargs, kw, a, g);
+    if (id == F_ITEMS && (nargs || (kw && kw->n))) jr_fail(r, "do_items() takes 1 positional argument but %zu were given", nargs + 1);
+    struct jthunk *t = jr_alloc(r, sizeof *t);
+    t->id = id;
+    t->value = value;
+    t->args = jr_alloc(r, (nargs + 1) * sizeof(jv));
+    if (nargs) memcpy(t->args, args, nargs * sizeof(jv));
+    t->nargs = nargs;
+    t->kw = kw;
+    struct jlist *l = jlist_new(r, 0);
+    l->thunk = t;
+    return make_gen(l);
+}
+
+static jv filter_body(struct jrender *r, int id, jv value, const jv *args, size_t nargs, const struct jdict *kw) {
     jv a[4];
     bool g[4];
     const char *fname = filter_names[id];
@@ -830,7 +877,6 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
             return jv_int(value.u.i < 0 ? -value.u.i : value.u.i);
         }
         if (value.t == JV_FLOAT) return jv_float(fabs(value.u.d));
-        if (value.t == JV_UNDEF) jr_fail_undefined(r, value);
         jr_fail(r, "bad operand type for abs(): '%s'", jv_type_name(value));
     case F_ATTR: {
         BIND(P_ATTR, 1);
@@ -846,17 +892,16 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     case F_BATCH: {
         BIND(P_BATCH, 1);
         int64_t lc = int_arg(r, a[0], NULL);
-        struct jlist *items = jv_iterate(r, value), *out = jlist_new(r, 0), *tmp = NULL;
+        struct jlist *items = jv_iterate(r, value), *out = jlist_new(r, 0), *tmp = jlist_new(r, 4);
         jr_work(r, items->n);
-        if (lc <= 0 && items->n) jr_fail(r, "batch size must be positive");
         for (size_t i = 0; i < items->n; i++) {
-            if (!tmp || (int64_t)tmp->n == lc) {
-                if (tmp) jlist_push(r, out, jv_from_list(tmp, LK_LIST));
-                tmp = jlist_new(r, (size_t)MIN(lc, 1024));
+            if ((int64_t)tmp->n == lc) { /* as do_batch: a batch of 0 yields [] before every item */
+                jlist_push(r, out, jv_from_list(tmp, LK_LIST));
+                tmp = jlist_new(r, 4);
             }
             jlist_push(r, tmp, items->v[i]);
         }
-        if (tmp && tmp->n) {
+        if (tmp->n) {
             if (g[1] && a[1].t != JV_NONE)
                 while ((int64_t)tmp->n < lc) jlist_push(r, tmp, a[1]);
             jlist_push(r, out, jv_from_list(tmp, LK_LIST));
@@ -877,13 +922,14 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
         return value;
     case F_DICTSORT: {
         BIND(P_DICTSORT, 0);
-        bool cs = bool_arg(r, a[0], false), rev = bool_arg(r, a[2], false);
+        bool cs = bool_arg(r, a[0], false), rev = g[2] ? int_arg(r, a[2], NULL) != 0 : false;
         int pos = 0;
         if (g[1]) {
             if (a[1].t == JV_STR && a[1].u.s->len == 3 && memcmp(a[1].u.s->p, "key", 3) == 0) pos = 0;
             else if (a[1].t == JV_STR && a[1].u.s->len == 5 && memcmp(a[1].u.s->p, "value", 5) == 0) pos = 1;
             else jr_fail(r, "You can only sort by either \"key\" or \"value\"");
         }
+        if (value.t == JV_UNDEF) jr_fail_undefined(r, value);
         if (value.t != JV_DICT) jr_fail(r, "'%s' object has no attribute 'items'", jv_type_name(value));
         struct jdict *d = value.u.dict;
         jv *items = jr_alloc(r, (d->n + 1) * sizeof(jv)), *keys = jr_alloc(r, (d->n + 1) * sizeof(jv));
@@ -907,6 +953,7 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     case F_FIRST: {
         NOARGS();
         if (value.t == JV_LIST && value.f == LK_GEN) {
+            jgen_force(r, value);
             struct jlist *l = value.u.l;
             if (l->pos < l->n) return l->v[l->pos++];
         } else {
@@ -984,7 +1031,9 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     }
     case F_INDENT: {
         BIND(P_INDENT, 0);
-        jv s = soft_str(r, value);
+        if (value.t == JV_UNDEF) jr_fail_undefined(r, value); /* s += "\n" */
+        if (value.t != JV_STR) jr_fail(r, "unsupported operand type(s) for +=: '%s' and 'str'", jv_type_name(value));
+        jv s = value;
         struct jstr *ind;
         if (g[0] && a[0].t == JV_STR) ind = a[0].u.s;
         else {
@@ -1099,10 +1148,7 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
             else if (a[1].t == JV_STR && a[1].u.s->len == 5 && !memcmp(a[1].u.s->p, "floor", 5)) method = 2;
             else jr_fail(r, "method must be common, ceil or floor");
         }
-        if (!jv_is_num(value)) {
-            if (value.t == JV_UNDEF) jr_fail_undefined(r, value);
-            jr_fail(r, "type %s doesn't define __round__ method", jv_type_name(value));
-        }
+        if (!jv_is_num(value)) jr_fail(r, "type %s doesn't define __round__ method", jv_type_name(value));
         if (method == 0) {
             if (value.t != JV_FLOAT) {
                 if (prec >= 0) return jv_int(value.u.i);
@@ -1123,7 +1169,8 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     case F_SLICE: {
         BIND(P_SLICE, 1);
         int64_t slices = int_arg(r, a[0], NULL);
-        if (slices <= 0) jr_fail(r, "integer division or modulo by zero");
+        if (slices == 0) jr_fail(r, "integer division or modulo by zero");
+        if (slices < 0) return make_gen(jlist_new(r, 0)); /* range(slices) is empty */
         if (slices > 100000) jr_fail(r, "too many slices");
         struct jlist *seq = jv_iterate(r, value), *out = jlist_new(r, (size_t)slices);
         int64_t length = (int64_t)seq->n, per = length / slices, extra = length % slices, offset = 0;
@@ -1140,7 +1187,8 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     }
     case F_SORT: {
         BIND(P_SORT, 0);
-        return do_sort(r, value, bool_arg(r, a[0], false), bool_arg(r, a[1], false), g[2] ? a[2] : jv_none(), true);
+        bool rev = g[0] ? int_arg(r, a[0], NULL) != 0 : false; /* sorted(reverse=) wants an int */
+        return do_sort(r, value, rev, bool_arg(r, a[1], false), g[2] ? a[2] : jv_none(), true);
     }
     case F_STRING: NOARGS(); return soft_str(r, value);
     case F_SUM: {
@@ -1197,14 +1245,15 @@ jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
     }
     case F_TRUNCATE: {
         BIND(P_TRUNCATE, 0);
-        jv sv = soft_str(r, value);
+        jv sv = value;
         int64_t length = g[0] ? int_arg(r, a[0], NULL) : 255;
         bool killwords = bool_arg(r, a[1], false);
         struct jstr *end = g[2] ? soft_str(r, a[2]).u.s : jstr_wrap(r, "...", 3);
         int64_t leeway = g[3] && a[3].t != JV_NONE ? int_arg(r, a[3], NULL) : 5;
         if (length < (int64_t)end->nchars) jr_fail(r, "expected length >= %zu, got %lld", end->nchars, (long long)length);
         if (leeway < 0) jr_fail(r, "expected leeway >= 0, got %lld", (long long)leeway);
-        if ((int64_t)sv.u.s->nchars <= length + leeway) return sv;
+        if ((int64_t)jv_len_or_fail(r, sv) <= length + leeway) return sv; /* len(s) of any sized value */
+        if (sv.t != JV_STR) jr_fail(r, "'%s' object has no attribute 'rsplit'", jv_type_name(sv));
         jv head = jv_slice(r, sv, jv_none(), jv_int(length - (int64_t)end->nchars), jv_none());
         if (!killwords) {
             struct jlist *parts = str_split(r, head, wrapstr(r, " ", 1), 1, true).u.l;
@@ -1376,6 +1425,7 @@ static jv to_int(struct jrender *r, jv v, jv def, int64_t base, bool *ok) {
 /* ---- tests --------------------------------------------------------------------------------------- */
 
 static bool is_callable(jv v) {
+    if (v.t == JV_UNDEF) return true; /* Undefined defines __call__ (which raises) */
     if (v.t != JV_OBJ) return false;
     int k = v.u.o->kind;
     return k == JO_MACRO || k == JO_BUILTIN || k == JO_METHOD || k == JO_JOINER || k == JO_LOOP;
@@ -1499,14 +1549,18 @@ static void strftime_py(struct jrender *r, struct jbuf *b, struct jstr *fmt) {
         if (!__atomic_compare_exchange_n(&cloc, &expected, l, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) freelocale(l);
         __atomic_store_n(&cloc_init, 1, __ATOMIC_RELEASE);
     }
-    size_t cap = pf->len * 8 + 64;
-    if (cap > 65536) jr_fail(r, "strftime format too long");
-    char *out = jr_alloc(r, cap);
-    size_t n = strftime_l(out, cap, pf->p, &tm, cloc);
-    if (n == 0 && pf->len > 1) {
-        out[0] = 0;
+    /* time.strftime: a 1024-byte buffer, doubled while strftime returns 0, up
+     * to 256 x the format's length */
+    size_t fmtlen = pf->len - 1, n = 0;
+    for (size_t cap = 1024;; cap *= 2) {
+        if (cap > r->ct->lim.max_output * 2) jr_fail(r, "strftime output too large");
+        char *out = jr_alloc(r, cap);
+        n = strftime_l(out, cap, pf->p, &tm, cloc);
+        if (n || cap >= 256 * fmtlen) {
+            jbuf_put(r, b, out, n);
+            break;
+        }
     }
-    jbuf_put(r, b, out, n);
 }
 
 jv jbuiltin_call(struct jrender *r, int id, const jv *args, size_t nargs, const struct jdict *kw) {
@@ -1533,6 +1587,7 @@ jv jbuiltin_call(struct jrender *r, int id, const jv *args, size_t nargs, const 
         struct jdict *d = jdict_new(r, 0);
         if (nargs == 1) {
             jv src = args[0];
+            if (src.t == JV_UNDEF) jr_fail_undefined(r, src); /* dict() probes .keys */
             if (src.t == JV_DICT) {
                 for (uint32_t i = 0; i < src.u.dict->n; i++) jdict_set(r, d, src.u.dict->k[i], src.u.dict->v[i]);
             } else if (jv_is_obj(src, JO_NAMESPACE)) {
@@ -1598,6 +1653,16 @@ jv jbuiltin_call(struct jrender *r, int id, const jv *args, size_t nargs, const 
 
 /* ---- methods ----------------------------------------------------------------------------------------- */
 
+/* start/end arguments of str.find/count/startswith...: ints, bools or None
+ * (Python's slice-index conversion); absent ones become None. */
+static void slice_args(struct jrender *r, jv *a, const bool *g, int from, int to) {
+    for (int i = from; i <= to; i++) {
+        if (!g[i]) { a[i] = jv_none(); continue; }
+        if (a[i].t != JV_INT && a[i].t != JV_BOOL && a[i].t != JV_NONE)
+            jr_fail(r, "slice indices must be integers or None or have an __index__ method");
+    }
+}
+
 static bool str_all(struct jstr *s, bool (*pred)(uint32_t)) {
     if (!s->len) return false;
     for (size_t i = 0; i < s->len;) {
@@ -1616,8 +1681,8 @@ jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs
     const char *mname = method_names[id];
 #define MB(NREQ, ...) do { static const char *const P_[] = { __VA_ARGS__ }; \
         bind(r, mname, P_, (int)ARRAY_LEN(P_), args, nargs, kw, a, g); require(r, mname, P_, NREQ, g); } while (0)
-#define M0() do { if (nargs || (kw && kw->n)) jr_fail(r, "%s() takes no arguments (%zu given)", mname, nargs); } while (0)
-#define POSONLY() do { if (kw && kw->n) jr_fail(r, "%s() takes no keyword arguments", mname); } while (0)
+#define M0() do { if (nargs || (kw && kw->n)) jr_fail(r, "%s.%s() takes no arguments (%zu given)", jv_type_name(self), mname, nargs + (kw ? kw->n : 0)); } while (0)
+#define POSONLY() do { if (kw && kw->n) jr_fail(r, "%s.%s() takes no keyword arguments", jv_type_name(self), mname); } while (0)
     struct jstr *s = self.t == JV_STR ? self.u.s : NULL;
     bool mk = self.t == JV_STR && (self.f & JVF_MARKUP);
     switch (id) {
@@ -1647,25 +1712,29 @@ jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs
     case M_COUNT:
         POSONLY();
         MB(1, "sub", "start", "end");
+        slice_args(r, a, g, 1, 2);
         return str_count(r, s, str_arg(r, a[0], "count"), a[1], a[2]);
     case M_STARTSWITH: case M_ENDSWITH:
         POSONLY();
         MB(1, "prefix", "start", "end");
+        slice_args(r, a, g, 1, 2);
         return jv_bool(affix_match(r, s, a[0], a[1], a[2], id == M_ENDSWITH, mname));
     case M_FIND: case M_RFIND: case M_INDEX: case M_RINDEX: {
         POSONLY();
         MB(1, "sub", "start", "end");
         if (a[0].t != JV_STR) jr_fail(r, "must be str, not %s", jv_type_name(a[0]));
+        slice_args(r, a, g, 1, 2);
         int64_t i = str_find(r, s, a[0].u.s, a[1], a[2], id == M_RFIND || id == M_RINDEX);
         if (i < 0 && (id == M_INDEX || id == M_RINDEX)) jr_fail(r, "substring not found");
         return jv_int(i);
     }
-    case M_FORMAT: return jpy_str_format(r, s, args, nargs, kw);
+    case M_FORMAT: return jpy_str_format(r, s, args, nargs, kw, NULL);
     case M_FORMAT_MAP:
         POSONLY();
         MB(1, "mapping");
-        if (a[0].t != JV_DICT) jr_fail(r, "format_map() argument must be a mapping");
-        return jpy_str_format(r, s, NULL, 0, a[0].u.dict);
+        if (a[0].t != JV_DICT) /* any object works until a named field is looked up in it */
+            return jpy_str_format(r, s, NULL, 0, NULL, &a[0]);
+        return jpy_str_format(r, s, NULL, 0, a[0].u.dict, NULL);
     case M_ISALNUM: M0(); return jv_bool(str_all(s, juc_is_alnum));
     case M_ISALPHA: M0(); return jv_bool(str_all(s, juc_is_alpha));
     case M_ISASCII: M0(); return jv_bool(s->len == 0 || str_all(s, p_ascii));
@@ -1744,7 +1813,8 @@ jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs
     }
     case M_SPLITLINES: {
         MB(0, "keepends");
-        return jv_from_list(splitlines(r, s, bool_arg(r, a[0], false), mk), LK_LIST);
+        bool keep = g[0] ? int_arg(r, a[0], NULL) != 0 : false;
+        return jv_from_list(splitlines(r, s, keep, mk), LK_LIST);
     }
     /* list / tuple */
     case M_L_COUNT: {

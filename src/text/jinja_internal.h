@@ -69,10 +69,12 @@ typedef struct jv {
     } u;
 } jv;
 
+struct jthunk;
 struct jlist {
     size_t n, cap;
     size_t pos; /* LK_GEN: items before pos were consumed (generators are one-shot) */
     jv *v;
+    struct jthunk *thunk; /* LK_GEN: the filter call still to run (Jinja's filters are lazy generators) */
 };
 
 struct jdict {
@@ -202,7 +204,8 @@ jv jv_getattr(struct jrender *r, jv obj, const char *name, size_t nlen);
 jv jv_getitem(struct jrender *r, jv obj, jv key);
 jv jv_slice(struct jrender *r, jv obj, jv start, jv stop, jv step);
 jv jpy_percent_format(struct jrender *r, jv fmt, jv args);
-jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw);
+jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw,
+                  const jv *mapobj); /* mapobj: format_map's non-dict argument, or NULL */
 
 /* Unicode case helpers used by str methods and filters. */
 uint32_t juc_lower(uint32_t c);
@@ -347,6 +350,7 @@ struct jscope *jscope_new(struct jrender *r, struct jscope *parent);
 
 /* Filters and tests: called with the evaluated value, positional args and kwargs. */
 jv jfilter_call(struct jrender *r, int id, jv value, const jv *args, size_t nargs, const struct jdict *kw);
+void jgen_force(struct jrender *r, jv gen); /* run a lazy generator's filter now (no-op if done) */
 bool jtest_call(struct jrender *r, int id, jv value, const jv *args, size_t nargs, const struct jdict *kw);
 jv jbuiltin_call(struct jrender *r, int id, const jv *args, size_t nargs, const struct jdict *kw);
 jv jmethod_call(struct jrender *r, int id, jv self, const jv *args, size_t nargs, const struct jdict *kw);

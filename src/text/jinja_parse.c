@@ -183,13 +183,14 @@ static size_t rstrip_end(const char *s, size_t start, size_t end) {
     return end;
 }
 
-/* lstrip_blocks: text = s[start, end) ends right before a {% or {# tag. */
+/* lstrip_blocks: text = s[start, end) ends right before a {% or {# tag. Jinja
+ * strips the whitespace between the last newline (or the start of the text if
+ * the previous token ended a line) and the tag, if there is nothing else. */
 static size_t lstrip_text(const char *s, size_t start, size_t end, bool line_starting) {
     size_t lpos = end;
     while (lpos > start && s[lpos - 1] != '\n') lpos--;
-    if (lpos == start && !(line_starting || (lpos > start))) return end;
-    if (lpos == start && !line_starting) return end;
-    if (lpos == end) return end; /* \s+ needs one character */
+    if (lpos == start && !line_starting) return end; /* no newline in the text, mid-line */
+    if (lpos == end) return end;                     /* `\s+` needs at least one character */
     for (size_t i = lpos; i < end;) {
         size_t k = space_at(s, end, i);
         if (!k) return end;
@@ -392,7 +393,7 @@ static void lex_tag(struct parser *p, struct lexpos *lp, size_t *ppos, bool *lin
         /* end of tag (only with balanced brackets) */
         if (nbal == 0) {
             if (block) {
-                if (s[i] == '+' && i + 2 < n + 1 && i + 2 <= n && s[i + 1] == '%' && i + 2 < n && s[i + 2] == '}') {
+                if (s[i] == '+' && i + 2 < n && s[i + 1] == '%' && s[i + 2] == '}') {
                     push_tok(p, T_BLOCK_END, lp, i, 3);
                     *ppos = i + 3;
                     *line_starting = false;
@@ -550,7 +551,7 @@ static void lex(struct parser *p) {
             size_t k = skip_space(s, n, after);
             if (k + 3 <= n && memcmp(s + k, "raw", 3) == 0) {
                 size_t m = skip_space(s, n, k + 3);
-                if (m + 2 < n + 1 && m + 3 <= n && s[m] == '-' && s[m + 1] == '%' && s[m + 2] == '}') {
+                if (m + 3 <= n && s[m] == '-' && s[m + 1] == '%' && s[m + 2] == '}') {
                     raw = true;
                     raw_end = skip_space(s, n, m + 3);
                 } else if (m + 2 <= n && s[m] == '%' && s[m + 1] == '}') {
@@ -565,6 +566,7 @@ static void lex(struct parser *p) {
         push_data(p, &lp, i, tend);
         if (raw) {
             line_starting = s[raw_end - 1] == '\n';
+            if (raw_end >= n) break; /* nothing after the raw tag: the lexer stops */
             /* (.*?)((?:{%(-|+|))\s*endraw\s*(?:\+%}|\-%}\s*|%}\n?)) */
             size_t q = raw_end;
             bool ok = false;
@@ -601,7 +603,9 @@ static void lex(struct parser *p) {
             continue;
         }
         if (kind == 2) {
-            /* (.*?)((?:\+#}|\-#}\s*|#}\n?)) */
+            /* (.*?)((?:\+#}|\-#}\s*|#}\n?)); with no character left after
+             * {# Jinja's lexer simply stops (no rule matches at the end) */
+            if (after >= n) break;
             size_t q = after, e = 0;
             while (q + 1 < n) {
                 if (s[q] == '+' && q + 2 < n && s[q + 1] == '#' && s[q + 2] == '}') { e = q + 3; break; }
@@ -937,28 +941,23 @@ static struct jnode *parse_primary(struct parser *p, bool with_namespace) {
             node = mk(p, N_NAME, t);
             node->u.name.id = intern(p, t->p, t->len);
         }
-    } else if (t->t == T_STRING) {
-        next(p);
-        if (cur(p)->t != T_STRING) {
+    } else if (t->t == T_STRING) { /* adjacent literals concatenate: 'a' "b" */
+        size_t first = p->pos, len = 0;
+        while (cur(p)->t == T_STRING) len += next(p)->v.s->len;
+        if (p->pos - first == 1) {
             node = mk_const(p, t, jv_from_str(t->v.s, false));
         } else {
-            size_t len = t->v.s->len;
-            size_t k = p->pos;
-            while (p->toks[k].t == T_STRING) k++;
-            len = 0;
-            for (size_t j = p->pos - 1; j < k; j++) len += p->toks[j].v.s->len;
             char *buf = palloc(p, len + 1);
             size_t off = 0;
-            for (size_t j = p->pos - 1; j < k; j++) {
+            for (size_t j = first; j < p->pos; j++) {
                 memcpy(buf + off, p->toks[j].v.s->p, p->toks[j].v.s->len);
                 off += p->toks[j].v.s->len;
             }
-            p->pos = k;
-            struct jstr *s = palloc(p, sizeof *s);
-            s->p = buf;
-            s->len = len;
-            s->nchars = jutf8_count(buf, len);
-            node = mk_const(p, t, jv_from_str(s, false));
+            struct jstr *str = palloc(p, sizeof *str);
+            str->p = buf;
+            str->len = len;
+            str->nchars = jutf8_count(buf, len);
+            node = mk_const(p, t, jv_from_str(str, false));
         }
     } else if (t->t == T_INT) {
         next(p);
@@ -984,13 +983,13 @@ static struct jnode *parse_primary(struct parser *p, bool with_namespace) {
     return node;
 }
 
+/* Jinja's is_tuple_end passes its extra end rules to Token.test_any as one
+ * tuple argument, so they never match: only }} %} and ) end a tuple
+ * (`{% for x, in y %}` is a syntax error there too). */
 static bool is_tuple_end(struct parser *p, const char *const *extra_end) {
+    (void)extra_end;
     int t = cur(p)->t;
-    if (t == T_VAR_END || t == T_BLOCK_END || t == T_RPAREN) return true;
-    if (extra_end)
-        for (; *extra_end; extra_end++)
-            if (is_name(cur(p), *extra_end)) return true;
-    return false;
+    return t == T_VAR_END || t == T_BLOCK_END || t == T_RPAREN;
 }
 
 static struct jnode *parse_tuple(struct parser *p, bool simplified, bool with_condexpr, const char *const *extra_end,
@@ -1472,10 +1471,7 @@ static struct jnode *parse_statement(struct parser *p) {
     if (p->ntags >= MAX_DEPTH) perr(p, t->line, t->col, "template nested too deeply");
     enter(p);
     struct jnode *n = NULL;
-    p->tags[p->ntags++] = t->len < 16 ? (is_name(t, "for") ? "for" : is_name(t, "if") ? "if" : is_name(t, "set") ? "set"
-                                        : is_name(t, "macro") ? "macro" : is_name(t, "call") ? "call"
-                                        : is_name(t, "filter") ? "filter" : is_name(t, "with") ? "with"
-                                        : is_name(t, "generation") ? "generation" : "?") : "?";
+    p->tags[p->ntags++] = pstr(p, name, strlen(name))->p; /* for "innermost block" messages */
     if (is_name(t, "for")) n = parse_for(p);
     else if (is_name(t, "if")) n = parse_if(p);
     else if (is_name(t, "set")) n = parse_set(p);
@@ -1556,8 +1552,6 @@ done:
 
 /* ---- checks after parsing: unknown filters/tests (Jinja raises them at compile
  * time unless they sit inside an if/inline-if of the same frame), macro specials. */
-
-struct chk { struct parser *p; };
 
 static void check(struct parser *p, struct jnode *n, bool soft, int depth);
 

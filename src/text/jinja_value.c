@@ -188,6 +188,7 @@ struct jlist *jlist_new(struct jrender *r, size_t cap) {
     struct jlist *l = jr_alloc(r, sizeof *l);
     l->n = 0;
     l->pos = 0;
+    l->thunk = NULL;
     l->cap = cap ? cap : 1; /* never NULL: callers memcpy from empty lists */
     l->v = jr_alloc(r, l->cap * sizeof(jv));
     return l;
@@ -1023,13 +1024,14 @@ struct jlist *jv_iterate(struct jrender *r, jv v) {
         for (size_t i = 0; i < s->len;) {
             size_t adv = 1;
             if ((unsigned char)s->p[i] >= 0x80) jutf8_decode(s->p + i, s->len - i, &adv);
-            l->v[l->n++] = jv_from_str(jstr_wrap(r, s->p + i, adv), v.f & JVF_MARKUP);
+            l->v[l->n++] = jv_from_str(jstr_wrap(r, s->p + i, adv), false); /* str.__iter__: plain str */
             i += adv;
         }
         return l;
     }
     case JV_LIST:
         if (v.f == LK_GEN) {
+            jgen_force(r, v);
             struct jlist *g = v.u.l, *l = jlist_new(r, g->n - g->pos);
             for (size_t i = g->pos; i < g->n; i++) l->v[l->n++] = g->v[i];
             g->pos = g->n;
@@ -1066,6 +1068,7 @@ bool jv_contains(struct jrender *r, jv c, jv item) {
         return memmem(c.u.s->p, c.u.s->len, item.u.s->p, item.u.s->len) != NULL;
     case JV_LIST: {
         if (c.f == LK_KEYS) jv_hash(r, item);
+        if (c.f == LK_GEN) jgen_force(r, c);
         struct jlist *l = c.u.l;
         size_t start = c.f == LK_GEN ? l->pos : 0;
         for (size_t i = start; i < l->n; i++)
@@ -1178,6 +1181,7 @@ static jv int_result(struct jrender *r, __int128 x) {
 }
 
 jv jv_binop(struct jrender *r, int op, jv a, jv b) {
+    if (op == OP_MOD && a.t == JV_STR) return jpy_percent_format(r, a, b); /* str.__mod__ takes any argument */
     if (a.t == JV_UNDEF) jr_fail_undefined(r, a);
     if (b.t == JV_UNDEF) jr_fail_undefined(r, b);
     bool na = jv_is_num(a), nb = jv_is_num(b);
@@ -1427,10 +1431,10 @@ jv jv_getitem(struct jrender *r, jv obj, jv key) {
     return jv_undef_info(r, NULL, obj, key, JU_PLAIN);
 }
 
-static int slice_index(jv v, int64_t *out) { /* 1 given, 0 none, -1 not an index (TypeError) */
-    if (v.t == JV_NONE) return 0;
-    if (v.t == JV_INT || v.t == JV_BOOL) { *out = v.u.i; return 1; }
-    return -1;
+static bool slice_index(struct jrender *r, jv v, int64_t *out) { /* false: None */
+    if (v.t == JV_NONE) return false;
+    if (v.t == JV_INT || v.t == JV_BOOL) { *out = v.u.i; return true; }
+    jr_fail(r, "slice indices must be integers or None or have an __index__ method");
 }
 
 /* Python's slice.indices(). */
@@ -1451,12 +1455,15 @@ static int64_t slice_adjust(int64_t len, bool has_start, int64_t start, bool has
 
 jv jv_slice(struct jrender *r, jv obj, jv vstart, jv vstop, jv vstep) {
     if (obj.t == JV_UNDEF) jr_fail_undefined(r, obj);
+    /* Jinja compiles obj[a:b:c] to a plain Python subscript: no undefined
+     * fallback, Python's TypeErrors propagate */
+    bool sliceable = obj.t == JV_STR || (obj.t == JV_LIST && (obj.f == LK_LIST || obj.f == LK_TUPLE)) ||
+                     jv_is_obj(obj, JO_RANGE);
+    if (obj.t == JV_DICT) jr_fail(r, "unhashable type: 'slice'");
+    if (!sliceable) jr_fail(r, "'%s' object is not subscriptable", jv_type_name(obj));
     int64_t start = 0, stop = 0, step = 1;
-    int hs = slice_index(vstart, &start), he = slice_index(vstop, &stop), hst = slice_index(vstep, &step);
-    bool sliceable = obj.t == JV_STR || (obj.t == JV_LIST && (obj.f == LK_LIST || obj.f == LK_TUPLE)) || jv_is_obj(obj, JO_RANGE);
-    if (hs < 0 || he < 0 || hst < 0 || !sliceable) /* TypeError, which Jinja's getitem turns into undefined */
-        return jv_undef_info(r, NULL, obj, jv_none(), JU_PLAIN);
-    if (step == 0) jr_fail(r, "slice step cannot be zero");
+    bool hs = slice_index(r, vstart, &start), he = slice_index(r, vstop, &stop);
+    if (slice_index(r, vstep, &step) && step == 0) jr_fail(r, "slice step cannot be zero");
     if (obj.t == JV_STR) {
         struct jstr *s = obj.u.s;
         int64_t b0, n = slice_adjust((int64_t)s->nchars, hs, start, he, stop, step, &b0);
@@ -1496,7 +1503,7 @@ jv jv_slice(struct jrender *r, jv obj, jv vstart, jv vstop, jv vstep) {
         o->u.range.stop = o->u.range.start + n * o->u.range.step;
         return jv_from_obj(o);
     }
-    return jv_undef_info(r, NULL, obj, jv_none(), JU_PLAIN);
+    jr_fail(r, "'%s' object is not subscriptable", jv_type_name(obj));
 }
 
 /* ---- loop attributes --------------------------------------------------------------------------- */
@@ -1601,22 +1608,32 @@ static void fmt_float(struct jrender *r, struct jbuf *b, double d, char conv, bo
     jbuf_put(r, b, out, (size_t)MIN((size_t)n, sizeof out - 1));
 }
 
-static double to_float_arg(struct jrender *r, jv v, char conv) {
-    if (jv_is_num(v)) return num_f(v);
-    if (v.t == JV_UNDEF) jr_fail_undefined(r, v);
-    jr_fail(r, "must be real number, not %s", jv_type_name(v));
-    (void)conv;
+/* CPython's unicode_format_getnextarg: a tuple hands out its items; any other
+ * argument (or the value of the last %(key)) is handed out once. */
+struct pctx { jv args; int64_t arglen, argidx; const jv *tuple; jv dict; bool has_dict; };
+
+static jv pct_next(struct jrender *r, struct pctx *c) {
+    if (c->argidx < c->arglen) {
+        int64_t i = c->argidx++;
+        return c->arglen < 0 ? c->args : c->tuple[i];
+    }
+    jr_fail(r, "not enough arguments for format string");
 }
 
 jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
     struct jstr *fmt = fmtv.u.s;
     bool markup = fmtv.f & JVF_MARKUP;
-    const jv *av = &args;
-    size_t an = 1, ai = 0;
-    bool is_tuple = args.t == JV_LIST && args.f == LK_TUPLE;
-    if (is_tuple) { av = args.u.l->v; an = args.u.l->n; }
-    bool mapping = args.t == JV_DICT && !is_tuple;
-    bool used_mapping = false;
+    struct pctx c = { .args = args, .arglen = -1, .argidx = -2 };
+    if (args.t == JV_LIST && args.f == LK_TUPLE) {
+        c.arglen = (int64_t)args.u.l->n;
+        c.argidx = 0;
+        c.tuple = args.u.l->v;
+    }
+    /* PyMapping_Check: anything subscriptable that is not a tuple or str */
+    if (args.t == JV_DICT || args.t == JV_UNDEF || (args.t == JV_LIST && args.f == LK_LIST) || jv_is_obj(args, JO_RANGE)) {
+        c.dict = args;
+        c.has_dict = true;
+    }
     jr_push_buf(r);
     const char *p = fmt->p, *e = fmt->p + fmt->len;
     while (p < e) {
@@ -1625,23 +1642,26 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
         jbuf_put(r, jr_out(r), p, (size_t)(pc - p));
         p = pc + 1;
         if (p >= e) jr_fail(r, "incomplete format");
-        jv arg = jv_undef();
-        bool have_key = false;
         if (*p == '(') {
-            if (!mapping) jr_fail(r, "format requires a mapping");
+            if (!c.has_dict) jr_fail(r, "format requires a mapping");
             const char *ks = ++p;
             int depth = 1;
             while (p < e && depth) { if (*p == '(') depth++; else if (*p == ')') depth--; if (depth) p++; }
             if (p >= e) jr_fail(r, "incomplete format key");
             jv key = jv_str(r, ks, (size_t)(p - ks));
             p++;
-            if (!jdict_get(r, args.u.dict, key, &arg)) {
+            jv val;
+            if (c.dict.t == JV_UNDEF) jr_fail_undefined(r, c.dict);
+            if (c.dict.t != JV_DICT) jr_fail(r, "%s indices must be integers or slices, not str", jv_type_name(c.dict));
+            if (!jdict_get(r, c.dict.u.dict, key, &val)) {
                 jr_push_buf(r);
                 jpy_str_repr(r, jr_out(r), ks, (size_t)(p - 1 - ks));
                 struct jstr *k = jr_pop_buf(r);
                 jr_fail(r, "%.*s", (int)k->len, k->p);
             }
-            have_key = used_mapping = true;
+            c.args = val;
+            c.arglen = -1;
+            c.argidx = -2;
         }
         bool left = false, zero = false, alt = false;
         char sign = 0;
@@ -1655,9 +1675,8 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
         }
         int64_t width = -1, prec = -1;
         if (p < e && *p == '*') {
-            if (ai >= an) jr_fail(r, "not enough arguments for format string");
-            jv w = av[ai++];
-            if (w.t != JV_INT) jr_fail(r, "* wants int");
+            jv w = pct_next(r, &c);
+            if (w.t != JV_INT && w.t != JV_BOOL) jr_fail(r, "* wants int");
             width = w.u.i;
             if (width < 0) { left = true; width = -width; }
             p++;
@@ -1671,9 +1690,8 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
             p++;
             prec = 0;
             if (p < e && *p == '*') {
-                if (ai >= an) jr_fail(r, "not enough arguments for format string");
-                jv w = av[ai++];
-                if (w.t != JV_INT) jr_fail(r, "* wants int");
+                jv w = pct_next(r, &c);
+                if (w.t != JV_INT && w.t != JV_BOOL) jr_fail(r, "* wants int");
                 prec = w.u.i < 0 ? 0 : w.u.i;
                 p++;
             } else {
@@ -1683,34 +1701,28 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
                 }
             }
         }
-        while (p < e && (*p == 'h' || *p == 'l' || *p == 'L')) p++;
+        if (p < e && (*p == 'h' || *p == 'l' || *p == 'L')) p++; /* one length modifier is ignored */
         if (p >= e) jr_fail(r, "incomplete format");
         char conv = *p++;
         if (conv == '%') { jbuf_putc(r, jr_out(r), '%'); continue; }
-        if (!have_key) {
-            if (mapping) arg = args;
-            else {
-                if (ai >= an) jr_fail(r, "not enough arguments for format string");
-                arg = av[ai++];
-            }
-        }
+        jv arg = pct_next(r, &c);
         struct jbuf *b = jr_out(r);
         switch (conv) {
         case 's': case 'r': case 'a': {
-            struct jstr *s;
+            struct jstr *sv;
             if (conv == 's') {
-                jv sv = arg;
-                if (markup && !(sv.t == JV_STR && (sv.f & JVF_MARKUP))) sv = markup_escape(r, sv);
-                s = jv_to_jstr(r, sv);
+                jv x = arg;
+                if (markup && !(x.t == JV_STR && (x.f & JVF_MARKUP))) x = markup_escape(r, x);
+                sv = jv_to_jstr(r, x);
             } else {
                 jr_push_buf(r);
                 jv_write_repr(r, jr_out(r), arg, 0);
-                s = jr_pop_buf(r);
-                if (markup) s = markup_escape(r, jv_from_str(s, false)).u.s;
+                sv = jr_pop_buf(r);
+                if (markup) sv = markup_escape(r, jv_from_str(sv, false)).u.s;
             }
-            size_t len = s->len, nch = s->nchars;
-            if (prec >= 0 && (size_t)prec < nch) { len = jutf8_offset(s, (size_t)prec); nch = (size_t)prec; }
-            pad_out(r, b, s->p, len, nch, width, left, ' ');
+            size_t len = sv->len, nch = sv->nchars;
+            if (prec >= 0 && (size_t)prec < nch) { len = jutf8_offset(sv, (size_t)prec); nch = (size_t)prec; }
+            pad_out(r, b, sv->p, len, nch, width, left, ' ');
             break;
         }
         case 'd': case 'i': case 'u': {
@@ -1719,26 +1731,25 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
                 if (fabs(arg.u.d) >= 9.2e18) jr_fail(r, "integer overflow");
                 arg = jv_int((int64_t)arg.u.d);
             }
-            if (arg.t == JV_UNDEF) jr_fail_undefined(r, arg);
+            if (arg.t == JV_UNDEF) jr_fail_undefined(r, arg); /* Undefined.__int__ */
             if (arg.t != JV_INT && arg.t != JV_BOOL) jr_fail(r, "%%%c format: a real number is required, not %s", conv, jv_type_name(arg));
             fmt_int(r, b, arg.u.i, 'd', false, zero, left, sign, width, prec);
             break;
         }
         case 'x': case 'X': case 'o':
-            if (arg.t == JV_UNDEF) jr_fail_undefined(r, arg);
             if (arg.t != JV_INT && arg.t != JV_BOOL) jr_fail(r, "%%%c format: an integer is required, not %s", conv, jv_type_name(arg));
             fmt_int(r, b, arg.u.i, conv, alt, zero, left, sign, width, prec);
             break;
         case 'e': case 'E': case 'f': case 'F': case 'g': case 'G':
-            fmt_float(r, b, to_float_arg(r, arg, conv), conv, alt, zero, left, sign, width, prec);
+            if (arg.t == JV_UNDEF) jr_fail_undefined(r, arg); /* Undefined.__float__ */
+            if (!jv_is_num(arg)) jr_fail(r, "must be real number, not %s", jv_type_name(arg));
+            fmt_float(r, b, num_f(arg), conv, alt, zero, left, sign, width, prec);
             break;
         case 'c': {
             char t[4];
-            size_t n;
             if (arg.t == JV_INT || arg.t == JV_BOOL) {
                 if (arg.u.i < 0 || arg.u.i > 0x10ffff) jr_fail(r, "%%c arg not in range(0x110000)");
-                n = jutf8_encode((uint32_t)arg.u.i, t);
-                pad_out(r, b, t, n, 1, width, left, ' ');
+                pad_out(r, b, t, jutf8_encode((uint32_t)arg.u.i, t), 1, width, left, ' ');
             } else if (arg.t == JV_STR && arg.u.s->nchars == 1) {
                 pad_out(r, b, arg.u.s->p, arg.u.s->len, 1, width, left, ' ');
             } else {
@@ -1747,12 +1758,13 @@ jv jpy_percent_format(struct jrender *r, jv fmtv, jv args) {
             break;
         }
         default:
-            jr_fail(r, "unsupported format character '%c' (0x%x) at index %zu", conv, (unsigned char)conv,
-                    (size_t)(p - 1 - fmt->p));
+            if ((unsigned char)conv >= 0x20 && (unsigned char)conv < 0x7f)
+                jr_fail(r, "unsupported format character '%c' (0x%x) at index %zu", conv, (unsigned char)conv,
+                        (size_t)(p - 1 - fmt->p));
+            jr_fail(r, "unsupported format character (0x%x) at index %zu", (unsigned char)conv, (size_t)(p - 1 - fmt->p));
         }
     }
-    if (!mapping && ai < an) jr_fail(r, "not all arguments converted during string formatting");
-    (void)used_mapping;
+    if (c.argidx < c.arglen && !c.has_dict) jr_fail(r, "not all arguments converted during string formatting");
     return jv_from_str(jr_pop_buf(r), markup);
 }
 
@@ -1813,7 +1825,10 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
     parse_spec(r, spec, slen, &sp);
     if (v.t == JV_STR) {
         if (sp.type && sp.type != 's') jr_fail(r, "Unknown format code '%c' for object of type 'str'", sp.type);
+        if (sp.sign == ' ') jr_fail(r, "Space not allowed in string format specifier");
         if (sp.sign) jr_fail(r, "Sign not allowed in string format specifier");
+        if (sp.alt) jr_fail(r, "Alternate form (#) not allowed in string format specifier");
+        if (sp.align == '=') jr_fail(r, "'=' alignment not allowed in string format specifier");
         struct jstr *s = v.u.s;
         size_t len = s->len, nch = s->nchars;
         if (sp.prec >= 0 && (size_t)sp.prec < nch) { len = jutf8_offset(s, (size_t)sp.prec); nch = (size_t)sp.prec; }
@@ -1902,7 +1917,69 @@ static void format_value(struct jrender *r, struct jbuf *b, jv v, const char *sp
     jr_fail(r, "unsupported format string passed to %s.__format__", jv_type_name(v));
 }
 
-jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw) {
+static jv format_arg(struct jrender *r, const char *fs, const char *fe, const jv *args, size_t nargs,
+                     const struct jdict *kw, const jv *mapobj, size_t *auto_idx, int *mode) {
+    /* first part: up to '.' or '[' */
+    const char *q = fs;
+    while (q < fe && *q != '.' && *q != '[') q++;
+    jv v;
+    bool digits = q > fs;
+    size_t idx = 0;
+    for (const char *t = fs; t < q && digits; t++) {
+        if (*t < '0' || *t > '9') digits = false;
+        else if ((idx = idx * 10 + (size_t)(*t - '0')) > 100000000) jr_fail(r, "Too many decimal digits in format string");
+    }
+    if (q == fs) {
+        if (*mode == 2) jr_fail(r, "cannot switch from manual field specification to automatic field numbering");
+        *mode = 1;
+        if (*auto_idx >= nargs) jr_fail(r, "tuple index out of range");
+        v = args[(*auto_idx)++];
+    } else if (digits) {
+        if (*mode == 1) jr_fail(r, "cannot switch from automatic field numbering to manual field specification");
+        *mode = 2;
+        if (idx >= nargs) jr_fail(r, "tuple index out of range");
+        v = args[idx];
+    } else {
+        if (mapobj) { /* format_map(obj): obj[name] */
+            if (mapobj->t == JV_UNDEF) jr_fail_undefined(r, *mapobj);
+            jr_fail(r, "'%s' object is not subscriptable", jv_type_name(*mapobj));
+        }
+        if (!kw || !jdict_get_str(kw, fs, (size_t)(q - fs), &v)) {
+            jr_push_buf(r);
+            jpy_str_repr(r, jr_out(r), fs, (size_t)(q - fs));
+            struct jstr *k = jr_pop_buf(r);
+            jr_fail(r, "%.*s", (int)k->len, k->p);
+        }
+    }
+    while (q < fe) {
+        if (*q == '.') {
+            const char *a = ++q;
+            while (q < fe && *q != '.' && *q != '[') q++;
+            if (q == a) jr_fail(r, "Empty attribute in format string");
+            v = jv_getattr(r, v, a, (size_t)(q - a));
+        } else if (*q == '[') {
+            const char *a = ++q;
+            while (q < fe && *q != ']') q++;
+            if (q >= fe) jr_fail(r, "Missing ']' in format string");
+            if (q == a) jr_fail(r, "Empty attribute in format string");
+            bool dig = true;
+            int64_t ki = 0;
+            for (const char *t = a; t < q && dig; t++) {
+                if (*t < '0' || *t > '9' || ki > 100000000000LL) dig = false;
+                else ki = ki * 10 + (*t - '0');
+            }
+            v = jv_getitem(r, v, dig ? jv_int(ki) : jv_str(r, a, (size_t)(q - a)));
+            q++;
+            if (q < fe && *q != '.' && *q != '[') jr_fail(r, "Only '.' or '[' may follow ']' in format field specifier");
+        } else {
+            jr_fail(r, "Only '.' or '[' may follow ']' in format field specifier");
+        }
+    }
+    return v;
+}
+
+jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t nargs, const struct jdict *kw,
+                  const jv *mapobj) {
     jr_push_buf(r);
     const char *p = fmt->p, *e = fmt->p + fmt->len;
     size_t auto_idx = 0;
@@ -1915,68 +1992,43 @@ jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t na
         }
         if (c != '{') { jbuf_putc(r, jr_out(r), c); p++; continue; }
         if (p + 1 < e && p[1] == '{') { jbuf_putc(r, jr_out(r), '{'); p += 2; continue; }
+        if (p + 1 >= e) jr_fail(r, "Single '{' encountered in format string");
         p++;
+        /* CPython's MarkupIterator: the field name runs to '}', ':' or '!' ('{' is
+         * an error, '[' skips to ']'); a format spec counts nested braces */
         const char *fs = p;
-        int depth = 1;
         while (p < e) {
-            if (*p == '{') depth++;
-            else if (*p == '}' && --depth == 0) break;
+            if (*p == '{') jr_fail(r, "unexpected '{' in field name");
+            if (*p == '[') {
+                while (p < e && *p != ']') p++;
+                continue;
+            }
+            if (*p == '}' || *p == ':' || *p == '!') break;
             p++;
         }
         if (p >= e) jr_fail(r, "expected '}' before end of string");
-        const char *fe = p++;
-        /* field_name[!conv][:spec] */
-        const char *q = fs;
-        while (q < fe && *q != '!' && *q != ':' && *q != '.' && *q != '[') q++;
-        jv v;
-        if (q == fs) {
-            if (mode == 2) jr_fail(r, "cannot switch from manual field specification to automatic field numbering");
-            mode = 1;
-            if (auto_idx >= nargs) jr_fail(r, "tuple index out of range");
-            v = args[auto_idx++];
-        } else if (*fs >= '0' && *fs <= '9') {
-            if (mode == 1) jr_fail(r, "cannot switch from automatic field numbering to manual field specification");
-            mode = 2;
-            size_t idx = 0;
-            for (const char *t = fs; t < q; t++) {
-                if (*t < '0' || *t > '9') jr_fail(r, "invalid format field");
-                idx = idx * 10 + (size_t)(*t - '0');
-                if (idx > 1000000) jr_fail(r, "Too many decimal digits in format string");
-            }
-            if (idx >= nargs) jr_fail(r, "tuple index out of range");
-            v = args[idx];
-        } else {
-            if (!kw || !jdict_get_str(kw, fs, (size_t)(q - fs), &v)) jr_fail(r, "'%.*s'", (int)(q - fs), fs);
-        }
-        while (q < fe && (*q == '.' || *q == '[')) {
-            if (*q == '.') {
-                const char *a = ++q;
-                while (q < fe && *q != '.' && *q != '[' && *q != '!' && *q != ':') q++;
-                if (q == a) jr_fail(r, "Empty attribute in format string");
-                v = jv_getattr(r, v, a, (size_t)(q - a));
-            } else {
-                const char *a = ++q;
-                while (q < fe && *q != ']') q++;
-                if (q >= fe) jr_fail(r, "Missing ']' in format string");
-                bool digits = q > a;
-                int64_t idx = 0;
-                for (const char *t = a; t < q && digits; t++) {
-                    if (*t < '0' || *t > '9') digits = false;
-                    else idx = idx * 10 + (*t - '0');
-                    if (idx > 1000000000) digits = false;
-                }
-                v = jv_getitem(r, v, digits ? jv_int(idx) : jv_str(r, a, (size_t)(q - a)));
-                q++;
-            }
-        }
+        const char *name_end = p;
         char conv = 0;
-        if (q < fe && *q == '!') {
-            if (q + 1 >= fe) jr_fail(r, "end of string while looking for conversion specifier");
-            conv = q[1];
-            q += 2;
-            if (q < fe && *q != ':') jr_fail(r, "expected ':' after conversion specifier");
+        if (*p == '!') {
+            if (++p >= e) jr_fail(r, "end of string while looking for conversion specifier");
+            conv = *p++;
+            if (p >= e) jr_fail(r, "expected '}' before end of string");
+            if (*p != ':' && *p != '}') jr_fail(r, "expected ':' after conversion specifier");
         }
-        const char *spec = q < fe && *q == ':' ? q + 1 : fe;
+        const char *spec = p, *fend = p;
+        if (*p == ':') {
+            spec = ++p;
+            int depth = 1;
+            while (p < e) {
+                if (*p == '{') depth++;
+                else if (*p == '}' && --depth == 0) break;
+                p++;
+            }
+            if (p >= e) jr_fail(r, "expected '}' before end of string");
+            fend = p;
+        }
+        p++; /* the closing '}' */
+        jv v = format_arg(r, fs, name_end, args, nargs, kw, mapobj, &auto_idx, &mode);
         if (conv == 'r' || conv == 'a') {
             jr_push_buf(r);
             jv_write_repr(r, jr_out(r), v, 0);
@@ -1984,15 +2036,15 @@ jv jpy_str_format(struct jrender *r, struct jstr *fmt, const jv *args, size_t na
         } else if (conv == 's') {
             v = jv_to_str(r, v);
         } else if (conv) {
-            jr_fail(r, "Unknown conversion specifier %c", conv);
+            if ((unsigned char)conv >= 0x20 && (unsigned char)conv < 0x7f) jr_fail(r, "Unknown conversion specifier %c", conv);
+            jr_fail(r, "Unknown conversion specifier \\x%x", (unsigned char)conv);
         }
-        if (memchr(spec, '{', (size_t)(fe - spec))) {
-            /* nested replacement fields in the spec */
-            struct jstr *inner = jstr_wrap(r, spec, (size_t)(fe - spec));
-            struct jstr *sp = jpy_str_format(r, inner, args, nargs, kw).u.s;
+        if (memchr(spec, '{', (size_t)(fend - spec))) { /* nested replacement fields in the spec */
+            struct jstr *inner = jstr_wrap(r, spec, (size_t)(fend - spec));
+            struct jstr *sp = jpy_str_format(r, inner, args, nargs, kw, mapobj).u.s;
             format_value(r, jr_out(r), v, sp->p, sp->len);
         } else {
-            format_value(r, jr_out(r), v, spec, (size_t)(fe - spec));
+            format_value(r, jr_out(r), v, spec, (size_t)(fend - spec));
         }
     }
     return jv_from_str(jr_pop_buf(r), false);
