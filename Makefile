@@ -132,3 +132,45 @@ fuzz-template:
 	clang -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude -Isrc \
 	    -o build-fuzz/fuzz_chat_template tests/fuzz/fuzz_chat_template.c \
 	    $(filter src/text/jinja_%.c src/text/chat_template.c src/util/util.c,$(SRC_LIB)) $(LDLIBS)
+
+# ---- make run / install / examples ------------------------------------------
+#   make run                  install missing packages (tools/deps.sh), build, serve
+#                             models/demo on 127.0.0.1:8000 (HOST=, PORT=, MODEL= override)
+#   make install PREFIX=DIR   bin/vllmc, lib/libvllmc.a, include/vllmc.h,
+#                             lib/pkgconfig/vllmc.pc, share/vllmc/models/demo (DESTDIR ok)
+#   make examples             $(BUILD)/examples/* from examples/*.c
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+MODEL   ?= models/demo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+VLLMC_VERSION := $(shell sed -n 's/^\#define VLLMC_VERSION "\(.*\)"/\1/p' include/vllmc.h)
+EXAMPLE_BIN := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+
+.PHONY: run install uninstall examples
+run:
+	@bash tools/deps.sh
+	@$(MAKE) --no-print-directory -j2 $(BUILD)/vllmc
+	@bash tools/demo/run.sh $(BUILD)/vllmc $(MODEL) $(HOST) $(PORT)
+
+install: $(BUILD)/vllmc $(BUILD)/libvllmc.a
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \
+	    $(DESTDIR)$(PREFIX)/share/vllmc/models/demo
+	install -m 755 $(BUILD)/vllmc $(DESTDIR)$(PREFIX)/bin/vllmc
+	install -m 644 $(BUILD)/libvllmc.a $(DESTDIR)$(PREFIX)/lib/libvllmc.a
+	install -m 644 include/vllmc.h $(DESTDIR)$(PREFIX)/include/vllmc.h
+	install -m 644 $(wildcard models/demo/*) $(DESTDIR)$(PREFIX)/share/vllmc/models/demo/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	    'Name: vllmc' 'Description: vllm.c LLM serving engine (CPU)' 'Version: $(VLLMC_VERSION)' \
+	    'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lvllmc' 'Libs.private: $(LDLIBS)' \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/vllmc.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/vllmc $(DESTDIR)$(PREFIX)/lib/libvllmc.a $(DESTDIR)$(PREFIX)/include/vllmc.h \
+	    $(DESTDIR)$(PREFIX)/lib/pkgconfig/vllmc.pc
+	rm -rf $(DESTDIR)$(PREFIX)/share/vllmc
+
+examples: $(EXAMPLE_BIN)
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libvllmc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libvllmc.a $(LDLIBS)

@@ -49,5 +49,11 @@ vllmc_engine *open_engine_logged(const struct vllmc_engine_params *p);
 
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+/* The bundled demo model's directory (src/cli/paths.c): $VLLMC_DEMO_MODEL,
+ * else BINDIR/../models/demo (a checkout's build directory), else
+ * BINDIR/../share/vllmc/models/demo (make install). 0, or -1 with err set. */
+int default_model_dir(char *buf, size_t len, char *err, size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
             "\n"
             "commands:\n"
             "  serve MODEL                  OpenAI-compatible HTTP server (vLLM's API)\n"
+            "  chat [MODEL]                 interactive chat in the terminal (default: the demo model)\n"
             "  generate MODEL               offline generation: one prompt, or a JSONL file of them\n"
             "  bench throughput MODEL       offline throughput with random prompts\n"
             "  bench latency MODEL          latency of one batch\n"
@@ -183,6 +184,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) { printf("vllmc %s\n", VLLMC_VERSION); return 0; }
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) {
         if (argc >= 3 && !strcmp(argv[2], "serve")) return vllmc_bench_serve_main(argc - 2, argv + 2);
         return cmd_bench(argc - 2, argv + 2);
