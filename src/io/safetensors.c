@@ -11,6 +11,10 @@
  * arbitrary), so st_tensor.data may be unaligned: consumers read it with
  * memcpy or convert it into their own buffers, never by casting to float *.
  *
+ * st_prefault reads the mappings once, in order, before the model runs, and
+ * reports progress through a process-wide callback (st_set_progress; by
+ * default a bar or periodic lines on stderr for checkpoints >= 256 MiB).
+ *
  * Every byte of the header is untrusted; all checks happen before a tensor is
  * visible through st_find. Does not: convert dtypes, interpret tensor names,
  * verify the data bytes themselves. */
@@ -25,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ST_MAX_HEADER (100u << 20) /* real headers are < 1 MB; bigger is garbage */
@@ -283,6 +288,84 @@ static int st_load_file(struct st_set *s, const char *path, char *err, size_t er
     if (map == MAP_FAILED) return errf(err, errlen, "%s: mmap: %s", path, strerror(e));
     size_t fi = st_add_file(s, path, map, len);
     return st_parse_into(s, fi, map, len, err, errlen);
+}
+
+/* ---- prefault with progress ------------------------------------------------ */
+
+#define ST_PREFAULT_WINDOW ((size_t)64 << 20)
+#define ST_PROGRESS_MIN ((size_t)256 << 20)
+
+static double st_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* stderr: a bar on a terminal, else a line every 5 s; silent under 256 MiB */
+static void st_progress_default(void *arg, size_t done, size_t total) {
+    static double t0, t_last;
+    static int tty, last_pct;
+    (void)arg;
+    if (total < ST_PROGRESS_MIN) return;
+    double now = st_now();
+    double gb = 1e-9 * (double)total;
+    if (done == 0) {
+        t0 = t_last = now;
+        tty = isatty(2);
+        last_pct = -1;
+        if (!tty) fprintf(stderr, "vllmc: loading weights: %.2f GB\n", gb);
+        return;
+    }
+    int pct = (int)(100.0 * (double)done / (double)total);
+    if (tty) {
+        if (pct == last_pct && done < total) return;
+        last_pct = pct;
+        int fill = pct * 30 / 100;
+        fprintf(stderr, "\rvllmc: loading weights [%.*s%*s] %3d%% %.2f/%.2f GB", fill,
+                "##############################", 30 - fill, "", pct, 1e-9 * (double)done, gb);
+        if (done >= total) fprintf(stderr, " in %.1f s\n", now - t0);
+    } else if (done >= total) {
+        fprintf(stderr, "vllmc: loaded weights: %.2f GB in %.1f s\n", gb, now - t0);
+    } else if (now - t_last >= 5.0) {
+        t_last = now;
+        fprintf(stderr, "vllmc: loading weights: %d%% (%.2f of %.2f GB)\n", pct, 1e-9 * (double)done, gb);
+    }
+}
+
+static st_progress_fn st_progress_cb = st_progress_default;
+static void *st_progress_arg;
+
+void st_set_progress(st_progress_fn cb, void *arg) {
+    st_progress_cb = cb;
+    st_progress_arg = arg;
+}
+
+void st_prefault(const struct st_set *s) {
+    if (!s) return;
+    size_t total = 0, done = 0;
+    for (size_t i = 0; i < s->nfiles; i++)
+        if (s->files[i].map) total += s->files[i].maplen;
+    st_progress_fn cb = st_progress_cb;
+    void *arg = st_progress_arg;
+    if (cb) cb(arg, 0, total);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (page == 0 || page > ST_PREFAULT_WINDOW) page = 4096;
+    for (size_t i = 0; i < s->nfiles; i++) {
+        const uint8_t *p = s->files[i].map;
+        size_t len = s->files[i].maplen;
+        if (!p) continue;
+        madvise((void *)p, MIN(len, ST_PREFAULT_WINDOW), MADV_WILLNEED);
+        for (size_t off = 0; off < len; off += ST_PREFAULT_WINDOW) {
+            size_t n = MIN(ST_PREFAULT_WINDOW, len - off);
+            if (off + n < len) /* read-ahead of the next window while this one is touched */
+                madvise((void *)(p + off + n), MIN(ST_PREFAULT_WINDOW, len - off - n), MADV_WILLNEED);
+            unsigned sink = 0;
+            for (size_t q = 0; q < n; q += page) sink += ((const volatile uint8_t *)p)[off + q];
+            (void)sink;
+            done += n;
+            if (cb) cb(arg, done, total);
+        }
+    }
 }
 
 int st_open_file(struct st_set **out, const char *path, char *err, size_t errlen) {

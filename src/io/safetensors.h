@@ -55,6 +55,18 @@ size_t st_total_bytes(const struct st_set *s);
 int st_parse_buffer(struct st_set **out, const uint8_t *buf, size_t len, const char *fname, char *err,
                     size_t errlen);
 
+/* Load progress: done of total bytes of the mapped files read so far. */
+typedef void (*st_progress_fn)(void *arg, size_t done, size_t total);
+/* The process-wide reporter st_prefault calls (cb NULL: silent). The default
+ * writes to stderr for checkpoints of 256 MiB or more: a bar on a terminal,
+ * otherwise a line every 5 s and one at the end. Set it before loading. */
+void st_set_progress(st_progress_fn cb, void *arg);
+/* Read every mapped file once, in order: madvise(MADV_WILLNEED) one 64 MiB
+ * window ahead, then one load per page of the current window, reporting
+ * progress after each (and once with done 0 first). Afterwards the weights
+ * are in the page cache, so the first request does not stall on faults. */
+void st_prefault(const struct st_set *s);
+
 /* Writing (used by tests and the benchmark to make checkpoints locally). */
 struct st_write_tensor {
     const char *name;

@@ -272,6 +272,7 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
         return -1;
     }
     int rc = st_open_dir(&m->st, dir, err, errlen);
+    if (!rc) st_prefault(m->st); /* weights resident before the first request; progress on stderr */
     if (!rc) rc = bind_all(m, &qc, err, errlen);
     quant_cfg_free(&qc);
     if (rc) {

@@ -3,7 +3,8 @@
  * log-probabilities on the MLX 8-bit checkpoint; our tokenizer and chat
  * template give the reference prompt ids and text; `vllmc chat` driven
  * through a pipe (replies, history, /reset, Ctrl-C); the default model path;
- * `make install` + pkg-config + examples/embed.c.
+ * `make install` + pkg-config + examples/embed.c; the load progress
+ * (st_prefault) that large checkpoints show.
  *
  * Every expected id, log-probability and prompt text comes from
  * models/demo/reference.json, written by transformers (and tokenizers) in
@@ -17,6 +18,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "io/safetensors.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 #include "vllmc.h"
@@ -482,6 +484,91 @@ TEST(install_pkg_config_and_embed_example) {
     }
     CHECK(k == check);
     json_decref(r);
+}
+
+/* ---- load progress (st_prefault) ------------------------------------------ */
+
+struct prog { size_t calls, last_done, total; int monotonic, first_zero; };
+static void prog_cb(void *arg, size_t done, size_t total) {
+    struct prog *p = arg;
+    if (p->calls == 0) p->first_zero = done == 0;
+    if (done < p->last_done || done > total) p->monotonic = 0;
+    p->last_done = done;
+    p->total = total;
+    p->calls++;
+}
+
+/* Two shards: progress starts at 0, never goes back, and ends at the sum of
+ * the file sizes; the mapped data reads back unchanged afterwards. */
+TEST(prefault_reports_progress_over_all_shards) {
+    const char *dir = test_mkdtemp();
+    static float a[300000], b[70000];
+    for (size_t i = 0; i < sizeof a / sizeof *a; i++) a[i] = (float)i;
+    for (size_t i = 0; i < sizeof b / sizeof *b; i++) b[i] = -(float)i;
+    char pa[256], pb[256], err[512];
+    snprintf(pa, sizeof pa, "%s/model-00001-of-00002.safetensors", dir);
+    snprintf(pb, sizeof pb, "%s/model-00002-of-00002.safetensors", dir);
+    struct st_write_tensor ta = { .name = "a", .dtype = DT_F32, .ndim = 1, .shape = { 300000 }, .data = a };
+    struct st_write_tensor tb = { .name = "b", .dtype = DT_F32, .ndim = 1, .shape = { 70000 }, .data = b };
+    REQUIRE(st_write_file(pa, &ta, 1, err, sizeof err) == 0);
+    REQUIRE(st_write_file(pb, &tb, 1, err, sizeof err) == 0);
+    struct stat sa, sb;
+    REQUIRE(stat(pa, &sa) == 0 && stat(pb, &sb) == 0);
+    struct st_set *s;
+    REQUIRE(st_open_dir(&s, dir, err, sizeof err) == 0);
+    struct prog pr = { .monotonic = 1 };
+    st_set_progress(prog_cb, &pr);
+    st_prefault(s);
+    CHECK(pr.first_zero && pr.monotonic && pr.calls >= 3);
+    CHECK(pr.total == (size_t)(sa.st_size + sb.st_size) && pr.last_done == pr.total);
+    const struct st_tensor *t = st_find(s, "b");
+    REQUIRE(t);
+    float v;
+    memcpy(&v, (const char *)t->data + 4 * 69999, 4);
+    CHECK(v == -69999.0f);
+    st_set_progress(NULL, NULL);
+    st_prefault(s); /* silent, no crash */
+    st_close(s);
+}
+
+/* The default reporter on a non-terminal: a start line and an end line for a
+ * 256 MiB checkpoint (a sparse file), nothing for a small one. */
+TEST(prefault_default_progress_lines) {
+    const char *dir = test_mkdtemp();
+    char path[256], log[256];
+    snprintf(path, sizeof path, "%s/big.safetensors", dir);
+    snprintf(log, sizeof log, "%s/stderr", dir);
+    const size_t n = (size_t)256 << 20;
+    char hdr[256];
+    int hl = snprintf(hdr, sizeof hdr, "{\"x\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}}", n, n);
+    while (hl % 8) hdr[hl++] = ' ';
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f);
+    uint64_t len = (uint64_t)hl;
+    REQUIRE(fwrite(&len, 8, 1, f) == 1 && fwrite(hdr, 1, (size_t)hl, f) == (size_t)hl);
+    fclose(f);
+    REQUIRE(truncate(path, (off_t)(8 + hl + n)) == 0);
+    fflush(stderr);
+    int saved = dup(2), fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    char err[512];
+    struct st_set *s;
+    int rc = st_open_file(&s, path, err, sizeof err);
+    if (!rc) { st_prefault(s); st_close(s); }
+    /* a small checkpoint stays silent */
+    if (!rc) rc = st_open_dir(&s, "tests/fixtures/qwen3_f32", err, sizeof err);
+    if (!rc) { st_prefault(s); st_close(s); }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(fd);
+    close(saved);
+    REQUIRE(rc == 0);
+    char *out = slurp(log);
+    CHECK(strstr(out, "vllmc: loading weights: 0.27 GB\n") == out);
+    char *end = strstr(out, "vllmc: loaded weights: 0.27 GB in ");
+    CHECK(end != NULL && strchr(end, '\n') && strchr(end, '\n')[1] == 0);
+    free(out);
 }
 
 TEST_MAIN()
