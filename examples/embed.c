@@ -2,7 +2,7 @@
  * vllmc.h: open a model, submit a prompt of token ids, print the generated
  * tokens as they stream in, close.
  *
- *   make examples && build/examples/embed models/demo 264,358,4209 32
+ *   make examples && build/examples/embed models/demo 323,288,3004,268,736,969,10,80,308 12
  *
  * or, against an installed copy (make install PREFIX=...):
  *   cc -o embed examples/embed.c $(pkg-config --cflags --libs --static vllmc)
@@ -50,7 +50,8 @@ int main(int argc, char **argv) {
     struct vllmc_engine_params ep;
     vllmc_engine_params_default(&ep);
     ep.model = argv[1];
-    ep.kv_cache_tokens = n_prompt + max_tokens + 16;
+    ep.max_model_len = n_prompt + max_tokens; /* all this program needs: a small KV cache */
+    ep.kv_cache_tokens = ep.max_model_len;
     vllmc_engine *e;
     char err[1024];
     if (vllmc_engine_open(&e, &ep, err, sizeof err) != VLLMC_OK) {
