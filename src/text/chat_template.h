@@ -11,9 +11,17 @@
  * render one at the same time.
  *
  * Does not: load templates from tokenizer_config.json (the caller passes the
- * source), tokenize, implement template inheritance/include/import (no
- * loader; those tags are compile errors), or autoescape (transformers does
- * not). */
+ * source), tokenize, implement template inheritance/include/import/block or
+ * recursive loops (no loader; compile errors), or autoescape (transformers
+ * does not). Known differences from Python, none seen in real templates:
+ * integers are 64-bit (a larger result is a render error); reprs of
+ * functions/generators carry no address; Jinja evaluates constant output
+ * expressions at compile time, where a bad slice of a literal (`{{ 1[:2] }}`)
+ * becomes undefined instead of an error; case mapping is utf8proc's simple
+ * mapping plus the common special cases (ß, ligatures, final sigma, İ); the
+ * filters filesizeformat, pprint, random, striptags, urlencode, urlize,
+ * wordwrap, xmlattr and the lipsum global are render errors; Markup.format
+ * does not escape its arguments. */
 #ifndef VLLMC_CHAT_TEMPLATE_H
 #define VLLMC_CHAT_TEMPLATE_H
 

@@ -1510,6 +1510,22 @@ bool jtest_call(struct jrender *r, int id, jv value, const jv *args, size_t narg
 
 /* ---- globals ------------------------------------------------------------------------------------------ */
 
+/* The "C" locale, made once and shared (Python formats dates in the C locale
+ * unless a program calls setlocale(LC_TIME)). NULL if newlocale fails. */
+static locale_t c_locale(void) {
+    static locale_t cloc;
+    locale_t l = __atomic_load_n(&cloc, __ATOMIC_ACQUIRE);
+    if (l) return l;
+    l = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    if (!l) return (locale_t)0;
+    locale_t expected = (locale_t)0;
+    if (!__atomic_compare_exchange_n(&cloc, &expected, l, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        freelocale(l);
+        return expected;
+    }
+    return l;
+}
+
 static void strftime_py(struct jrender *r, struct jbuf *b, struct jstr *fmt) {
     struct tm tm;
     int64_t usec = 0;
@@ -1541,21 +1557,14 @@ static void strftime_py(struct jrender *r, struct jbuf *b, struct jstr *fmt) {
     }
     jbuf_putc(r, f, 0);
     struct jstr *pf = jr_pop_buf(r);
-    static locale_t cloc;
-    static int cloc_init;
-    if (!__atomic_load_n(&cloc_init, __ATOMIC_ACQUIRE)) {
-        locale_t l = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-        locale_t expected = (locale_t)0;
-        if (!__atomic_compare_exchange_n(&cloc, &expected, l, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) freelocale(l);
-        __atomic_store_n(&cloc_init, 1, __ATOMIC_RELEASE);
-    }
+    locale_t cloc = c_locale();
     /* time.strftime: a 1024-byte buffer, doubled while strftime returns 0, up
      * to 256 x the format's length */
     size_t fmtlen = pf->len - 1, n = 0;
     for (size_t cap = 1024;; cap *= 2) {
         if (cap > r->ct->lim.max_output * 2) jr_fail(r, "strftime output too large");
         char *out = jr_alloc(r, cap);
-        n = strftime_l(out, cap, pf->p, &tm, cloc);
+        n = cloc ? strftime_l(out, cap, pf->p, &tm, cloc) : strftime(out, cap, pf->p, &tm);
         if (n || cap >= 256 * fmtlen) {
             jbuf_put(r, b, out, n);
             break;

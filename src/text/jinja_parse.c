@@ -1126,6 +1126,9 @@ static struct jnode *parse_subscript(struct parser *p, struct jnode *node) {
     if (args.n == 1) {
         key = args.v[0];
     } else {
+        /* Jinja writes obj[(a:b, c)] for these: invalid Python, a compile error there */
+        for (uint32_t i = 0; i < args.n; i++)
+            if (args.v[i]->kind == N_SLICE) perr(p, args.v[i]->line, args.v[i]->col, "invalid syntax (slice in a tuple subscript)");
         key = mk(p, N_TUPLE, t);
         key->u.items = nv_done(&args);
     }
@@ -1257,6 +1260,10 @@ static struct jnode *parse_assign_target(struct parser *p, bool with_tuple, bool
     struct jnode *target;
     if (name_only) {
         struct token *t = expect(p, T_NAME);
+        /* nodes.Name.can_assign: the constant names cannot be assigned */
+        static const char *const consts[] = { "true", "false", "none", "True", "False", "None" };
+        for (size_t i = 0; i < ARRAY_LEN(consts); i++)
+            if (is_name(t, consts[i])) perr(p, t->line, t->col, "can't assign to 'name'");
         target = mk(p, N_NAME, t);
         target->u.name.id = intern(p, t->p, t->len);
     } else if (with_tuple) {

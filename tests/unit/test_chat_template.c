@@ -360,6 +360,16 @@ TEST(output_may_hold_nul_bytes) {
     chat_template_free(ct);
 }
 
+/* Without chat_template_set_now, strftime_now reads the clock (local time). */
+TEST(strftime_now_reads_the_clock) {
+    char err[256], *out = NULL;
+    CHECK(render_str("{{ strftime_now('%Y') }}|{{ strftime_now('%f')|length }}", NULL, &out, err, sizeof err, NULL) == 0);
+    REQUIRE(out);
+    CHECK(strlen(out) == 6 && out[4] == '|' && out[5] == '6');
+    CHECK(atoi(out) >= 2024);
+    free(out);
+}
+
 /* apply: tools NULL is None, kwargs override specials, the fixed variables win. */
 TEST(apply_variables) {
     const char *src = "{{ tools is none }}|{{ documents is none }}|{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}"

@@ -468,4 +468,7 @@ CASES = [
     ("find_start_undefined", "{{ 'hello'.find('', nothing) }}"),
     ("find_start_none", "{{ 'hello'.find('l', none) }} {{ 'hello'.count('l', none, 4) }} {{ 'hello'.startswith('l', 2, none) }}"),
     ("pct_double_length_modifier", "{{ '%llo' % 3 }}"),
+    ("slice_in_tuple_subscript", "{% set l = [1, 2] %}{{ l[0:1, 1] }}"),
+    ("macro_param_named_true", "{% macro m(true=2) %}{% endmacro %}"),
+    ("macro_named_none", "{% macro None() %}{% endmacro %}"),
 ]
