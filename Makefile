@@ -4,6 +4,7 @@
 #   make SAN=1 test AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/)
 #   make bench      benchmarks (see BENCHMARKS.md)
 #   make CROSS=aarch64-linux-gnu-   cross build for Arm (build-aarch64/)
+#   make CUDA=1     with the CUDA backend (build-cuda/; nvcc, cuBLASLt; CUDA_HOME=/usr/local/cuda)
 # Sources are found by wildcard: a new .c under src/ needs no edit here.
 
 CROSS   ?=
@@ -12,8 +13,11 @@ ifeq ($(origin CC_OVERRIDE),command line)
 CC      := $(CC_OVERRIDE)
 endif
 SAN     ?= 0
+CUDA    ?= 0
 ifneq ($(CROSS),)
 BUILD   ?= build-$(patsubst %-,%,$(firstword $(subst -, ,$(CROSS))))
+else ifeq ($(CUDA),1)
+BUILD   ?= build-cuda
 else ifeq ($(SAN),1)
 BUILD   ?= build-san
 else
@@ -56,9 +60,28 @@ SRC_ALL := $(filter-out %_neon.c,$(SRC_ALL))
 else
 SRC_ALL := $(filter-out %_avx512.c %_avx2.c,$(SRC_ALL))
 endif
+# The CUDA backend (src/backend/cuda/): without CUDA=1 only its stub.c (entry
+# points that say it was not built), so nothing needs CUDA; with CUDA=1 its
+# .c files (gcc, CUDA headers) and .cu files (nvcc: sm_90 machine code plus
+# compute_80 PTX the driver compiles for other GPUs), linked against cudart
+# (static) and cuBLASLt.
+SRC_ALL := $(filter-out src/backend/cuda/%,$(SRC_ALL))
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+ifeq ($(CUDA),1)
+SRC_ALL   += $(filter-out src/backend/cuda/stub.c,$(wildcard src/backend/cuda/*.c))
+CU_SRC    := $(sort $(wildcard src/backend/cuda/*.cu))
+NVCCFLAGS ?= -O3 -g -lineinfo
+NVCCFLAGS += -std=c++17 -Isrc -Iinclude -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-pthread \
+             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lstdc++
+else
+SRC_ALL   += src/backend/cuda/stub.c
+CU_SRC    :=
+endif
 SRC_MAIN := $(filter src/cli/%,$(SRC_ALL))
 SRC_LIB  := $(filter-out $(SRC_MAIN),$(SRC_ALL))
-OBJ_LIB  := $(SRC_LIB:%.c=$(BUILD)/%.o)
+OBJ_LIB  := $(SRC_LIB:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 OBJ_MAIN := $(SRC_MAIN:%.c=$(BUILD)/%.o)
 
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -72,6 +95,7 @@ all: $(BUILD)/vllmc $(BUILD)/libvllmc.a
 
 $(BUILD)/libvllmc.a: $(OBJ_LIB)
 	@mkdir -p $(dir $@)
+	@rm -f $@
 	$(CROSS)ar rcs $@ $^
 
 $(BUILD)/vllmc: $(OBJ_MAIN) $(BUILD)/libvllmc.a
@@ -89,6 +113,10 @@ $(BUILD)/%_neon.o: %_neon.c
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/src/backend/cuda/%.o: CFLAGS += -I$(CUDA_HOME)/include
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libvllmc.a tests/harness.h tests/fixture.h
 	@mkdir -p $(dir $@)
@@ -120,7 +148,7 @@ fuzz-request:
 	    -o build-fuzz/fuzz_request tests/fuzz/fuzz_request.c src/server/protocol.c src/util/util.c $(LDLIBS)
 
 clean:
-	rm -rf build build-san build-aarch64 build-fuzz
+	rm -rf build build-san build-aarch64 build-fuzz build-cuda
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -8,7 +8,7 @@
  * code and write a message into the caller's err buffer. After a failure
  * nothing was allocated and the engine (if any) is unchanged.
  *
- * What it offers: open a model (CPU backend), submit requests (token ids +
+ * What it offers: open a model (CPU or CUDA backend), submit requests (token ids +
  * vLLM's sampling parameters) that run with continuous batching over a
  * paged KV cache with automatic prefix caching, and read each request's
  * streamed output (tokens, text, logprobs, finish) from its own channel. */
@@ -50,6 +50,10 @@ struct vllmc_engine_params {
     const char *prefix_caching_hash_algo; /* NULL/"sha256" or "xxhash" */
     const char *generation_config;/* NULL/"auto": generation_config.json defaults; "vllm": vLLM's */
     uint64_t seed;                /* seeds requests that give no seed */
+    const char *device;           /* NULL/"auto": CUDA when built with it and a GPU is present, else the
+                                   * CPU; "cpu"; "cuda" or "cuda:N" (device ordinal N) */
+    double gpu_memory_utilization;/* CUDA: fraction of the device's memory the engine may use (<= 0: 0.9);
+                                   * the KV cache gets what the weights and the activations leave */
 };
 
 /* Fill p with defaults. */

@@ -7,9 +7,20 @@
  *
  * Conventions (STYLE.md 7): activations are f32, row-major; T tokens in the
  * step, N output features, K input features, H/Hkv heads, D head dim, S
- * sequences, B block size. On the CPU a "buffer" is a host pointer; a device
- * backend interprets the same pointers as device memory it allocated through
- * bk_alloc.
+ * sequences, B block size.
+ *
+ * Memory: every array an op reads or writes (activations, weights' data,
+ * scales and biases, norm weights, the KV pools, token ids, positions, slot
+ * mappings, query starts, context lengths, block tables) lives in the
+ * backend's memory: buffers from bk_alloc, or weights bk_upload'ed into
+ * them. The descriptors themselves (struct bk_weight, bk_kv, bk_attn_batch,
+ * bk_attn_params, bk_rope) and bk_rope.inv_freq are host memory on every
+ * backend. On the CPU (host_mem) the backend's memory is host memory: a
+ * caller may pass any host pointer and read results directly, and the
+ * memory ops are malloc/free/memcpy. A device backend (CUDA) owns device
+ * memory that the host reaches only through bk_upload / bk_download; its
+ * ops are queued in order and run asynchronously, and bk_download waits
+ * for them.
  *
  * Weights are matrices W[N][K] (out x in, as HF stores nn.Linear) in their
  * stored dtype: F32, BF16 or F16, or affine-quantized codes with per-group
@@ -91,6 +102,10 @@ struct bk_attn_batch {
     const int32_t *seq_len;     /* [S] context length after this step */
     const int32_t *block_table; /* [S][max_blocks] */
     int max_blocks;
+    /* Host-side bounds for a device backend's launch sizes (0: unknown, the
+     * backend assumes max_blocks * block_size and the token count): the
+     * largest seq_len[s] and query_start[s+1] - query_start[s]. */
+    int max_seq_len, max_query_len;
 };
 
 struct bk_attn_params {
@@ -148,11 +163,29 @@ struct backend_ops {
      * rows): fn(ctx, ith, nth) once per thread, ith = 0 the caller. */
     void (*host_parallel)(struct backend *bk, void (*fn)(void *ctx, int ith, int nth), void *ctx);
     int (*host_threads)(const struct backend *bk);
+
+    /* ---- memory (see the header comment) ---- */
+    /* A zero-filled buffer of `bytes` in the backend's memory; NULL if it cannot. */
+    void *(*alloc)(struct backend *bk, size_t bytes);
+    void (*free)(struct backend *bk, void *p); /* NULL is fine */
+    /* Host src -> backend dst, in order after the ops queued so far; src may
+     * be reused when it returns. 0, or -1 with a message. */
+    int (*upload)(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+    /* Wait for the queued ops, then backend src -> host dst. Reports a
+     * failure of any queued op: 0, or -1 with a message. */
+    int (*download)(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen);
+    /* Free and total bytes of the backend's own device memory; -1 where it
+     * has none (the CPU: callers size host memory themselves). */
+    int (*mem_info)(struct backend *bk, size_t *free_bytes, size_t *total_bytes);
+    /* 0 if matmul and embed run weights of w's storage format, else -1 with
+     * a message. NULL: every format. */
+    int (*weight_check)(struct backend *bk, const struct bk_weight *w, char *err, size_t errlen);
 };
 
 struct backend {
     const struct backend_ops *ops;
     int n_threads;
+    bool host_mem; /* the backend's memory is host memory (CPU); false: device memory */
 };
 
 /* CPU backend. n_threads <= 0: one per physical core. isa: NULL or "auto" picks
@@ -167,7 +200,31 @@ const char *backend_cpu_isa(const struct backend *bk);
  * "avx512-vnni", "avx2", "neon", "portable"). */
 const char *backend_cpu_quant_isa(const struct backend *bk);
 
+/* CUDA backend (src/backend/cuda/, built with make CUDA=1; without it this
+ * reports that it was not built). device: the CUDA device ordinal. n_threads:
+ * host threads for host_parallel (sampling), <= 0: one per physical core.
+ * VLLMC_CUDA_MATMUL=bf16 rounds activations to bf16 in dense bf16/f16
+ * GEMMs, as bf16 inference usually does; by default they are split into
+ * hi + lo parts (two GEMMs) so results keep f32-like activation precision, as
+ * on the CPU (DESIGN.md 7). */
+int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
+/* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
+int backend_cuda_devices(void);
+
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
+static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }
+static inline void bk_free(struct backend *bk, void *p) { if (p) bk->ops->free(bk, p); }
+static inline int bk_upload(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+    return bk->ops->upload(bk, dst, src, bytes, err, errlen);
+}
+static inline int bk_download(struct backend *bk, void *dst, const void *src, size_t bytes, char *err,
+                              size_t errlen) { return bk->ops->download(bk, dst, src, bytes, err, errlen); }
+static inline int bk_mem_info(struct backend *bk, size_t *free_bytes, size_t *total_bytes) {
+    return bk->ops->mem_info(bk, free_bytes, total_bytes);
+}
+static inline int bk_weight_check(struct backend *bk, const struct bk_weight *w, char *err, size_t errlen) {
+    return bk->ops->weight_check ? bk->ops->weight_check(bk, w, err, errlen) : 0;
+}
 static inline void bk_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
     bk->ops->matmul(bk, y, x, w, T);
 }

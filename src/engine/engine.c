@@ -1,8 +1,9 @@
 /* engine.c — the engine behind include/vllmc.h: open/close, the engine
  * thread, request submission and the per-request output channels.
  *
- * Owns: the backend, the loaded model, the KV memory (one allocation, per
- * layer [num_blocks][B][Hkv][D] for K and for V; block 0 is the null block)
+ * Owns: the backend (CPU or CUDA, params->device), the loaded model, the KV
+ * memory (one bk_alloc in the backend's memory, per layer
+ * [num_blocks][B][Hkv][D] for K and for V; block 0 is the null block)
  * and its block pool (kvcache.c), the thread that runs the steps (sched.c),
  * and every request's state.
  *
@@ -168,6 +169,32 @@ void vllmc_sampling_params_default(const vllmc_engine *e, struct vllmc_sampling_
 
 static void *engine_main(void *arg);
 
+/* params->device: 0 with *cuda and *ordinal set, or -1. */
+static int parse_device(const char *s, bool *cuda, int *ordinal) {
+    *cuda = false;
+    *ordinal = 0;
+    if (!s || !*s || !strcmp(s, "auto")) *cuda = backend_cuda_devices() > 0;
+    else if (!strcmp(s, "cuda")) *cuda = true;
+    else if (!strncmp(s, "cuda:", 5)) {
+        char *end;
+        long v = strtol(s + 5, &end, 10);
+        if (end == s + 5 || *end || v < 0 || v > 1024) return -1;
+        *cuda = true;
+        *ordinal = (int)v;
+    } else if (strcmp(s, "cpu")) return -1;
+    return 0;
+}
+
+/* Device memory one step needs besides weights and KV (the forward's
+ * scratch for max_num_batched_tokens tokens, each a logits row at worst,
+ * and the backend's matmul workspace), plus a margin. */
+static int64_t device_activation_bytes(const struct hparams *hp, int T) {
+    int64_t d = hp->d_model, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_kv_head * hp->head_dim;
+    int64_t F = hp->d_ff, V = hp->n_vocab;
+    int64_t floats = (int64_t)T * (2 * d + 2 * qd + 2 * kvd + 3 * F + d + V);
+    return 4 * floats + 4 * (int64_t)T * MAX(F, MAX(d, qd)) + ((int64_t)512 << 20);
+}
+
 int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, char *err, size_t errlen) {
     *out = NULL;
     if (!p || !p->model) return errf(err, errlen, "no model given"), VLLMC_EINVAL;
@@ -181,12 +208,21 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     if (p->generation_config && strcmp(p->generation_config, "auto") && strcmp(p->generation_config, "vllm"))
         return errf(err, errlen, "generation config '%s': expected auto or vllm", p->generation_config),
                VLLMC_EINVAL;
+    bool cuda;
+    int ordinal;
+    if (parse_device(p->device, &cuda, &ordinal))
+        return errf(err, errlen, "device '%s': expected auto, cpu, cuda or cuda:N", p->device), VLLMC_EINVAL;
+    if (p->gpu_memory_utilization > 1)
+        return errf(err, errlen, "gpu memory utilization %g: expected a fraction in (0, 1]", p->gpu_memory_utilization),
+               VLLMC_EINVAL;
     struct vllmc_engine *e = xcalloc(1, sizeof *e);
     pthread_mutex_init(&e->sub_mu, NULL);
     pthread_cond_init(&e->sub_cv, NULL);
     pthread_mutex_init(&e->stats_mu, NULL);
     if (modeldir_resolve(p->model, e->dir, sizeof e->dir, err, errlen)) goto fail_load;
-    if (backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen)) goto fail_load;
+    if (cuda ? backend_cuda_create(&e->bk, ordinal, p->n_threads, err, errlen)
+             : backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen))
+        goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
     const struct hparams *hp = &e->model->hp;
     if (parse_kv_dtype(p->kv_cache_dtype, model_default_kv_dtype(hp), &e->kv_dtype)) {
@@ -199,10 +235,19 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     e->max_num_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
     e->max_num_batched_tokens = p->max_num_batched_tokens > 0 ? p->max_num_batched_tokens : 2048;
     size_t per_tok = model_kv_bytes_per_token(hp, e->kv_dtype);
-    int64_t blocks;
+    int64_t blocks, budget = p->kv_cache_memory_bytes;
+    size_t dev_free, dev_total;
     if (p->kv_cache_memory_bytes > 0) blocks = p->kv_cache_memory_bytes / (int64_t)(per_tok * (size_t)B);
     else if (p->kv_cache_tokens > 0) blocks = (p->kv_cache_tokens + B - 1) / B;
-    else {
+    else if (!e->bk->host_mem && bk_mem_info(e->bk, &dev_free, &dev_total) == 0) {
+        /* a device (vLLM's --gpu-memory-utilization): the engine may use
+         * util * total; the KV cache gets that less what is in use now
+         * (weights, the context, other processes) and a step's activations */
+        double util = p->gpu_memory_utilization > 0 ? p->gpu_memory_utilization : 0.9;
+        budget = (int64_t)(util * (double)dev_total) - (int64_t)(dev_total - dev_free) -
+                 device_activation_bytes(hp, e->max_num_batched_tokens);
+        blocks = budget > 0 ? budget / (int64_t)(per_tok * (size_t)B) : 0;
+    } else {
         /* default: a quarter of the available memory, at most 4 GiB (vLLM's
          * CPU default KV space), and no more than max_num_seqs full contexts */
         int64_t bytes = mem_available() / 4;
@@ -214,7 +259,7 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     blocks += 1; /* the null block */
     if (blocks < 2) {
         errf(err, errlen, "kv cache of %lld bytes holds no block of %d tokens (%zu bytes each)",
-             (long long)p->kv_cache_memory_bytes, B, per_tok * (size_t)B);
+             (long long)budget, B, per_tok * (size_t)B);
         vllmc_engine_close(e);
         return VLLMC_ENOMEM;
     }
@@ -237,7 +282,7 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     e->num_blocks = (int)blocks;
     size_t layer_bytes = (size_t)blocks * (size_t)B * (size_t)hp->n_kv_head * (size_t)hp->head_dim *
                          dtype_size(e->kv_dtype);
-    e->kv_mem = calloc(2 * (size_t)hp->n_layer, layer_bytes);
+    e->kv_mem = bk_alloc(e->bk, 2 * (size_t)hp->n_layer * layer_bytes);
     if (!e->kv_mem) {
         errf(err, errlen, "cannot allocate %zu bytes of KV cache", 2 * (size_t)hp->n_layer * layer_bytes);
         vllmc_engine_close(e);
@@ -326,10 +371,10 @@ void vllmc_engine_close(vllmc_engine *e) {
     }
     model_free(e->model);
     tokenizer_free(e->tok);
+    if (e->bk) bk_free(e->bk, e->kv_mem);
     bk_destroy(e->bk);
     kv_pool_free(&e->pool);
     free(e->kv.layers);
-    free(e->kv_mem);
     for (int i = 0; i < e->n_scratch; i++) sampler_scratch_free(e->scratch[i]);
     free(e->scratch);
     free(e->items);
@@ -357,7 +402,7 @@ void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info) {
     info->bos_token_id = hp->bos_token_id;
     info->n_eos = hp->n_eos;
     info->eos_token_ids = hp->eos_token_ids;
-    info->cpu_isa = backend_cpu_isa(e->bk);
+    info->cpu_isa = strcmp(e->bk->ops->name, "cpu") ? e->bk->ops->name : backend_cpu_isa(e->bk);
     info->n_threads = e->bk->n_threads;
 }
 

@@ -10,18 +10,59 @@
  *   h = norm(x); q,k,v = h·W (+b); [q/k norm]; [rope]; store k,v; a = attn
  *   o = a·Wo (+b); [post-attn norm]; x += r·o
  *   h = norm(x); f = down(act(gate(h)) * up(h)); [post-ffn norm]; x += r·f
- * Logits only for b->logits_rows: final norm, head, scale, softcap. */
+ * Logits only for b->logits_rows: final norm, head, scale, softcap.
+ *
+ * Memory goes through the backend (backend.h): the scratch is a bk_alloc
+ * buffer. On a device backend (not host_mem) the step's index arrays are
+ * staged on the host and uploaded in one copy, the logits rows are gathered
+ * on the device and the logits come back with one bk_download; on the CPU
+ * the host arrays are used as they are. */
 #include "model/model.h"
 
 #include <stdlib.h>
 
 static float *scratch_get(struct model *m, size_t n) {
     if (n > m->scratch_len) {
-        free(m->scratch);
-        m->scratch = xmalloc(n * sizeof(float));
-        m->scratch_len = n;
+        bk_free(m->bk, m->scratch);
+        m->scratch = bk_alloc(m->bk, n * sizeof(float));
+        m->scratch_len = m->scratch ? n : 0;
     }
     return m->scratch;
+}
+
+/* Device backends: copy the step's index arrays to the device in one upload
+ * and point *ab and the outputs at the copies. */
+static int upload_batch(struct model *m, const struct model_batch *b, struct bk_attn_batch *ab,
+                        const int32_t **tok, const int32_t **pos, const int32_t **slot, const int32_t **rows,
+                        char *err, size_t errlen) {
+    const size_t T = (size_t)b->n_tokens, S = (size_t)ab->n_seqs, R = (size_t)b->n_logits;
+    const size_t tab = S * (size_t)ab->max_blocks;
+    const size_t n = 3 * T + (S + 1) + S + tab + R;
+    if (n > m->idx_len) {
+        free(m->idx_host);
+        bk_free(m->bk, m->idx_dev);
+        m->idx_host = xmalloc(n * sizeof(int32_t));
+        m->idx_dev = bk_alloc(m->bk, n * sizeof(int32_t));
+        m->idx_len = m->idx_dev ? n : 0;
+        if (!m->idx_dev) return errf(err, errlen, "forward: cannot allocate %zu bytes on the device", n * 4);
+    }
+    int32_t *h = m->idx_host, *dv = m->idx_dev;
+    size_t o = 0;
+#define PUT(src, cnt, out)                                           \
+    do {                                                             \
+        if (cnt) memcpy(h + o, (src), (cnt) * sizeof(int32_t));      \
+        (out) = dv + o;                                              \
+        o += (cnt);                                                  \
+    } while (0)
+    PUT(b->tokens, T, *tok);
+    PUT(b->positions, T, *pos);
+    PUT(b->slot_mapping, T, *slot);
+    PUT(b->attn.query_start, S + 1, ab->query_start);
+    PUT(b->attn.seq_len, S, ab->seq_len);
+    PUT(b->attn.block_table, tab, ab->block_table);
+    PUT(b->logits_rows, R, *rows);
+#undef PUT
+    return bk_upload(m->bk, dv, h, o * sizeof(int32_t), err, errlen);
 }
 
 static int batch_check(const struct model *m, const struct model_batch *b, const struct model_kv *kv, char *err,
@@ -58,9 +99,10 @@ static int batch_check(const struct model *m, const struct model_batch *b, const
 }
 
 /* Apply RoPE to q [T][H][D] and k [T][Hkv][D] of one layer. Types whose table
- * depends on the sequence length get one table per sequence. */
-static void apply_rope(struct model *m, const struct model_batch *b, float *q, float *k, bool local,
-                       float *freq_scratch) {
+ * depends on the sequence length get one table per sequence (computed on the
+ * host from b; pos is b->positions in the backend's memory). */
+static void apply_rope(struct model *m, const struct model_batch *b, const int32_t *pos, float *q, float *k,
+                       bool local, float *freq_scratch) {
     const struct hparams *hp = &m->hp;
     const struct rope_cfg *cfg = local ? &hp->rope_local : &hp->rope;
     const int H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
@@ -68,8 +110,8 @@ static void apply_rope(struct model *m, const struct model_batch *b, float *q, f
     if (!rope_depends_on_len(cfg)) {
         r.inv_freq = local ? m->inv_freq_local : m->inv_freq;
         r.attn_factor = local ? m->rope_local_attn_factor : m->rope_attn_factor;
-        bk_rope(m->bk, q, b->positions, b->n_tokens, H, D, &r);
-        bk_rope(m->bk, k, b->positions, b->n_tokens, Hkv, D, &r);
+        bk_rope(m->bk, q, pos, b->n_tokens, H, D, &r);
+        bk_rope(m->bk, k, pos, b->n_tokens, Hkv, D, &r);
         return;
     }
     for (int s = 0; s < b->attn.n_seqs; s++) {
@@ -85,8 +127,8 @@ static void apply_rope(struct model *m, const struct model_batch *b, float *q, f
             rope_inv_freq(cfg, hp->rot_dim, hp->max_pos, L, freq_scratch, &r.attn_factor);
             r.inv_freq = freq_scratch;
         }
-        bk_rope(m->bk, q + (size_t)t0 * H * D, b->positions + t0, n, H, D, &r);
-        bk_rope(m->bk, k + (size_t)t0 * Hkv * D, b->positions + t0, n, Hkv, D, &r);
+        bk_rope(m->bk, q + (size_t)t0 * H * D, pos + t0, n, H, D, &r);
+        bk_rope(m->bk, k + (size_t)t0 * Hkv * D, pos + t0, n, Hkv, D, &r);
     }
 }
 
@@ -98,10 +140,11 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
     const int T = b->n_tokens, d = hp->d_model, H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
     const int F = hp->d_ff, qd = H * D, kvd = Hkv * D, R = b->n_logits;
 
-    /* scratch layout */
+    /* scratch layout (+ the logits on a device backend) */
     size_t need = (size_t)T * (2 * (size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + 3 * (size_t)F) +
-                  (size_t)R * d + (size_t)hp->rot_dim;
+                  (size_t)R * d + (bk->host_mem ? 0 : (size_t)R * hp->n_vocab);
     float *x = scratch_get(m, need);
+    if (!x) return errf(err, errlen, "forward: cannot allocate %zu bytes of scratch", need * sizeof(float));
     float *h = x + (size_t)T * d;
     float *q = h + (size_t)T * d;
     float *att = q + (size_t)T * qd;
@@ -111,10 +154,20 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
     float *u = g + (size_t)T * F;
     float *a = u + (size_t)T * F;
     float *xr = a + (size_t)T * F;
-    float *freq = xr + (size_t)R * d;
+    float *dlogits = xr + (size_t)R * d; /* device backends only */
+    float *freq = m->freq_host;          /* host memory: bk_rope reads inv_freq on the host */
     float *o = h; /* attention/ffn outputs reuse h once it is consumed */
 
-    bk_embed(bk, x, &m->tok_emb, b->tokens, T, hp->emb_scale);
+    /* the batch as the ops see it: the host arrays on the CPU, copies on a device */
+    struct bk_attn_batch ab = b->attn;
+    for (int s = 0; s < ab.n_seqs; s++) {
+        ab.max_seq_len = MAX(ab.max_seq_len, ab.seq_len[s]);
+        ab.max_query_len = MAX(ab.max_query_len, ab.query_start[s + 1] - ab.query_start[s]);
+    }
+    const int32_t *tokens = b->tokens, *positions = b->positions, *slots = b->slot_mapping, *rows = b->logits_rows;
+    if (!bk->host_mem && upload_batch(m, b, &ab, &tokens, &positions, &slots, &rows, err, errlen)) return -1;
+
+    bk_embed(bk, x, &m->tok_emb, tokens, T, hp->emb_scale);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const struct layer_weights *L = &m->layers[il];
@@ -129,14 +182,14 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
         if (L->bv) bk_add_bias(bk, v, L->bv, T, kvd);
         if (L->q_norm) bk_rmsnorm(bk, q, q, L->q_norm, T * H, D, hp->norm_eps);
         if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
-        if (hp->layer_rope[il]) apply_rope(m, b, q, k, sliding && hp->has_rope_local, freq);
+        if (hp->layer_rope[il]) apply_rope(m, b, positions, q, k, sliding && hp->has_rope_local, freq);
 
-        bk_kv_store(bk, &kv->layers[il], k, v, b->slot_mapping, T);
+        bk_kv_store(bk, &kv->layers[il], k, v, slots, T);
         struct bk_attn_params ap = {
             .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
             .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
         };
-        bk_attention(bk, att, q, &kv->layers[il], &b->attn, &ap);
+        bk_attention(bk, att, q, &kv->layers[il], &ab, &ap);
 
         bk_matmul(bk, o, att, &L->wo, T);
         if (L->bo) bk_add_bias(bk, o, L->bo, T, d);
@@ -156,10 +209,19 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
     }
 
     if (R == 0) return 0;
-    for (int i = 0; i < R; i++) memcpy(xr + (size_t)i * d, x + (size_t)b->logits_rows[i] * d, (size_t)d * sizeof(float));
+    float *lg = logits;
+    if (bk->host_mem) {
+        for (int i = 0; i < R; i++) memcpy(xr + (size_t)i * d, x + (size_t)b->logits_rows[i] * d, (size_t)d * sizeof(float));
+    } else { /* gather the rows on the device: an embedding lookup in x viewed as an f32 table */
+        struct bk_weight xt = { .dtype = DT_F32, .rows = T, .cols = d, .data = x };
+        bk_embed(bk, xr, &xt, rows, R, 1.0f);
+        lg = dlogits;
+    }
     bk_rmsnorm(bk, xr, xr, m->final_norm, R, d, hp->norm_eps);
-    bk_matmul(bk, logits, xr, &m->lm_head, R);
-    if (hp->logit_scale != 1.0f) bk_scale(bk, logits, (size_t)R * hp->n_vocab, hp->logit_scale);
-    if (hp->final_softcap > 0) bk_softcap(bk, logits, (size_t)R * hp->n_vocab, hp->final_softcap);
+    bk_matmul(bk, lg, xr, &m->lm_head, R);
+    if (hp->logit_scale != 1.0f) bk_scale(bk, lg, (size_t)R * hp->n_vocab, hp->logit_scale);
+    if (hp->final_softcap > 0) bk_softcap(bk, lg, (size_t)R * hp->n_vocab, hp->final_softcap);
+    if (lg != logits && bk_download(bk, logits, lg, (size_t)R * hp->n_vocab * sizeof(float), err, errlen))
+        return -1;
     return 0;
 }

@@ -253,6 +253,68 @@ static int bind_all(struct model *m, const struct quant_cfg *qc, char *err, size
     return 0;
 }
 
+/* ---- device backends: weights uploaded once ------------------------------ */
+
+static void *dev_copy(struct model *m, const void *src, size_t bytes, char *err, size_t errlen) {
+    void *d = bk_alloc(m->bk, bytes);
+    if (!d) {
+        errf(err, errlen, "%s: cannot allocate %zu bytes of %s memory for the weights", m->dir, bytes, m->bk->ops->name);
+        return NULL;
+    }
+    if (m->n_dev == m->cap_dev) {
+        m->cap_dev = m->cap_dev ? 2 * m->cap_dev : 256;
+        void **nw = realloc(m->dev_owned, (size_t)m->cap_dev * sizeof *nw);
+        if (!nw) abort();
+        m->dev_owned = nw;
+    }
+    m->dev_owned[m->n_dev++] = d;
+    return bk_upload(m->bk, d, src, bytes, err, errlen) ? NULL : d;
+}
+
+/* A matrix in its stored format (codes, scales and biases for affine). */
+static int upload_weight(struct model *m, struct bk_weight *w, char *err, size_t errlen) {
+    char e2[256];
+    if (bk_weight_check(m->bk, w, e2, sizeof e2)) return errf(err, errlen, "%s: %s", m->dir, e2);
+    if (w->fmt == BK_W_AFFINE) {
+        size_t sb = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->dtype);
+        if (!(w->data = dev_copy(m, w->data, (size_t)w->rows * bk_affine_row_bytes(w), err, errlen)) ||
+            !(w->scales = dev_copy(m, w->scales, sb, err, errlen)) ||
+            !(w->biases = dev_copy(m, w->biases, sb, err, errlen)))
+            return -1;
+        return 0;
+    }
+    return (w->data = dev_copy(m, w->data, bk_weight_bytes(w), err, errlen)) ? 0 : -1;
+}
+
+static int upload_vec(struct model *m, const float **v, int64_t n, char *err, size_t errlen) {
+    if (!*v) return 0;
+    return (*v = dev_copy(m, *v, (size_t)n * sizeof(float), err, errlen)) ? 0 : -1;
+}
+
+static int upload_all(struct model *m, char *err, size_t errlen) {
+    const struct hparams *hp = &m->hp;
+    const int64_t d = hp->d_model, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_kv_head * hp->head_dim;
+    const int64_t ff = hp->d_ff, D = hp->head_dim;
+    if (upload_weight(m, &m->tok_emb, err, errlen)) return -1;
+    if (hp->tie_embeddings) m->lm_head = m->tok_emb;
+    else if (upload_weight(m, &m->lm_head, err, errlen)) return -1;
+    if (upload_vec(m, &m->final_norm, d, err, errlen)) return -1;
+    for (int il = 0; il < hp->n_layer; il++) {
+        struct layer_weights *L = &m->layers[il];
+        struct bk_weight *ws[] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down };
+        for (size_t i = 0; i < ARRAY_LEN(ws); i++)
+            if (upload_weight(m, ws[i], err, errlen)) return -1;
+        struct { const float **v; int64_t n; } vs[] = {
+            { &L->bq, qd }, { &L->bk, kvd }, { &L->bv, kvd }, { &L->bo, d }, { &L->b_gate, ff }, { &L->b_up, ff },
+            { &L->b_down, d }, { &L->attn_norm, d }, { &L->ffn_norm, d }, { &L->post_attn_norm, d },
+            { &L->post_ffn_norm, d }, { &L->q_norm, D }, { &L->k_norm, D },
+        };
+        for (size_t i = 0; i < ARRAY_LEN(vs); i++)
+            if (upload_vec(m, vs[i].v, vs[i].n, err, errlen)) return -1;
+    }
+    return 0;
+}
+
 int model_load(struct model **out, const char *dir, struct backend *bk, const char *hf_overrides_json, char *err,
                size_t errlen) {
     *out = NULL;
@@ -274,6 +336,7 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
     int rc = st_open_dir(&m->st, dir, err, errlen);
     if (!rc) st_prefault(m->st); /* weights resident before the first request; progress on stderr */
     if (!rc) rc = bind_all(m, &qc, err, errlen);
+    if (!rc && !bk->host_mem) rc = upload_all(m, err, errlen); /* device backends: once, stored format */
     quant_cfg_free(&qc);
     if (rc) {
         model_free(m);
@@ -281,6 +344,7 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
     }
     const struct hparams *hp = &m->hp;
     int half = hp->rot_dim / 2;
+    m->freq_host = xcalloc((size_t)MAX(hp->rot_dim, 1), sizeof(float));
     m->inv_freq = xcalloc((size_t)half, sizeof(float));
     rope_inv_freq(&hp->rope, hp->rot_dim, hp->max_pos, 0, m->inv_freq, &m->rope_attn_factor);
     if (hp->rope.type == ROPE_LONGROPE) {
@@ -303,7 +367,14 @@ void model_free(struct model *m) {
     free(m->inv_freq);
     free(m->inv_freq_local);
     free(m->inv_freq_long);
-    free(m->scratch);
+    if (m->bk) {
+        for (int i = 0; i < m->n_dev; i++) bk_free(m->bk, m->dev_owned[i]);
+        bk_free(m->bk, m->scratch);
+        bk_free(m->bk, m->idx_dev);
+    }
+    free(m->dev_owned);
+    free(m->idx_host);
+    free(m->freq_host);
     if (m->st) st_close(m->st);
     hparams_free(&m->hp);
     free(m);

@@ -104,9 +104,16 @@ struct model {
     float rope_attn_factor, rope_local_attn_factor, rope_long_attn_factor;
     float **owned;              /* f32 copies of 1-D tensors (norms, biases) */
     int n_owned, cap_owned;
-    /* per-step scratch, grown on demand (never inside a layer loop) */
+    /* per-step scratch in the backend's memory, grown on demand (never
+     * inside a layer loop) */
     float *scratch;
     size_t scratch_len;
+    float *freq_host;           /* [rot_dim]: per-sequence RoPE tables (host) */
+    /* device backends: the step's index arrays, staged here and uploaded at once */
+    int32_t *idx_host, *idx_dev;
+    size_t idx_len;
+    void **dev_owned;           /* device copies of weights and vectors (bk_free at model_free) */
+    int n_dev, cap_dev;
     char dir[4096];
 };
 
@@ -139,7 +146,10 @@ void hparams_free(struct hparams *hp);
 /* One-line description for start-up logs. */
 void hparams_describe(const struct hparams *hp, char *buf, size_t len);
 
-/* Load config and weights (mmapped, stored precision) and bind them. */
+/* Load config and weights (mmapped, stored precision) and bind them. On a
+ * backend whose memory is not host memory the weights and 1-D tensors are
+ * uploaded once, in their stored format, and the layer structs point at the
+ * device copies. */
 int model_load(struct model **out, const char *dir, struct backend *bk, const char *hf_overrides_json,
                char *err, size_t errlen);
 void model_free(struct model *m);

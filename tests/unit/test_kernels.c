@@ -488,7 +488,8 @@ static void check_attention(const struct isa_list *isas, const struct attn_case 
     /* blocks handed out in a scrambled order, never block 0 */
     for (int i = 0; i < S * max_blocks; i++) bt[i] = 1 + (int32_t)((i * 7 + 3) % (S * max_blocks));
     struct bk_kv kv = make_kv(dt, nblocks, B, ac->Hkv, ac->D);
-    struct bk_attn_batch b = { S, qs, seq_len, bt, max_blocks };
+    struct bk_attn_batch b = { .n_seqs = S, .query_start = qs, .seq_len = seq_len, .block_table = bt,
+                               .max_blocks = max_blocks };
     struct bk_attn_params p = { ac->H, ac->Hkv, ac->D, 1.0f / sqrtf((float)ac->D), ac->window, ac->softcap };
     size_t len = (size_t)T * ac->H * ac->D;
     float *q = xmalloc(len * 4), *ref = xmalloc(len * 4), *got = xmalloc(len * 4);

@@ -391,12 +391,23 @@ static int cpu_host_threads(const struct backend *bk) {
     return threadpool_size(((const struct cpu_backend *)bk)->pool);
 }
 
+/* Memory: the CPU backend's memory is host memory (host_mem), so these are
+ * calloc/free/memcpy and callers on the CPU path skip them altogether. */
+static void *cpu_alloc(struct backend *bk, size_t bytes) { return calloc(1, bytes ? bytes : 1); }
+static void cpu_free(struct backend *bk, void *p) { free(p); }
+static int cpu_copy(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+    if (bytes && dst != src) memcpy(dst, src, bytes);
+    return 0;
+}
+static int cpu_mem_info(struct backend *bk, size_t *free_bytes, size_t *total_bytes) { return -1; }
+
 static const struct backend_ops cpu_ops = {
     .name = "cpu", .destroy = cpu_destroy, .matmul = cpu_matmul, .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .glu = cpu_glu, .add_scaled = cpu_add_scaled,
     .add_bias = cpu_add_bias, .kv_store = cpu_kv_store, .attention = cpu_attention,
     .softcap = cpu_softcap, .scale = cpu_scale, .host_parallel = cpu_host_parallel,
-    .host_threads = cpu_host_threads,
+    .host_threads = cpu_host_threads, .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy,
+    .download = cpu_copy, .mem_info = cpu_mem_info,
 };
 
 /* ---- kernel set selection ------------------------------------------------------ */
@@ -446,6 +457,7 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     struct cpu_backend *c = xcalloc(1, sizeof *c);
     c->base.ops = &cpu_ops;
     c->base.n_threads = threadpool_size(pool);
+    c->base.host_mem = true;
     c->k = ch.k;
     c->qk = cpu_qkernels_for(ch.k->name, exact);
     c->bf16_dot = ch.bf16_dot && !exact;

@@ -1,0 +1,12 @@
+/* stub.c — the CUDA backend's entry points in a build without CUDA (make
+ * without CUDA=1): they report that the backend was not built, so callers
+ * need no #ifdef. make CUDA=1 compiles cuda.c and kernels.cu instead of this
+ * file. */
+#include "backend/backend.h"
+
+int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen) {
+    *out = NULL;
+    return errf(err, errlen, "cuda backend: this build has no CUDA support (rebuild with make CUDA=1)");
+}
+
+int backend_cuda_devices(void) { return 0; }
