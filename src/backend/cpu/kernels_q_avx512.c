@@ -12,11 +12,18 @@
  * stored (natural order). Other widths are unpacked to bytes per row and go
  * through the 8-bit path.
  *
- * Prefill (QP_TILES, T >= QTILE_MIN_T and AMX-INT8 granted): 16 output rows
- * at a time are unpacked to u8 codes in the VNNI tile layout once, then for
- * each 16-token tile and each group, tdpbsud accumulates sum(q*hi) and
- * sum(q*lo) in two int32 tiles; those are combined and scaled per (token,
- * row) by AVX-512 into f32 accumulators held in registers.
+ * Decode-sized calls take four rows at a time for one token (dot_r4), with
+ * BF16 scales read straight from the checkpoint (one vpermw per chunk).
+ *
+ * Prefill (QP_TILES, T >= QTILE_MIN_T and AMX-INT8 granted): per chunk of
+ * tokens whose activations fit L2, 16 output rows at a time are unpacked to
+ * u8 codes in the VNNI tile layout, then for each 16-token tile and each
+ * group, tdpbsud accumulates sum(q*hi) and sum(q*lo) in two int32 tiles;
+ * those are combined and scaled per (token, row) by AVX-512 into f32
+ * accumulators held in registers, on one set of tiles while the tile unit
+ * fills the other. (A bf16 variant, weights dequantized and split hi/lo,
+ * three tdpbf16ps per step and no per-group rescale, measured about the
+ * dense bf16 path's speed, 1.5x slower than this.)
  *
  * What this does not do: run before cpu.c/quant_cpu.c checked VNNI (and AMX
  * for the tile set); allocate (scratch comes from quant_cpu.c). */
@@ -44,7 +51,7 @@ bool q_avx512_vnni_ok(void) {
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-bool q_amx_int8_init(void) {
+bool q_amx_init(void) {
     static atomic_int state; /* 0 unknown, 1 on, 2 off */
     int st = atomic_load(&state);
     if (st) return st == 1;
@@ -178,14 +185,19 @@ static void prep_rows(struct qx *q, const float *x, int t0, int t1) {
 
 /* ---- decode: dot products with VNNI -------------------------------------------------------- */
 
-/* Rows of 4-bit codes against nt (1..4) tokens starting at token t. */
+/* Lane l of 16 covers `codes` codes: the index of its group within the chunk. */
+static __m512i lane_groups(int codes, int g) {
+    int v[16];
+    for (int l = 0; l < 16; l++) v[l] = l * codes / g;
+    return _mm512_loadu_si512(v);
+}
+
+/* Rows of 4-bit codes against nt (1..4) tokens starting at token t; idx:
+ * lane_groups(8, g); gs: log2(g). */
 INLINE void dot4(float *y, const struct qx *q, const struct bk_weight *w, int64_t n, const uint8_t *row,
-                 const float *sf, const float *bf, int t, int nt) {
+                 const float *sf, const float *bf, int t, int nt, __m512i idx, int gs) {
     const int64_t K = q->K, Kp = q->Kp, N = w->rows;
-    const int g = q->g;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const __m512i idx = _mm512_set_epi32(120 / g, 112 / g, 104 / g, 96 / g, 88 / g, 80 / g, 72 / g, 64 / g, 56 / g,
-                                         48 / g, 40 / g, 32 / g, 24 / g, 16 / g, 8 / g, 0);
     __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
     const int64_t nc = (K + 127) / 128;
     for (int64_t c = 0; c < nc; c++) {
@@ -194,7 +206,7 @@ INLINE void dot4(float *y, const struct qx *q, const struct bk_weight *w, int64_
         else v = _mm512_maskz_loadu_epi8(((__mmask64)1 << ((K - c * 128) / 2)) - 1, row + c * 64);
         _mm_prefetch((const char *)row + c * 64 + 2048, _MM_HINT_T0);
         __m512i lo4 = _mm512_and_si512(v, m4), hi4 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        __m512 sl = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + c * 128 / g));
+        __m512 sl = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + ((c * 128) >> gs)));
         for (int i = 0; i < nt; i++) {
             const int8_t *ah = q->hi + (size_t)(t + i) * Kp + c * 128, *al = q->lo + (size_t)(t + i) * Kp + c * 128;
             __m512i ih = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo4, _mm512_loadu_si512(ah));
@@ -210,13 +222,11 @@ INLINE void dot4(float *y, const struct qx *q, const struct bk_weight *w, int64_
         y[(size_t)(t + i) * N + n] = hsum(acc[i]) + bias_dot(bf, q->xs + (size_t)(t + i) * q->Gp, q->Gp);
 }
 
-/* Rows of byte codes (8-bit, or unpacked narrower codes) against nt tokens. */
+/* Rows of byte codes (8-bit, or unpacked narrower codes) against nt tokens;
+ * idx: lane_groups(4, g). */
 INLINE void dot8(float *y, const struct qx *q, const struct bk_weight *w, int64_t n, const uint8_t *row,
-                 const float *sf, const float *bf, int t, int nt) {
+                 const float *sf, const float *bf, int t, int nt, __m512i idx, int gs) {
     const int64_t K = q->K, Kp = q->Kp, N = w->rows;
-    const int g = q->g;
-    const __m512i idx = _mm512_set_epi32(60 / g, 56 / g, 52 / g, 48 / g, 44 / g, 40 / g, 36 / g, 32 / g, 28 / g,
-                                         24 / g, 20 / g, 16 / g, 12 / g, 8 / g, 4 / g, 0);
     __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
     const int64_t nc = (K + 63) / 64;
     for (int64_t c = 0; c < nc; c++) {
@@ -224,7 +234,7 @@ INLINE void dot8(float *y, const struct qx *q, const struct bk_weight *w, int64_
         if ((c + 1) * 64 <= K) v = _mm512_loadu_si512(row + c * 64);
         else v = _mm512_maskz_loadu_epi8(((__mmask64)1 << (K - c * 64)) - 1, row + c * 64);
         _mm_prefetch((const char *)row + c * 64 + 2048, _MM_HINT_T0);
-        __m512 sl = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + c * 64 / g));
+        __m512 sl = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + ((c * 64) >> gs)));
         for (int i = 0; i < nt; i++) {
             const int8_t *ah = q->hi + (size_t)(t + i) * Kp + c * 64, *al = q->lo + (size_t)(t + i) * Kp + c * 64;
             __m512i ih = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(ah));
@@ -238,12 +248,116 @@ INLINE void dot8(float *y, const struct qx *q, const struct bk_weight *w, int64_
         y[(size_t)(t + i) * N + n] = hsum(acc[i]) + bias_dot(bf, q->xs + (size_t)(t + i) * q->Gp, q->Gp);
 }
 
+/* One token (decode), four rows at a time: the activation vectors are
+ * loaded once for the four rows and the four dependency chains overlap.
+ * bits4: 4-bit codes (QX_PERM128), else byte codes. Scales and biases are
+ * read straight from BF16 storage (bf16dir: a masked load and one vpermw
+ * put each lane's scale in the high half of its 32-bit lane, which is the
+ * f32 value), else from f32 copies sf/bf [4][Gs] made by row_scales. */
+#define R4_ROW(r, ACC, CODEV)                                                                          \
+    do {                                                                                                \
+        __m512 sl_;                                                                                     \
+        if (bf16dir)                                                                                    \
+            sl_ = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(                                    \
+                0xAAAAAAAAu, idx16, _mm512_castsi128_si512(_mm_maskz_loadu_epi16(smask, s16 + (r) * G + grp)))); \
+        else                                                                                            \
+            sl_ = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(sf + (r) * Gs + grp));                      \
+        __m512i v_ = CODEV;                                                                             \
+        __m512i ih_, il_;                                                                               \
+        if (bits4) {                                                                                    \
+            __m512i lo4_ = _mm512_and_si512(v_, m4), hi4_ = _mm512_and_si512(_mm512_srli_epi16(v_, 4), m4); \
+            ih_ = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo4_, he), hi4_, ho);                   \
+            il_ = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo4_, le), hi4_, lo);                   \
+        } else {                                                                                        \
+            ih_ = _mm512_dpbusd_epi32(zero, v_, he);                                                    \
+            il_ = _mm512_dpbusd_epi32(zero, v_, le);                                                    \
+        }                                                                                               \
+        __m512 f_ = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(ih_, 8), il_));              \
+        ACC = _mm512_fmadd_ps(f_, _mm512_mul_ps(sl_, dx), ACC);                                        \
+    } while (0)
+
+INLINE void dot_r4(float *y, const struct qx *q, const struct bk_weight *w, int64_t n0, const float *sf,
+                   const float *bf, int Gs, __m512i idx, int gs, bool bits4, bool bf16dir) {
+    const int64_t K = q->K, G = K >> gs;
+    const size_t rb = bk_affine_row_bytes(w);
+    const uint8_t *row0 = (const uint8_t *)w->data + (size_t)n0 * rb;
+    const uint16_t *s16 = (const uint16_t *)w->scales + (size_t)n0 * G, *b16 = (const uint16_t *)w->biases + (size_t)n0 * G;
+    const int CW = bits4 ? 128 : 64; /* codes per chunk */
+    const __m512i m4 = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512(), idx16 = _mm512_slli_epi32(idx, 16);
+    const __mmask8 smask = (__mmask8)((1u << (CW >> gs ? CW >> gs : 1)) - 1);
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) { /* the bias term, lane-wise: sum_j b[j] * xs[j] */
+        acc[r] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < G; j += 16) {
+            __m512 b;
+            if (bf16dir) {
+                __mmask16 m = G - j >= 16 ? 0xffff : (__mmask16)((1u << (G - j)) - 1);
+                b = _mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, b16 + r * G + j)), 16));
+            } else {
+                b = _mm512_loadu_ps(bf + r * Gs + j);
+            }
+            acc[r] = _mm512_fmadd_ps(b, _mm512_loadu_ps(q->xs + j), acc[r]);
+        }
+    }
+    __m512 a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const int64_t nfull = K / CW;
+    for (int64_t c = 0; c < nfull; c++) {
+        const int8_t *ah = q->hi + c * CW, *al = q->lo + c * CW;
+        const __m512 dx = _mm512_loadu_ps(q->ddx + c * 16);
+        const __m512i he = _mm512_loadu_si512(ah), le = _mm512_loadu_si512(al);
+        const __m512i ho = bits4 ? _mm512_loadu_si512(ah + 64) : zero, lo = bits4 ? _mm512_loadu_si512(al + 64) : zero;
+        const int64_t grp = (c * CW) >> gs;
+        const uint8_t *rp = row0 + c * 64;
+        _mm_prefetch((const char *)rp + 4 * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + 5 * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + 6 * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + 7 * rb, _MM_HINT_T0);
+        R4_ROW(0, a0, _mm512_loadu_si512(rp));
+        R4_ROW(1, a1, _mm512_loadu_si512(rp + rb));
+        R4_ROW(2, a2, _mm512_loadu_si512(rp + 2 * rb));
+        R4_ROW(3, a3, _mm512_loadu_si512(rp + 3 * rb));
+    }
+    if (nfull * CW < K) { /* a partial chunk: codes past the row are masked out (activations there are 0) */
+        const int64_t c = nfull;
+        const int8_t *ah = q->hi + c * CW, *al = q->lo + c * CW;
+        const __m512 dx = _mm512_loadu_ps(q->ddx + c * 16);
+        const __m512i he = _mm512_loadu_si512(ah), le = _mm512_loadu_si512(al);
+        const __m512i ho = bits4 ? _mm512_loadu_si512(ah + 64) : zero, lo = bits4 ? _mm512_loadu_si512(al + 64) : zero;
+        const int64_t grp = (c * CW) >> gs;
+        const __mmask64 mk = ((__mmask64)1 << ((K - c * CW) * (bits4 ? 1 : 2) / 2)) - 1;
+        const uint8_t *rp = row0 + c * 64;
+        R4_ROW(0, a0, _mm512_maskz_loadu_epi8(mk, rp));
+        R4_ROW(1, a1, _mm512_maskz_loadu_epi8(mk, rp + rb));
+        R4_ROW(2, a2, _mm512_maskz_loadu_epi8(mk, rp + 2 * rb));
+        R4_ROW(3, a3, _mm512_maskz_loadu_epi8(mk, rp + 3 * rb));
+    }
+    y[0] = hsum(a0);
+    y[1] = hsum(a1);
+    y[2] = hsum(a2);
+    y[3] = hsum(a3);
+}
+
 static void dot_rows(float *y, const struct qx *q, const struct bk_weight *w, int64_t n0, int64_t n1,
                      void *scratch) {
     const int Gp = q->Gp + 16;
     float *sf = scratch, *bf = sf + Gp;
     uint8_t *codes = (uint8_t *)(bf + Gp);
     const size_t rb = bk_affine_row_bytes(w);
+    const int gs = __builtin_ctz((unsigned)q->g);
+    const __m512i idx = lane_groups(w->bits == 4 ? 8 : 4, q->g);
+    if (q->T == 1 && (w->bits == 4 || w->bits == 8)) { /* decode: blocks of four rows */
+        float *sf4 = (float *)(codes + ((w->cols + 63) & ~(int64_t)63)), *bf4 = sf4 + 4 * Gp;
+        const bool b4 = w->bits == 4, bfd = w->dtype == DT_BF16;
+        for (; n0 + 4 <= n1; n0 += 4) {
+            if (!bfd)
+                for (int r = 0; r < 4; r++) row_scales(sf4 + r * Gp, bf4 + r * Gp, w, n0 + r);
+            if (b4 && bfd) dot_r4(y + n0, q, w, n0, sf4, bf4, Gp, idx, gs, true, true);
+            else if (b4) dot_r4(y + n0, q, w, n0, sf4, bf4, Gp, idx, gs, true, false);
+            else if (bfd) dot_r4(y + n0, q, w, n0, sf4, bf4, Gp, idx, gs, false, true);
+            else dot_r4(y + n0, q, w, n0, sf4, bf4, Gp, idx, gs, false, false);
+        }
+    }
     for (int64_t n = n0; n < n1; n++) {
         row_scales(sf, bf, w, n);
         const uint8_t *row = (const uint8_t *)w->data + (size_t)n * rb;
@@ -255,17 +369,17 @@ static void dot_rows(float *y, const struct qx *q, const struct bk_weight *w, in
             int nt = MIN(4, q->T - t);
             if (w->bits == 4) {
                 switch (nt) {
-                case 1: dot4(y, q, w, n, row, sf, bf, t, 1); break;
-                case 2: dot4(y, q, w, n, row, sf, bf, t, 2); break;
-                case 3: dot4(y, q, w, n, row, sf, bf, t, 3); break;
-                default: dot4(y, q, w, n, row, sf, bf, t, 4); break;
+                case 1: dot4(y, q, w, n, row, sf, bf, t, 1, idx, gs); break;
+                case 2: dot4(y, q, w, n, row, sf, bf, t, 2, idx, gs); break;
+                case 3: dot4(y, q, w, n, row, sf, bf, t, 3, idx, gs); break;
+                default: dot4(y, q, w, n, row, sf, bf, t, 4, idx, gs); break;
                 }
             } else {
                 switch (nt) {
-                case 1: dot8(y, q, w, n, row, sf, bf, t, 1); break;
-                case 2: dot8(y, q, w, n, row, sf, bf, t, 2); break;
-                case 3: dot8(y, q, w, n, row, sf, bf, t, 3); break;
-                default: dot8(y, q, w, n, row, sf, bf, t, 4); break;
+                case 1: dot8(y, q, w, n, row, sf, bf, t, 1, idx, gs); break;
+                case 2: dot8(y, q, w, n, row, sf, bf, t, 2, idx, gs); break;
+                case 3: dot8(y, q, w, n, row, sf, bf, t, 3, idx, gs); break;
+                default: dot8(y, q, w, n, row, sf, bf, t, 4, idx, gs); break;
                 }
             }
         }
@@ -326,92 +440,124 @@ static void unpack_row(uint8_t *dst, const struct bk_weight *w, int64_t n, int64
     memset(dst + K, 0, (size_t)(Kp - K));
 }
 
+#define TILE_N 16 /* output rows per block */
+
 static size_t tiles_scratch(const struct bk_weight *w) {
-    const int64_t Kp = (w->cols + 127) & ~(int64_t)127, Gp = ((w->cols / w->group_size) + 15) & ~(int64_t)15;
-    return 2 * 16 * (size_t)Kp      /* unpacked codes, packed B tiles */
-           + 2 * 1024               /* C tiles */
-           + 2 * (size_t)Gp * 64    /* scales, biases [G][16] */
-           + 2 * ((size_t)Gp + 16) * sizeof(float);
+    const int64_t Kp = qx_stride(w->cols), Gs = ((w->cols / w->group_size) + 15) / 16 * 16 + 16;
+    return 2 * TILE_N * (size_t)Kp       /* unpacked codes [16][Kp], packed B tiles */
+           + 2 * 1024                    /* C staging, hi and lo */
+           + 2 * (size_t)Gs * TILE_N * 4 /* scales, biases [G][16] */
+           + 2 * (size_t)Gs * 4 + 128;   /* one row's */
 }
+
+/* Pack the unpacked codes U [16][Kp] into B tiles: for k-step ks, row r of
+ * the tile = 4 consecutive k of each of the 16 output rows (the VNNI layout
+ * tdpbsud reads). */
+static void pack_b(uint8_t *B, const uint8_t *U, int64_t Kp, int64_t nks, int KS) {
+    for (int64_t ks = 0; ks < nks; ks++) {
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) {
+            if (KS == 64) r[i] = _mm512_loadu_si512(U + (size_t)i * Kp + ks * 64);
+            else r[i] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(U + (size_t)i * Kp + ks * 32)));
+        }
+        transpose16x16(r);
+        uint8_t *dst = B + (size_t)ks * KS * 16;
+        for (int i = 0; i < KS / 4; i++) _mm512_storeu_si512(dst + 64 * i, r[i]);
+    }
+}
+
+/* Prefill on AMX-INT8. Per group of the weights, tdpbsud accumulates
+ * sum(q*hi) and sum(q*lo) over 16 tokens × 16 rows in two int32 tiles; the
+ * vector unit combines them, 256*hi + lo, and adds s*d/256 times that into
+ * f32 accumulators held in registers. Two sets of accumulator tiles
+ * alternate between groups, so the tile unit works on group i while the
+ * vector unit rescales group i-1. Token chunks keep their activations in L2
+ * while every block of rows passes over them. */
+#define Q_TDP(TH, TL, GI)                                                                         \
+    do {                                                                                          \
+        _tile_zero(TH);                                                                           \
+        _tile_zero(TL);                                                                           \
+        for (int64_t k_ = (int64_t)(GI) * g; k_ < (int64_t)((GI) + 1) * g; k_ += KS) {            \
+            _tile_loadd(4, ah + k_, Kp);                                                          \
+            _tile_loadd(5, al + k_, Kp);                                                          \
+            _tile_loadd(6, B + (size_t)(k_ / KS) * KS * 16, 64);                                  \
+            _tile_dpbsud(TH, 4, 6);                                                               \
+            _tile_dpbsud(TL, 5, 6);                                                               \
+        }                                                                                         \
+    } while (0)
+#define Q_RESCALE(TH, TL, GI)                                                                     \
+    do {                                                                                          \
+        _tile_stored(TH, Ch, 64);                                                                 \
+        _tile_stored(TL, Cl, 64);                                                                 \
+        const __m512 sv_ = _mm512_loadu_ps(S + (size_t)(GI) * 16);                                \
+        _Pragma("GCC unroll 16") for (int r = 0; r < 16; r++) {                                   \
+            __m512i iv_ = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(Ch + 16 * r), 8), \
+                                           _mm512_load_si512(Cl + 16 * r));                       \
+            __m512 f_ = _mm512_mul_ps(_mm512_cvtepi32_ps(iv_), _mm512_set1_ps(dd[(size_t)r * Gp + (GI)])); \
+            acc[r] = _mm512_fmadd_ps(f_, sv_, acc[r]);                                            \
+        }                                                                                         \
+    } while (0)
 
 __attribute__((target("amx-tile,amx-int8"))) static void tile_rows(float *y, const struct qx *q,
                                                                    const struct bk_weight *w, int64_t n0,
                                                                    int64_t n1, void *scratch) {
     const int64_t K = q->K, Kp = q->Kp, N = w->rows;
-    const int g = q->g, G = q->G, Gp = q->Gp;
+    const int g = q->g, G = q->G, Gp = q->Gp, Gs = (G + 15) / 16 * 16 + 16;
     const int KS = g >= 64 ? 64 : 32; /* k per tile step */
     const int64_t nks = (K + KS - 1) / KS;
-    uint8_t *U = scratch;                    /* [16][Kp] */
-    uint8_t *B = U + 16 * (size_t)Kp;        /* [nks][KS/4][64] */
-    int32_t *Ch = (int32_t *)(B + 16 * (size_t)Kp), *Cl = Ch + 256;
-    float *S = (float *)(Cl + 256), *Bi = S + (size_t)Gp * 16; /* [G][16] */
-    float *rs = Bi + (size_t)Gp * 16, *rb = rs + Gp + 16;      /* one row's, [Gp + 16] */
+    uint8_t *U = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63); /* [16][Kp] */
+    uint8_t *B = U + TILE_N * (size_t)Kp;                                  /* [nks][KS/4][64] */
+    int32_t *Ch = (int32_t *)(B + TILE_N * (size_t)Kp), *Cl = Ch + 256;
+    float *S = (float *)(Cl + 256), *Bi = S + (size_t)Gs * 16;             /* [G][16] */
+    float *rs = Bi + (size_t)Gs * 16, *rb = rs + Gs;                       /* one row's */
 
     struct amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    cfg.rows[0] = cfg.rows[1] = 16; cfg.colsb[0] = cfg.colsb[1] = 64; /* C hi/lo: 16 tokens × 16 int32 */
-    cfg.rows[2] = cfg.rows[3] = 16; cfg.colsb[2] = cfg.colsb[3] = (uint16_t)KS; /* A hi/lo: 16 tokens × KS */
-    cfg.rows[4] = (uint8_t)(KS / 4); cfg.colsb[4] = 64;                          /* B: KS/4 quads × 16 rows */
+    for (int i = 0; i < 4; i++) { cfg.rows[i] = 16; cfg.colsb[i] = 64; } /* C: two sets of (hi, lo), 16 × 16 int32 */
+    cfg.rows[4] = cfg.rows[5] = 16; cfg.colsb[4] = cfg.colsb[5] = (uint16_t)KS; /* A hi/lo: 16 tokens × KS */
+    cfg.rows[6] = (uint8_t)(KS / 4); cfg.colsb[6] = 64;                         /* B: KS/4 quads × 16 rows */
     _tile_loadconfig(&cfg);
 
-    for (int64_t nb = n0; nb < n1; nb += 16) {
-        const int nr = (int)MIN(16, n1 - nb);
-        for (int i = 0; i < 16; i++) {
+    const int TC = (int)MIN(q->Tp, MAX(64, ((1024 * 1024) / (Kp * 2)) / 16 * 16));
+    for (int tc = 0; tc < q->T; tc += TC)
+    for (int64_t nb = n0; nb < n1; nb += TILE_N) {
+        const int nr = (int)MIN(TILE_N, n1 - nb);
+        for (int i = 0; i < TILE_N; i++) {
             if (i < nr) unpack_row(U + (size_t)i * Kp, w, nb + i, Kp);
             else memset(U + (size_t)i * Kp, 0, (size_t)Kp);
         }
-        for (int64_t ks = 0; ks < nks; ks++) {
-            __m512i r[16];
-            for (int i = 0; i < 16; i++) {
-                if (KS == 64) r[i] = _mm512_loadu_si512(U + (size_t)i * Kp + ks * 64);
-                else r[i] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(U + (size_t)i * Kp + ks * 32)));
-            }
-            transpose16x16(r);
-            uint8_t *dst = B + (size_t)ks * KS * 16;
-            for (int i = 0; i < KS / 4; i++) _mm512_storeu_si512(dst + 64 * i, r[i]);
-        }
-        /* scales/biases transposed to [G][16] (zero for rows past nr) */
-        for (int i = 0; i < 16; i++) {
+        pack_b(B, U, Kp, nks, KS);
+        for (int i = 0; i < TILE_N; i++) { /* scales/biases transposed to [G][16] (zero past nr) */
             if (i < nr) row_scales(rs, rb, w, nb + i);
             for (int j = 0; j < G; j++) {
                 S[(size_t)j * 16 + i] = i < nr ? rs[j] : 0.0f;
                 Bi[(size_t)j * 16 + i] = i < nr ? rb[j] : 0.0f;
             }
         }
-        for (int t0 = 0; t0 < q->T; t0 += 16) {
+        for (int t0 = tc; t0 < MIN(q->T, tc + TC); t0 += 16) {
+            const int8_t *ah = q->hi + (size_t)t0 * Kp, *al = q->lo + (size_t)t0 * Kp;
+            const float *dd = q->dd + (size_t)t0 * Gp, *xs = q->xs + (size_t)t0 * Gp;
             __m512 acc[16];
 #pragma GCC unroll 16
             for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
-            const int8_t *ah = q->hi + (size_t)t0 * Kp, *al = q->lo + (size_t)t0 * Kp;
-            const float *dd = q->dd + (size_t)t0 * Gp;
-            for (int gi = 0; gi < G; gi++) {
-                _tile_zero(0);
-                _tile_zero(1);
-                for (int64_t k = (int64_t)gi * g; k < (int64_t)(gi + 1) * g; k += KS) {
-                    _tile_loadd(2, ah + k, Kp);
-                    _tile_loadd(3, al + k, Kp);
-                    _tile_loadd(4, B + (size_t)(k / KS) * KS * 16, 64);
-                    _tile_dpbsud(0, 2, 4);
-                    _tile_dpbsud(1, 3, 4);
-                }
-                _tile_stored(0, Ch, 64);
-                _tile_stored(1, Cl, 64);
-                const __m512 sv = _mm512_loadu_ps(S + (size_t)gi * 16);
+            for (int j = 0; j < G; j++) { /* the bias term: sum_j b[j] * xs[t][j] */
+                const __m512 bv = _mm512_loadu_ps(Bi + (size_t)j * 16);
 #pragma GCC unroll 16
-                for (int r = 0; r < 16; r++) {
-                    __m512i iv = _mm512_add_epi32(_mm512_slli_epi32(_mm512_loadu_si512(Ch + 16 * r), 8),
-                                                  _mm512_loadu_si512(Cl + 16 * r));
-                    __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(iv), _mm512_set1_ps(dd[(size_t)r * Gp + gi]));
-                    acc[r] = _mm512_fmadd_ps(f, sv, acc[r]);
+                for (int r = 0; r < 16; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xs[(size_t)r * Gp + j]), bv, acc[r]);
+            }
+            Q_TDP(0, 1, 0);
+            for (int gi = 1; gi < G; gi++) {
+                if (gi & 1) {
+                    Q_TDP(2, 3, gi);
+                    Q_RESCALE(0, 1, gi - 1);
+                } else {
+                    Q_TDP(0, 1, gi);
+                    Q_RESCALE(2, 3, gi - 1);
                 }
             }
-            const float *xs = q->xs + (size_t)t0 * Gp;
-            for (int gi = 0; gi < G; gi++) {
-                const __m512 bv = _mm512_loadu_ps(Bi + (size_t)gi * 16);
-#pragma GCC unroll 16
-                for (int r = 0; r < 16; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xs[(size_t)r * Gp + gi]), bv, acc[r]);
-            }
+            if ((G - 1) & 1) Q_RESCALE(2, 3, G - 1);
+            else Q_RESCALE(0, 1, G - 1);
             const __mmask16 mk = (__mmask16)((1u << nr) - 1);
             const int rows = MIN(16, q->T - t0);
             for (int r = 0; r < rows; r++) _mm512_mask_storeu_ps(y + (size_t)(t0 + r) * N + nb, mk, acc[r]);
@@ -427,7 +573,7 @@ static enum qplan plan_amx(const struct bk_weight *w, int T) { return T >= QTILE
 
 static size_t scratch(const struct bk_weight *w, enum qplan p) {
     const size_t Gp = (size_t)(((w->cols / w->group_size) + 15) & ~(int64_t)15) + 16;
-    size_t dot = 2 * Gp * sizeof(float) + (size_t)w->cols + 64;
+    size_t dot = 10 * Gp * sizeof(float) + (size_t)w->cols + 128;
     return p == QP_TILES ? tiles_scratch(w) : dot;
 }
 
@@ -444,5 +590,5 @@ const struct cpu_qkernels cpu_qkernels_avx512 = {
 
 const struct cpu_qkernels cpu_qkernels_avx512_amx = {
     .name = "avx512-vnni-amx", .plan = plan_amx, .setup = setup, .prep_rows = prep_rows,
-    .matmul_rows = matmul_rows, .scratch = scratch, .row_align = 16,
+    .matmul_rows = matmul_rows, .scratch = scratch, .row_align = TILE_N,
 };

@@ -131,7 +131,7 @@ const struct cpu_qkernels *cpu_qkernels_for(const char *dense_name, bool exact) 
     if (exact) return &cpu_qkernels_portable;
 #if defined(__x86_64__)
     if (strncmp(dense_name, "avx512", 6) == 0 && q_avx512_vnni_ok())
-        return q_amx_int8_init() ? &cpu_qkernels_avx512_amx : &cpu_qkernels_avx512;
+        return q_amx_init() ? &cpu_qkernels_avx512_amx : &cpu_qkernels_avx512;
     if (strncmp(dense_name, "avx512", 6) == 0 || strncmp(dense_name, "avx2", 4) == 0) return &cpu_qkernels_avx2;
 #elif defined(__aarch64__)
     if (strncmp(dense_name, "neon", 4) == 0) return &cpu_qkernels_neon;
@@ -207,12 +207,12 @@ void qcpu_matmul(const struct cpu_qkernels *qk, struct threadpool *pool, struct 
     if (m.plan == QP_PORTABLE) {
         m.stride = ((size_t)K * sizeof(float) + 63) & ~(size_t)63;
     } else {
-        q = (struct qx){ .T = T, .Tp = (T + 15) & ~15, .K = K, .Kp = (K + 127) & ~(int64_t)127, .g = w->group_size,
-                         .layout = QX_NATURAL };
+        q = (struct qx){ .T = T, .Tp = (T + 15) & ~15, .K = K, .Kp = qx_stride(K), .g = w->group_size,
+                         .layout = QX_NATURAL, .elt = 1 };
         qk->setup(&q, w, m.plan);
         q.G = (int)(K / q.g);
         q.Gp = (q.G + 15) & ~15;
-        size_t hb = (size_t)q.Tp * (size_t)q.Kp, gb = (size_t)q.Tp * (size_t)q.Gp * sizeof(float);
+        size_t hb = (size_t)q.Tp * (size_t)q.Kp * (size_t)q.elt, gb = (size_t)q.Tp * (size_t)q.Gp * sizeof(float);
         size_t xb = q.ddx_codes ? (size_t)q.Tp * (size_t)(q.Kp / 4) * sizeof(float) : 0;
         size_t need = 2 * hb + 2 * gb + xb + 4 * 64;
         buf->x = grow(buf->x, &buf->x_len, need);
@@ -226,8 +226,8 @@ void qcpu_matmul(const struct cpu_qkernels *qk, struct threadpool *pool, struct 
         qrun(pool, (size_t)T * (size_t)K * 4, qprep_fn, &m);
         if (q.Tp > T) { /* padding tokens: zero parts and scales */
             size_t pr = (size_t)(q.Tp - T);
-            memset(q.hi + (size_t)T * q.Kp, 0, pr * (size_t)q.Kp);
-            memset(q.lo + (size_t)T * q.Kp, 0, pr * (size_t)q.Kp);
+            memset(q.hi + (size_t)T * q.Kp * q.elt, 0, pr * (size_t)q.Kp * q.elt);
+            memset(q.lo + (size_t)T * q.Kp * q.elt, 0, pr * (size_t)q.Kp * q.elt);
             memset(q.dd + (size_t)T * q.Gp, 0, pr * (size_t)q.Gp * sizeof(float));
             memset(q.xs + (size_t)T * q.Gp, 0, pr * (size_t)q.Gp * sizeof(float));
         }

@@ -37,13 +37,19 @@ enum qx_layout {
     QX_PERM128, QX_PERM64, QX_PERM32,
 };
 
+/* Row stride of the prepared activations: K rounded up to 128, plus 64 so
+ * that the 16 rows an AMX tile load touches do not fall into the same few L1
+ * sets (a power-of-two stride did, and tile loads stalled). */
+static inline int64_t qx_stride(int64_t K) { return ((K + 127) & ~(int64_t)127) + 64; }
+
 /* Activations of one call, quantized (see the file comment). Rows padded to
- * Tp (a multiple of 16) and Kp (a multiple of 128) with zeros. */
+ * Tp (a multiple of 16) and to the stride Kp = qx_stride(K) with zeros. */
 struct qx {
     int T, Tp, G, Gp;        /* tokens, groups per row (Gp: padded to 16) */
     int64_t K, Kp;
     int g;                   /* group size = activation block */
     enum qx_layout layout;
+    int elt;                 /* bytes per element of hi/lo: 1 (int8 parts) or 2 (bf16 parts, tile path) */
     int8_t *hi, *lo;         /* [Tp][Kp] each */
     float *dd;               /* [Tp][Gp]: d/256 per group */
     float *xs;               /* [Tp][Gp]: sum of x over the group (f32) */
@@ -75,7 +81,7 @@ extern const struct cpu_qkernels cpu_qkernels_avx512; /* + AVX512-VNNI (checked 
 extern const struct cpu_qkernels cpu_qkernels_avx512_amx; /* + AMX-INT8 tiles for prefill */
 extern const struct cpu_qkernels cpu_qkernels_avx2;
 bool q_avx512_vnni_ok(void);
-bool q_amx_int8_init(void);
+bool q_amx_init(void);
 #endif
 #if defined(__aarch64__)
 extern const struct cpu_qkernels cpu_qkernels_neon;
