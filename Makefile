@@ -128,7 +128,11 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libvllmc.a
 
 # Every test binary prints "## N passed, N failed"; tests/run.sh sums them.
 unit: $(TEST_BIN) $(BUILD)/vllmc
-test: unit
+# `make test`: set-up first (packages, npm test deps, tokenizer files:
+# tools/setup.sh), then build and run everything.
+test:
+	@bash tools/setup.sh
+	@$(MAKE) --no-print-directory unit
 	@BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
 
 bench: $(BENCH_BIN) $(BUILD)/vllmc

@@ -14,7 +14,8 @@ static void usage(FILE *f) {
             "usage: vllmc <command> [options]\n"
             "\n"
             "commands:\n"
-            "  serve MODEL                  OpenAI-compatible HTTP server (vLLM's API)\n"
+            "  serve [MODEL]                OpenAI-compatible HTTP server (vLLM's API); no MODEL:\n"
+            "                               the bundled demo model\n"
             "  chat [MODEL]                 interactive chat in the terminal (default: the demo model)\n"
             "  generate MODEL               offline generation: one prompt, or a JSONL file of them\n"
             "  bench throughput MODEL       offline throughput with random prompts\n"
@@ -189,7 +190,12 @@ int main(int argc, char **argv) {
         if (argc >= 3 && !strcmp(argv[2], "serve")) return vllmc_bench_serve_main(argc - 2, argv + 2);
         return cmd_bench(argc - 2, argv + 2);
     }
-    if (!strcmp(cmd, "serve")) return vllmc_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) {
+        static char demo[4096];
+        char err[256];
+        if (default_model_dir(demo, sizeof demo, err, sizeof err) == 0) vllmc_serve_set_default_model(demo);
+        return vllmc_serve_main(argc - 1, argv + 1);
+    }
     fprintf(stderr, "vllmc: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

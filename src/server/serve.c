@@ -24,12 +24,15 @@
 
 #define LOG_INTERVAL_S 10
 
+static const char *serve_default_model; /* used when no MODEL is given */
+
 static void serve_usage(FILE *f) {
     fprintf(f,
-            "usage: vllmc serve MODEL [options]\n"
+            "usage: vllmc serve [MODEL] [options]\n"
             "\n"
             "OpenAI-compatible HTTP server (vLLM's API, flags and metrics). MODEL is a checkpoint\n"
-            "directory or ORG/NAME in the Hugging Face cache; nothing is downloaded.\n"
+            "directory or ORG/NAME in the Hugging Face cache; nothing is downloaded. Without MODEL,\n"
+            "the bundled demo model (models/demo) is served.\n"
             "\n"
             "options:\n"
             "  --host HOST                     address to listen on (default 127.0.0.1; 0.0.0.0 or ::\n"
@@ -238,6 +241,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             o->max_waiting = (int)v;
         }
     }
+    if (!o->model) o->model = serve_default_model; /* the bundled demo, set by the CLI */
     if (!o->model) return usage_error("missing MODEL%s%s", "", "");
     if (o->n_names == 0) o->names[o->n_names++] = o->model;
     o->ep.model = o->model;
@@ -308,6 +312,8 @@ static void server_free(struct server *s) {
     metrics_free(&s->metrics);
     if (s->shutdown_fd >= 0) close(s->shutdown_fd);
 }
+
+void vllmc_serve_set_default_model(const char *dir) { serve_default_model = dir; }
 
 int vllmc_serve_main(int argc, char **argv) {
     struct serve_opts o;

@@ -6,6 +6,9 @@
 #define VLLMC_SERVER_H
 
 int vllmc_serve_main(int argc, char **argv);
+/* The model served when the command line names none (the CLI sets the
+ * bundled demo model's directory). */
+void vllmc_serve_set_default_model(const char *dir);
 int vllmc_bench_serve_main(int argc, char **argv);
 
 #endif

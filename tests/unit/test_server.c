@@ -467,8 +467,11 @@ TEST(cli_flags) {
     CHECK(run_cmd(unknown, &out) == 2);
     CHECK(strstr(out, "--no-such-flag") != NULL);
     free(out);
+    /* no MODEL: the bundled demo model; where there is none, a usage error */
+    setenv("VLLMC_DEMO_MODEL", "/nonexistent/demo", 1);
     const char *nomodel[] = { "serve", NULL };
     CHECK(run_cmd(nomodel, &out) == 2);
+    unsetenv("VLLMC_DEMO_MODEL");
     free(out);
     const char *badval[] = { "serve", QWEN, "--block-size", "7", NULL };
     CHECK(run_cmd(badval, &out) == 2);
