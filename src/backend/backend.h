@@ -210,6 +210,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);
+/* The CUDA backend's device, for logs ("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)"). */
+const char *backend_cuda_name(const struct backend *bk);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }

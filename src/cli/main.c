@@ -94,7 +94,7 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     static const char *const with_value[] = {
         "--threads", "--cpu-isa", "--kv-cache-dtype", "--kv-cache-memory-bytes", "--block-size", "--max-model-len",
         "--max-num-seqs", "--max-num-batched-tokens", "--prefix-caching-hash-algo", "--generation-config", "--seed",
-        "--hf-overrides",
+        "--hf-overrides", "--device", "--gpu-memory-utilization",
     };
     if (!strcmp(a, "--no-enable-prefix-caching")) { p->disable_prefix_caching = 1; return 1; }
     if (!strcmp(a, "--enable-prefix-caching")) { p->disable_prefix_caching = 0; return 1; }
@@ -134,7 +134,18 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
         }
         return 1;
     }
+    if (!strcmp(a, "--gpu-memory-utilization")) {
+        char *end;
+        double u = strtod(val, &end);
+        if (end == val || *end || !(u > 0 && u <= 1)) {
+            fprintf(stderr, "vllmc %s: --gpu-memory-utilization: expected a fraction in (0, 1], got '%s'\n", cmd, val);
+            return -1;
+        }
+        p->gpu_memory_utilization = u;
+        return 1;
+    }
     if (!strcmp(a, "--cpu-isa")) p->cpu_isa = val;
+    else if (!strcmp(a, "--device")) p->device = val;
     else if (!strcmp(a, "--kv-cache-dtype")) p->kv_cache_dtype = val;
     else if (!strcmp(a, "--prefix-caching-hash-algo")) p->prefix_caching_hash_algo = val;
     else if (!strcmp(a, "--generation-config")) p->generation_config = val;

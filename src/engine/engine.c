@@ -242,11 +242,22 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     else if (!e->bk->host_mem && bk_mem_info(e->bk, &dev_free, &dev_total) == 0) {
         /* a device (vLLM's --gpu-memory-utilization): the engine may use
          * util * total; the KV cache gets that less what is in use now
-         * (weights, the context, other processes) and a step's activations */
+         * (weights, the context, other processes) and a step's activations,
+         * and (as on the CPU) no more than max_num_seqs full contexts */
         double util = p->gpu_memory_utilization > 0 ? p->gpu_memory_utilization : 0.9;
         budget = (int64_t)(util * (double)dev_total) - (int64_t)(dev_total - dev_free) -
                  device_activation_bytes(hp, e->max_num_batched_tokens);
-        blocks = budget > 0 ? budget / (int64_t)(per_tok * (size_t)B) : 0;
+        if (budget <= 0) {
+            errf(err, errlen, "gpu memory utilization %.2f of %.1f GiB leaves no room for a KV cache (%.1f GiB in "
+                 "use, %.1f GiB for activations); raise it or give --kv-cache-memory-bytes", util,
+                 (double)dev_total / (1 << 30), (double)(dev_total - dev_free) / (1 << 30),
+                 (double)device_activation_bytes(hp, e->max_num_batched_tokens) / (1 << 30));
+            vllmc_engine_close(e);
+            return VLLMC_ENOMEM;
+        }
+        blocks = budget / (int64_t)(per_tok * (size_t)B);
+        int64_t cap = ((int64_t)e->max_model_len + B - 1) / B * e->max_num_seqs;
+        if (blocks > cap) blocks = cap;
     } else {
         /* default: a quarter of the available memory, at most 4 GiB (vLLM's
          * CPU default KV space), and no more than max_num_seqs full contexts */

@@ -63,6 +63,10 @@ static void serve_usage(FILE *f) {
             "                                  (default); vllm: vLLM's own defaults\n"
             "  --hf-overrides JSON             JSON object merged over config.json\n"
             "  --threads N                     CPU threads (default: one per physical core)\n"
+            "  --device D                      auto (CUDA if built with it and a GPU is present), cpu,\n"
+            "                                  cuda, cuda:N\n"
+            "  --gpu-memory-utilization F      CUDA: fraction of GPU memory to use, the KV cache\n"
+            "                                  taking what weights and activations leave (default 0.9)\n"
             "  --max-waiting-requests N        answer 429 when more requests than this wait in the\n"
             "                                  queue (default 4096)\n"
             "  --disable-log-requests          do not log each request\n"
@@ -164,6 +168,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             "--max-num-batched-tokens", "--block-size", "--kv-cache-memory-bytes", "--kv-cache-dtype",
             "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template", "--default-chat-template-kwargs",
             "--generation-config", "--hf-overrides", "--threads", "--max-waiting-requests",
+            "--device", "--gpu-memory-utilization",
         };
         int is_known = 0;
         for (size_t k = 0; k < ARRAY_LEN(known); k++) is_known |= !strcmp(flag, known[k]);
@@ -236,6 +241,13 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
         } else if (!strcmp(flag, "--threads")) {
             if (parse_long(val, 1, 4096, &v)) return usage_error("--threads '%s': expected a positive integer%s", val, "");
             o->ep.n_threads = (int)v;
+        } else if (!strcmp(flag, "--device")) o->ep.device = val; /* checked by the engine */
+        else if (!strcmp(flag, "--gpu-memory-utilization")) {
+            char *end;
+            double u = strtod(val, &end);
+            if (end == val || *end || !(u > 0 && u <= 1))
+                return usage_error("--gpu-memory-utilization '%s': expected a fraction in (0, 1]%s", val, "");
+            o->ep.gpu_memory_utilization = u;
         } else if (!strcmp(flag, "--max-waiting-requests")) {
             if (parse_long(val, 0, 1 << 30, &v)) return usage_error("--max-waiting-requests '%s': expected an integer >= 0%s", val, "");
             o->max_waiting = (int)v;

@@ -11,7 +11,9 @@
  *     chunked prefill: equal to the reference up to the first step whose
  *     reference top1-top2 margin is below 1e-2.
  * VLLMC_FIXTURES overrides the fixture directory; VLLMC_TEST_ISA forces a
- * kernel set (the Arm CI run uses it). */
+ * kernel set (the Arm CI run uses it); VLLMC_TEST_DEVICE=cuda runs the
+ * fixtures on the CUDA backend (GPU machine) at the bf16 tolerance, 1e-2,
+ * for every fixture (the worst difference is printed). */
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
@@ -31,14 +33,16 @@ struct test_kv {
     int max_blocks, B;
 };
 
-static void test_kv_init(struct test_kv *t, const struct hparams *hp, int n_seqs, int max_len, int B) {
+static void test_kv_init(struct test_kv *t, struct backend *bk, const struct hparams *hp, int n_seqs, int max_len,
+                         int B) {
     t->B = B;
     t->max_blocks = (max_len + B - 1) / B;
     int num_blocks = 1 + n_seqs * t->max_blocks;
     /* f32 KV: transformers' reference keeps K/V in f32 (see the file header) */
     enum dtype dt = DT_F32;
     size_t lb = (size_t)num_blocks * B * hp->n_kv_head * hp->head_dim * dtype_size(dt);
-    t->mem = xcalloc(2 * (size_t)hp->n_layer, lb);
+    t->mem = bk_alloc(bk, 2 * (size_t)hp->n_layer * lb); /* the backend's memory (device on CUDA) */
+    REQUIRE(t->mem != NULL);
     t->kv.n_layer = hp->n_layer;
     t->kv.layers = xcalloc((size_t)hp->n_layer, sizeof *t->kv.layers);
     for (int l = 0; l < hp->n_layer; l++) {
@@ -53,8 +57,8 @@ static void test_kv_init(struct test_kv *t, const struct hparams *hp, int n_seqs
         for (int s = 0; s < n_seqs; s++) t->table[(size_t)s * t->max_blocks + i] = 1 + i * n_seqs + (n_seqs - 1 - s);
 }
 
-static void test_kv_free(struct test_kv *t) {
-    free(t->mem);
+static void test_kv_free(struct test_kv *t, struct backend *bk) {
+    bk_free(bk, t->mem);
     free(t->kv.layers);
     free(t->table);
 }
@@ -82,7 +86,14 @@ static int argmax(const float *l, int V) {
 static int check_fixture(const struct fixture *f, const char *isa, int threads) {
     char err[1024];
     struct backend *bk;
-    REQUIRE(backend_cpu_create(&bk, threads, isa, err, sizeof err) == 0);
+    const char *dev = getenv("VLLMC_TEST_DEVICE");
+    const bool cuda = dev && !strcmp(dev, "cuda");
+    if (cuda) {
+        if (backend_cuda_create(&bk, 0, threads, err, sizeof err)) {
+            fprintf(stderr, "  %s\n", err);
+            _exit(1);
+        }
+    } else REQUIRE(backend_cpu_create(&bk, threads, isa, err, sizeof err) == 0);
     struct model *m;
     if (model_load(&m, f->dir, bk, NULL, err, sizeof err)) {
         fprintf(stderr, "  %s: load failed: %s\n", f->name, err);
@@ -90,7 +101,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
         return 1;
     }
     const int V = m->hp.n_vocab, S = f->n_cases;
-    const double tol = f->bf16 ? 1e-2 : 1e-3;
+    const double tol = f->bf16 || cuda ? 1e-2 : 1e-3;
     int fails = 0;
 
     /* 1. log-probs: all full sequences in one batch */
@@ -101,7 +112,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
         T += L;
     }
     struct test_kv tk;
-    test_kv_init(&tk, &m->hp, S, max_len, 8);
+    test_kv_init(&tk, bk, &m->hp, S, max_len, 8);
     int32_t *tok = xmalloc((size_t)T * 4), *pos = xmalloc((size_t)T * 4), *slot = xmalloc((size_t)T * 4);
     int32_t *rows = xmalloc((size_t)T * 4), qs[MAX_CASES + 1], sl[MAX_CASES];
     float *logits = xmalloc((size_t)T * V * sizeof(float));
@@ -144,13 +155,14 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
                 }
             }
         }
-        printf("      %s [%s]: max |logprob - ref| = %.2e (tol %.0e)\n", f->name, backend_cpu_isa(bk), worst, tol);
+        printf("      %s [%s]: max |logprob - ref| = %.2e (tol %.0e)\n", f->name,
+               cuda ? backend_cuda_name(bk) : backend_cpu_isa(bk), worst, tol);
     }
-    test_kv_free(&tk);
+    test_kv_free(&tk, bk);
 
     /* 2. greedy: chunked prefill (chunks of 16 per sequence per step), then
      * all sequences decode together */
-    test_kv_init(&tk, &m->hp, S, max_len, 8);
+    test_kv_init(&tk, bk, &m->hp, S, max_len, 8);
     int done[MAX_CASES] = { 0 }, ngen[MAX_CASES] = { 0 }, gen[MAX_CASES][64], stop[MAX_CASES];
     for (int s = 0; s < S; s++) stop[s] = f->c[s].n_greedy;
     for (;;) {
@@ -213,7 +225,7 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
             } else if (c->margin[k] < 1e-2) stop[s] = ngen[s];
         }
     }
-    test_kv_free(&tk);
+    test_kv_free(&tk, bk);
     free(tok);
     free(pos);
     free(slot);
@@ -263,6 +275,7 @@ TEST(golden_all_fixtures_auto_isa) {
 
 TEST(golden_all_fixtures_portable_one_thread) {
     if (getenv("VLLMC_TEST_ISA")) SKIP("kernel set forced by VLLMC_TEST_ISA");
+    if (getenv("VLLMC_TEST_DEVICE")) SKIP("device forced by VLLMC_TEST_DEVICE");
     CHECK(for_each_fixture("portable", 1) == 0);
 }
 

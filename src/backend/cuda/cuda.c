@@ -1,0 +1,473 @@
+/* cuda.c — the CUDA backend (DESIGN.md §7): the op table of backend.h over
+ * device memory, on one CUDA stream of one device.
+ *
+ * Owns: the stream, a cuBLASLt handle with its workspace and a cache of
+ * matmul plans (layouts + heuristic algorithm per shape), scratch for 16-bit
+ * activations and split-KV partials (grown to the largest step seen, so steady
+ * decode allocates nothing), and a host thread pool for host_parallel
+ * (sampling still runs on the host: the logits come back with bk_download).
+ *
+ * Matmul: up to CK_GEMV_MAX_T tokens (decode) our GEMV reads each weight row
+ * once with f32 activations; more tokens go to cuBLASLt (f32 sums). F32
+ * weights: an f32 GEMM (no TF32). BF16/F16 weights: the activations are
+ * rounded to the weight type, and by default the rounding error goes through
+ * a second GEMM (x = hi + lo, y = W·hi + W·lo), so results keep f32-like
+ * activation precision as on the CPU; VLLMC_CUDA_MATMUL=bf16 skips the
+ * second GEMM (plain 16-bit activations, as bf16 inference usually does).
+ * F16 activations saturate beyond 65504 (F16 weights only).
+ *
+ * Memory: bk_alloc is cudaMalloc (never managed memory) zero-filled on the
+ * stream; upload and download are stream-ordered copies that wait for the
+ * copy. The first CUDA error is kept and reported by the next upload or
+ * download (ops return nothing).
+ *
+ * What this does not do: quantized (affine) weights, device-side sampling,
+ * CUDA graphs, overlapping host scheduling with the device — later steps. */
+#include "backend/backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "util/threadpool.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define LT_WORKSPACE ((size_t)32 << 20)
+#define N_PLANS 64
+
+struct mm_plan {
+    bool used;
+    cudaDataType_t type;
+    int N, K, T;
+    uint32_t align[3];
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+
+struct cuda_backend {
+    struct backend base;
+    int device, n_sm;
+    char name[256];
+    cudaStream_t st;
+    cublasLtHandle_t lt;
+    void *ws;
+    struct threadpool *pool;
+    bool split;          /* bf16/f16 GEMMs: hi + lo activations */
+    void *xb;            /* 16-bit activations: hi then lo */
+    size_t xb_len;
+    float *part;         /* split-KV partial results */
+    size_t part_len;
+    struct mm_plan plans[N_PLANS];
+    int next_plan;
+    bool failed;
+    char err[256];
+};
+
+static struct cuda_backend *cb(struct backend *bk) { return (struct cuda_backend *)bk; }
+
+static void fail(struct cuda_backend *c, const char *what, const char *why) {
+    if (c->failed) return;
+    c->failed = true;
+    snprintf(c->err, sizeof c->err, "cuda backend: %s: %s", what, why);
+}
+
+/* rc: a cudaError_t (0 = success) */
+static bool ok(struct cuda_backend *c, int rc, const char *what) {
+    if (rc == 0) return true;
+    fail(c, what, cudaGetErrorString((cudaError_t)rc));
+    return false;
+}
+
+static bool lt_ok(struct cuda_backend *c, cublasStatus_t s, const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return true;
+    fail(c, what, cublasLtGetStatusString(s));
+    return false;
+}
+
+/* The calling thread's current device is per thread: the engine's thread
+ * is not the one that created the backend. */
+static void enter(struct cuda_backend *c) {
+    if (c->device != 0) cudaSetDevice(c->device);
+}
+
+static int type_of(enum dtype dt, enum ck_type *out) {
+    switch (dt) {
+    case DT_F32: *out = CK_F32; return 0;
+    case DT_BF16: *out = CK_BF16; return 0;
+    case DT_F16: *out = CK_F16; return 0;
+    default: return -1;
+    }
+}
+
+/* Device scratch of at least bytes (grown by half again; the old contents
+ * are dropped). cudaFree waits for work still using the old buffer. */
+static void *grow(struct cuda_backend *c, void **buf, size_t *len, size_t bytes) {
+    if (bytes <= *len) return *buf;
+    size_t n = bytes + bytes / 2;
+    cudaFree(*buf);
+    *buf = NULL;
+    *len = 0;
+    if (!ok(c, cudaMalloc(buf, n), "scratch")) {
+        *buf = NULL;
+        return NULL;
+    }
+    *len = n;
+    return *buf;
+}
+
+/* ---- cuBLASLt ----------------------------------------------------------------- */
+
+static uint32_t align_of(const void *p) {
+    uint32_t a = 256;
+    while (a > 1 && (uintptr_t)p % a) a >>= 1;
+    return a;
+}
+
+static void plan_drop(struct mm_plan *p) {
+    if (!p->used) return;
+    cublasLtMatmulDescDestroy(p->op);
+    cublasLtMatrixLayoutDestroy(p->a);
+    cublasLtMatrixLayoutDestroy(p->b);
+    cublasLtMatrixLayoutDestroy(p->c);
+    p->used = false;
+}
+
+/* y[T][N] = x[T][K] · W^T in column-major terms: Y (N x T) = op_T(W: K x N) · X (K x T). */
+static struct mm_plan *plan_get(struct cuda_backend *c, cudaDataType_t type, int N, int K, int T, const uint32_t al[3]) {
+    for (int i = 0; i < N_PLANS; i++) {
+        struct mm_plan *p = &c->plans[i];
+        if (p->used && p->type == type && p->N == N && p->K == K && p->T == T && p->align[0] == al[0] &&
+            p->align[1] == al[1] && p->align[2] == al[2])
+            return p;
+    }
+    struct mm_plan *p = &c->plans[c->next_plan];
+    c->next_plan = (c->next_plan + 1) % N_PLANS;
+    plan_drop(p);
+    *p = (struct mm_plan){ .type = type, .N = N, .K = K, .T = T, .align = { al[0], al[1], al[2] } };
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    if (!lt_ok(c, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc")) return NULL;
+    p->used = true; /* from here plan_drop frees what was made (the layouts may be NULL: destroy accepts it) */
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (!lt_ok(c, cublasLtMatrixLayoutCreate(&p->a, type, (uint64_t)K, (uint64_t)N, K), "layout") ||
+        !lt_ok(c, cublasLtMatrixLayoutCreate(&p->b, type, (uint64_t)K, (uint64_t)T, K), "layout") ||
+        !lt_ok(c, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)N, (uint64_t)T, N), "layout")) {
+        plan_drop(p);
+        return NULL;
+    }
+    cublasLtMatmulPreference_t pref;
+    if (!lt_ok(c, cublasLtMatmulPreferenceCreate(&pref), "preference")) {
+        plan_drop(p);
+        return NULL;
+    }
+    uint64_t wsb = LT_WORKSPACE;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], sizeof al[0]);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof al[1]);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof al[2]);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof al[2]);
+    cublasLtMatmulHeuristicResult_t res;
+    int n = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &n);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (!lt_ok(c, s, "matmul heuristic")) {
+        plan_drop(p);
+        return NULL;
+    }
+    if (n < 1) {
+        fail(c, "matmul heuristic", "no algorithm for this shape");
+        plan_drop(p);
+        return NULL;
+    }
+    p->algo = res.algo;
+    return p;
+}
+
+static void lt_gemm(struct cuda_backend *c, cudaDataType_t type, const void *w, const void *x, float *y, int N, int K,
+                    int T, float beta) {
+    const uint32_t al[3] = { align_of(w), align_of(x), align_of(y) };
+    struct mm_plan *p = plan_get(c, type, N, K, T, al);
+    if (!p) return;
+    const float alpha = 1.0f;
+    lt_ok(c, cublasLtMatmul(c->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo, c->ws,
+                            LT_WORKSPACE, c->st),
+          "cublasLtMatmul");
+}
+
+/* ---- ops -------------------------------------------------------------------------- */
+
+static void cu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    enum ck_type wt;
+    if (T <= 0) return;
+    if (w->fmt != BK_W_DENSE || type_of(w->dtype, &wt)) {
+        fail(c, "matmul", "unsupported weight format");
+        return;
+    }
+    const int N = (int)w->rows, K = (int)w->cols;
+    if (T <= CK_GEMV_MAX_T) {
+        ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T), "gemv");
+        return;
+    }
+    if (wt == CK_F32) {
+        lt_gemm(c, CUDA_R_32F, w->data, x, y, N, K, T, 0.0f);
+        return;
+    }
+    const size_t n = (size_t)T * (size_t)K, n_al = (n + 127) & ~(size_t)127; /* lo on a 256-byte boundary */
+    uint16_t *hi = grow(c, &c->xb, &c->xb_len, (c->split ? 2 : 1) * n_al * sizeof(uint16_t));
+    if (!hi) return;
+    uint16_t *lo = c->split ? hi + n_al : NULL;
+    const cudaDataType_t type = wt == CK_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (!ok(c, ck_split(c->st, hi, lo, x, wt, n), "split")) return;
+    lt_gemm(c, type, w->data, hi, y, N, K, T, 0.0f);
+    if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
+}
+
+static void cu_embed(struct backend *bk, float *out, const struct bk_weight *t, const int32_t *ids, int T, float scale) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    enum ck_type tt;
+    if (t->fmt != BK_W_DENSE || type_of(t->dtype, &tt)) {
+        fail(c, "embed", "unsupported table format");
+        return;
+    }
+    ok(c, ck_embed(c->st, out, t->data, tt, ids, T, (int)t->cols, scale), "embed");
+}
+
+static void cu_rmsnorm(struct backend *bk, float *y, const float *x, const float *w, int R, int n, float eps) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_rmsnorm(c->st, y, x, w, R, n, eps), "rmsnorm");
+}
+
+static void cu_rope(struct backend *bk, float *x, const int32_t *pos, int T, int H, int D, const struct bk_rope *r) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    if (r->rot_dim / 2 > CK_ROPE_MAX_HALF) {
+        fail(c, "rope", "rotary dims beyond 512");
+        return;
+    }
+    struct ck_rope kr = { .rot_dim = r->rot_dim, .attn_factor = r->attn_factor, .neox = r->neox };
+    memcpy(kr.inv_freq, r->inv_freq, (size_t)(r->rot_dim / 2) * sizeof(float));
+    ok(c, ck_rope(c->st, x, pos, T, H, D, &kr), "rope");
+}
+
+static void cu_glu(struct backend *bk, float *out, const float *g, const float *u, int T, int F, int ld,
+                   enum bk_act act) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_glu(c->st, out, g, u, T, F, ld, (int)act), "glu");
+}
+
+static void cu_add_scaled(struct backend *bk, float *y, const float *x, float s, size_t n) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_add_scaled(c->st, y, x, s, n), "add_scaled");
+}
+
+static void cu_add_bias(struct backend *bk, float *y, const float *b, int T, int N) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_add_bias(c->st, y, b, T, N), "add_bias");
+}
+
+static void cu_kv_store(struct backend *bk, const struct bk_kv *kv, const float *k, const float *v,
+                        const int32_t *slots, int T) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    enum ck_type kt;
+    if (type_of(kv->dtype, &kt)) {
+        fail(c, "kv_store", "unsupported KV dtype");
+        return;
+    }
+    ok(c, ck_kv_store(c->st, kv->k, kv->v, kt, k, v, slots, T, kv->n_kv_heads * kv->head_dim), "kv_store");
+}
+
+static void cu_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
+                         const struct bk_attn_batch *b, const struct bk_attn_params *p) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    enum ck_type kt;
+    if (b->n_seqs <= 0) return;
+    if (type_of(kv->dtype, &kt) || p->head_dim > CK_ATTN_MAX_D) {
+        fail(c, "attention", "unsupported KV dtype or head dim");
+        return;
+    }
+    const int cap = b->max_blocks * kv->block_size;
+    const int max_q = b->max_query_len > 0 ? b->max_query_len : cap;
+    int keys = b->max_seq_len > 0 ? b->max_seq_len : cap;
+    if (p->sliding_window > 0) keys = MIN(keys, p->sliding_window);
+    const int T_bound = b->n_seqs * max_q;
+    /* split the keys when the rows alone leave the GPU idle (decode): each
+     * range at least 128 keys, about 32 warps per multiprocessor in all */
+    const size_t items = (size_t)T_bound * (size_t)p->n_heads, target = (size_t)c->n_sm * 32;
+    int n_split = 1;
+    if (items < target && keys > 128) {
+        n_split = (int)MIN((size_t)(keys + 127) / 128, (target + items - 1) / items);
+        n_split = MAX(1, MIN(n_split, 64));
+    }
+    float *part = NULL;
+    if (n_split > 1) {
+        size_t need = (size_t)n_split * items * (size_t)(p->head_dim + 2) * sizeof(float);
+        if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
+    }
+    const struct ck_attn a = {
+        .query_start = b->query_start, .seq_len = b->seq_len, .block_table = b->block_table, .n_seqs = b->n_seqs,
+        .max_blocks = b->max_blocks, .block_size = kv->block_size, .H = p->n_heads, .Hkv = p->n_kv_heads,
+        .D = p->head_dim, .scale = p->scale, .softcap = p->softcap, .window = p->sliding_window,
+    };
+    ok(c, ck_attention(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, n_split, part), "attention");
+}
+
+static void cu_softcap(struct backend *bk, float *x, size_t n, float cap) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_softcap(c->st, x, n, cap), "softcap");
+}
+
+static void cu_scale(struct backend *bk, float *x, size_t n, float s) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_scale(c->st, x, n, s), "scale");
+}
+
+static void cu_host_parallel(struct backend *bk, void (*fn)(void *, int, int), void *ctx) {
+    threadpool_run(cb(bk)->pool, fn, ctx);
+}
+static int cu_host_threads(const struct backend *bk) { return threadpool_size(((const struct cuda_backend *)bk)->pool); }
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+static void *cu_alloc(struct backend *bk, size_t bytes) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is an answer here, not a sticky failure */
+        return NULL;
+    }
+    if (!ok(c, cudaMemsetAsync(p, 0, bytes, c->st), "memset")) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(struct backend *bk, void *p) {
+    enter(cb(bk));
+    cudaFree(p);
+}
+
+static int copy(struct cuda_backend *c, void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
+                const char *what, char *err, size_t errlen) {
+    enter(c);
+    if (!c->failed && bytes) ok(c, cudaMemcpyAsync(dst, src, bytes, kind, c->st), what);
+    if (!c->failed) ok(c, cudaStreamSynchronize(c->st), what);
+    return c->failed ? errf(err, errlen, "%s", c->err) : 0;
+}
+
+static int cu_upload(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+    return copy(cb(bk), dst, src, bytes, cudaMemcpyHostToDevice, "upload", err, errlen);
+}
+
+static int cu_download(struct backend *bk, void *dst, const void *src, size_t bytes, char *err, size_t errlen) {
+    return copy(cb(bk), dst, src, bytes, cudaMemcpyDeviceToHost, "download", err, errlen);
+}
+
+static int cu_mem_info(struct backend *bk, size_t *free_bytes, size_t *total_bytes) {
+    enter(cb(bk));
+    return cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess ? 0 : -1;
+}
+
+static int cu_weight_check(struct backend *bk, const struct bk_weight *w, char *err, size_t errlen) {
+    enum ck_type t;
+    if (w->fmt != BK_W_DENSE)
+        return errf(err, errlen, "the cuda backend does not run affine-quantized (MLX/AWQ) weights yet");
+    if (type_of(w->dtype, &t)) return errf(err, errlen, "the cuda backend runs F32, BF16 and F16 weights only");
+    return 0;
+}
+
+static void cu_destroy(struct backend *bk) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    cudaStreamSynchronize(c->st);
+    for (int i = 0; i < N_PLANS; i++) plan_drop(&c->plans[i]);
+    if (c->lt) cublasLtDestroy(c->lt);
+    cudaFree(c->ws);
+    cudaFree(c->xb);
+    cudaFree(c->part);
+    cudaStreamDestroy(c->st);
+    threadpool_destroy(c->pool);
+    free(c);
+}
+
+static const struct backend_ops cuda_ops = {
+    .name = "cuda", .destroy = cu_destroy, .matmul = cu_matmul, .embed = cu_embed, .rmsnorm = cu_rmsnorm,
+    .rope = cu_rope, .glu = cu_glu, .add_scaled = cu_add_scaled, .add_bias = cu_add_bias, .kv_store = cu_kv_store,
+    .attention = cu_attention, .softcap = cu_softcap, .scale = cu_scale, .host_parallel = cu_host_parallel,
+    .host_threads = cu_host_threads, .alloc = cu_alloc, .free = cu_free, .upload = cu_upload,
+    .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
+};
+
+int backend_cuda_devices(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return errf(err, errlen, "cuda backend: no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none");
+    }
+    if (device < 0 || device >= n) return errf(err, errlen, "cuda backend: device %d: this machine has %d", device, n);
+    const char *mode = getenv("VLLMC_CUDA_MATMUL");
+    if (mode && strcmp(mode, "split") && strcmp(mode, "bf16"))
+        return errf(err, errlen, "cuda backend: VLLMC_CUDA_MATMUL='%s': expected split or bf16", mode);
+    struct cudaDeviceProp prop;
+    if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaFree(NULL)) != cudaSuccess ||
+        (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
+        cudaGetLastError();
+        return errf(err, errlen, "cuda backend: device %d: %s", device, cudaGetErrorString(e));
+    }
+    struct cuda_backend *c = xcalloc(1, sizeof *c);
+    c->base.ops = &cuda_ops;
+    c->base.host_mem = false;
+    c->device = device;
+    c->n_sm = prop.multiProcessorCount;
+    c->split = !(mode && !strcmp(mode, "bf16"));
+    snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMalloc(&c->ws, LT_WORKSPACE)) != cudaSuccess) {
+        cudaGetLastError();
+        errf(err, errlen, "cuda backend: %s", cudaGetErrorString(e));
+        cu_destroy(&c->base);
+        return -1;
+    }
+    cublasStatus_t s = cublasLtCreate(&c->lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        errf(err, errlen, "cuda backend: cuBLASLt: %s", cublasLtGetStatusString(s));
+        cu_destroy(&c->base);
+        return -1;
+    }
+    c->pool = threadpool_create(n_threads > 0 ? n_threads : cpu_physical_cores());
+    if (!c->pool) {
+        errf(err, errlen, "cuda backend: cannot start host threads");
+        cu_destroy(&c->base);
+        return -1;
+    }
+    c->base.n_threads = threadpool_size(c->pool);
+    *out = &c->base;
+    return 0;
+}
+
+const char *backend_cuda_name(const struct backend *bk) { return ((const struct cuda_backend *)bk)->name; }

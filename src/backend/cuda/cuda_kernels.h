@@ -1,0 +1,78 @@
+/* cuda_kernels.h — the CUDA kernels of the CUDA backend, as plain C entry
+ * points (kernels.cu, compiled by nvcc) that cuda.c calls. Each one queues
+ * its kernel(s) on the given stream and returns the launch's error (0 =
+ * cudaSuccess); none waits for the device.
+ *
+ * All pointers are device memory except the small parameter structs, which
+ * travel by value in the launch. Element types are named by the codes below
+ * (the backend's enum dtype values are translated in cuda.c), so this header
+ * needs neither CUDA's nor the project's headers and is shared by C and C++.
+ *
+ * What this does not do: no allocation, no synchronisation, no cuBLAS
+ * (cuda.c owns the handles and the workspaces). */
+#ifndef VLLMC_CUDA_KERNELS_H
+#define VLLMC_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *ck_stream; /* = cudaStream_t */
+
+enum ck_type { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
+
+#define CK_ROPE_MAX_HALF 256 /* rot_dim / 2 at most */
+#define CK_GEMV_MAX_T 8      /* tokens per gemv call at most */
+#define CK_ATTN_MAX_D 256    /* head dim at most */
+
+/* y[T][N] = x[T][K] · W[N][K]^T with f32 activations and f32 sums, for
+ * T <= CK_GEMV_MAX_T (decode): one warp per output row, the weight row read
+ * once for all T tokens. */
+int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T);
+/* hi[i] = round(x[i]) to wt (BF16 or F16); lo (may be NULL) = round(x - hi) */
+int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n);
+/* out[t][k] = table[ids[t]][k] * scale */
+int ck_embed(ck_stream st, float *out, const void *table, enum ck_type tt, const int32_t *ids, int T, int K,
+             float scale);
+/* y[r] = x[r] / rms(x[r]) * w (w NULL: none), rows of n; y may alias x */
+int ck_rmsnorm(ck_stream st, float *y, const float *x, const float *w, int R, int n, float eps);
+
+struct ck_rope {
+    float inv_freq[CK_ROPE_MAX_HALF];
+    int rot_dim;
+    float attn_factor;
+    int neox;
+};
+int ck_rope(ck_stream st, float *x, const int32_t *pos, int T, int H, int D, const struct ck_rope *r);
+/* act: 0 silu, 1 gelu (tanh), 2 gelu (erf), 3 relu — enum bk_act's values */
+int ck_glu(ck_stream st, float *out, const float *gate, const float *up, int T, int F, int ld, int act);
+int ck_add_scaled(ck_stream st, float *y, const float *x, float s, size_t n);
+int ck_add_bias(ck_stream st, float *y, const float *bias, int T, int N);
+int ck_softcap(ck_stream st, float *x, size_t n, float cap);
+int ck_scale(ck_stream st, float *x, size_t n, float s);
+/* k/v [T][row] (row = Hkv * D) to pools [slots][row] in kt */
+int ck_kv_store(ck_stream st, void *kc, void *vc, enum ck_type kt, const float *k, const float *v,
+                const int32_t *slots, int T, int row);
+
+struct ck_attn {
+    const int32_t *query_start, *seq_len, *block_table; /* device */
+    int n_seqs, max_blocks, block_size;
+    int H, Hkv, D;
+    float scale, softcap;
+    int window;
+};
+/* Paged attention over the flat varlen batch (see backend.h): one warp per
+ * (query row, head), keys split into n_split ranges whose partial results
+ * (part: n_split * T_bound * H * (D + 2) floats) a second kernel combines;
+ * n_split == 1 writes out directly (part unused). T_bound >= the token count. */
+int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
+                 const struct ck_attn *a, int T_bound, int n_split, float *part);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,495 @@
+/* kernels.cu — the CUDA backend's own kernels (see cuda_kernels.h): decode
+ * GEMV, activation rounding for cuBLASLt, embedding, RMSNorm, RoPE, GLU,
+ * element-wise ops, the paged KV store and paged attention.
+ *
+ * Numerics follow the CPU's portable reference (cpu_ref.c): f32 activations
+ * and f32 sums everywhere, 16-bit values widened exactly, f32 -> bf16/f16
+ * rounded to nearest even, RoPE angles as (float)pos * inv_freq with the
+ * accurate cosf/sinf (no fast-math), the same activation formulas.
+ *
+ * Attention: one warp per (query row, head). Lane j scores key j of each run
+ * of 32 keys against the query (held in shared memory), the warp keeps an
+ * online softmax (running max and sum, as FlashAttention does), and each lane
+ * accumulates its own head dims of P·V. Long contexts with few query rows
+ * (decode) split the keys into ranges run by separate warps and merged by a
+ * second kernel (split-KV, as FlashDecoding). This is the simple, exact
+ * version; a tensor-core prefill kernel is later work.
+ *
+ * What this does not do: allocate, synchronise, or call cuBLAS. */
+#include "backend/cuda/cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+namespace {
+
+constexpr unsigned FULL = 0xffffffffu;
+
+/* Element types: load widens to f32, store rounds to nearest even; unpack
+ * widens the elements of one 16-byte load. */
+struct TF32 {
+    using T = float;
+    static constexpr int E = 4;
+    static __device__ __forceinline__ float load(const T *p, size_t i) { return p[i]; }
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = v; }
+    static __device__ __forceinline__ void unpack(uint4 r, float *f) {
+        f[0] = __uint_as_float(r.x), f[1] = __uint_as_float(r.y), f[2] = __uint_as_float(r.z),
+        f[3] = __uint_as_float(r.w);
+    }
+};
+struct TBF16 {
+    using T = uint16_t;
+    static constexpr int E = 8;
+    static __device__ __forceinline__ float load(const T *p, size_t i) { return __uint_as_float((uint32_t)p[i] << 16); }
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) {
+        p[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    }
+    static __device__ __forceinline__ void two(uint32_t u, float *f) {
+        f[0] = __uint_as_float(u << 16), f[1] = __uint_as_float(u & 0xffff0000u);
+    }
+    static __device__ __forceinline__ void unpack(uint4 r, float *f) { two(r.x, f), two(r.y, f + 2), two(r.z, f + 4), two(r.w, f + 6); }
+};
+struct TF16 {
+    using T = uint16_t;
+    static constexpr int E = 8;
+    static __device__ __forceinline__ float load(const T *p, size_t i) { return __half2float(__ushort_as_half(p[i])); }
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = __half_as_ushort(__float2half_rn(v)); }
+    static __device__ __forceinline__ void two(uint32_t u, float *f) {
+        f[0] = __half2float(__ushort_as_half((unsigned short)(u & 0xffffu)));
+        f[1] = __half2float(__ushort_as_half((unsigned short)(u >> 16)));
+    }
+    static __device__ __forceinline__ void unpack(uint4 r, float *f) { two(r.x, f), two(r.y, f + 2), two(r.z, f + 4), two(r.w, f + 6); }
+};
+
+#define DISPATCH_TYPE(t, TAG, ...)                    \
+    switch (t) {                                      \
+    case CK_F32: { using TAG = TF32; __VA_ARGS__; } break;   \
+    case CK_BF16: { using TAG = TBF16; __VA_ARGS__; } break; \
+    case CK_F16: { using TAG = TF16; __VA_ARGS__; } break;   \
+    default: return (int)cudaErrorInvalidValue;       \
+    }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
+    return v;
+}
+
+inline unsigned blocks_for(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+/* ---- GEMV (decode) --------------------------------------------------------- */
+
+constexpr int GEMV_WARPS = 8;
+
+template <class W, int TT>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K, bool vec) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int n = blockIdx.x * GEMV_WARPS + warp;
+    if (n >= N) return;
+    const typename W::T *wr = w + (size_t)n * K;
+    float acc[TT];
+#pragma unroll
+    for (int t = 0; t < TT; t++) acc[t] = 0.0f;
+    if (vec) { /* K % E == 0, rows and x 16-byte aligned */
+        constexpr int E = W::E;
+#pragma unroll 4
+        for (int k0 = lane * E; k0 < K; k0 += 32 * E) {
+            float wf[E];
+            W::unpack(__ldg(reinterpret_cast<const uint4 *>(wr + k0)), wf);
+#pragma unroll
+            for (int t = 0; t < TT; t++) {
+                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * K + k0);
+#pragma unroll
+                for (int e = 0; e < E / 4; e++) {
+                    float4 xv = xp[e];
+                    acc[t] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z + wf[4 * e + 3] * xv.w;
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < K; k += 32) {
+            const float wv = W::load(wr, k);
+#pragma unroll
+            for (int t = 0; t < TT; t++) acc[t] += wv * x[(size_t)t * K + k];
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        float v = warp_sum(acc[t]);
+        if (lane == 0) y[(size_t)t * N + n] = v;
+    }
+}
+
+template <class W>
+int gemv_t(ck_stream st, float *y, const float *x, const void *w, int N, int K, int T) {
+    const typename W::T *wp = static_cast<const typename W::T *>(w);
+    const bool vec = K % W::E == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
+    dim3 grid(blocks_for((size_t)N, GEMV_WARPS)), block(GEMV_WARPS * 32);
+    switch (T) {
+#define CASE(n) case n: gemv_k<W, n><<<grid, block, 0, st>>>(y, x, wp, N, K, vec); break;
+    CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    default: return (int)cudaErrorInvalidValue;
+    }
+    return (int)cudaGetLastError();
+}
+
+/* ---- element-wise ----------------------------------------------------------- */
+
+template <class W>
+__global__ void split_k(typename W::T *hi, typename W::T *lo, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        W::store(hi, i, v);
+        if (lo) W::store(lo, i, v - W::load(hi, i));
+    }
+}
+
+template <class W>
+__global__ void embed_k(float *out, const typename W::T *table, const int32_t *ids, int T, int K, float scale) {
+    for (int t = blockIdx.y; t < T; t += gridDim.y) {
+        const size_t row = (size_t)ids[t] * K;
+        for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < K; k += gridDim.x * blockDim.x)
+            out[(size_t)t * K + k] = W::load(table, row + k) * scale;
+    }
+}
+
+__global__ void rmsnorm_k(float *y, const float *x, const float *w, int n, float eps) {
+    __shared__ float part[32];
+    const float *xr = x + (size_t)blockIdx.x * n;
+    float *yr = y + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    const float inv = 1.0f / sqrtf(part[0] / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+}
+
+/* one block per (token, head); thread i rotates pair i of every such head */
+__global__ void rope_k(float *x, const int32_t *pos, int H, int D, const struct ck_rope r) {
+    const int t = blockIdx.x / H, h = blockIdx.x % H, half = r.rot_dim / 2;
+    float *xh = x + ((size_t)t * H + h) * D;
+    const float p = (float)pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const float ang = p * r.inv_freq[i];
+        const float c = cosf(ang) * r.attn_factor, s = sinf(ang) * r.attn_factor;
+        const int a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
+        const float x0 = xh[a], x1 = xh[b];
+        xh[a] = x0 * c - x1 * s;
+        xh[b] = x1 * c + x0 * s;
+    }
+}
+
+__device__ __forceinline__ float act_f(float x, int act) {
+    switch (act) {
+    case 0: return x / (1.0f + expf(-x));
+    case 1: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case 2: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case 3: return x > 0 ? x : 0;
+    }
+    return x;
+}
+
+__global__ void glu_k(float *out, const float *gate, const float *up, int T, int F, int ld, int act) {
+    const size_t n = (size_t)T * F;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / F, f = i % F;
+        out[i] = act_f(gate[t * ld + f], act) * up[t * ld + f];
+    }
+}
+
+__global__ void add_scaled_k(float *y, const float *x, float s, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += s * x[i];
+}
+
+__global__ void add_bias_k(float *y, const float *b, size_t n, int N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += b[i % N];
+}
+
+__global__ void softcap_k(float *x, size_t n, float cap) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+__global__ void scale_k(float *x, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+template <class W>
+__global__ void kv_store_k(typename W::T *kc, typename W::T *vc, const float *k, const float *v,
+                           const int32_t *slots, int row) {
+    const int t = blockIdx.x;
+    const size_t dst = (size_t)slots[t] * row, src = (size_t)t * row;
+    for (int i = threadIdx.x; i < row; i += blockDim.x) {
+        W::store(kc, dst + i, k[src + i]);
+        W::store(vc, dst + i, v[src + i]);
+    }
+}
+
+/* ---- paged attention ----------------------------------------------------------- */
+
+constexpr int ATTN_WARPS = 4;
+
+/* The largest number of blocks a grid-stride element-wise kernel gets. */
+constexpr unsigned EW_MAX_BLOCKS = 65535;
+
+template <class KV, int DPL>
+__global__ void __launch_bounds__(ATTN_WARPS * 32)
+attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::T *vc, const ck_attn a,
+       int n_split, float *part, int T_bound, bool vec) {
+    __shared__ __align__(16) float q_sh[ATTN_WARPS][CK_ATTN_MAX_D];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int H = a.H, D = a.D;
+    const int item = blockIdx.x * ATTN_WARPS + warp, split = blockIdx.y;
+    const int T = a.query_start[a.n_seqs];
+    const int t = item / H, h = item % H;
+    if (t >= T) return; /* whole warps leave together: no block-wide barrier below */
+    /* the sequence of row t: the last s with query_start[s] <= t */
+    int lo = 0, hi = a.n_seqs - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (a.query_start[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    const int s = lo, q0 = a.query_start[s], nq = a.query_start[s + 1] - q0;
+    const int qpos = a.seq_len[s] - nq + (t - q0);
+    const int kstart = (a.window > 0 && qpos - a.window + 1 > 0) ? qpos - a.window + 1 : 0;
+    const int nkeys = qpos - kstart + 1;
+    int per = (nkeys + n_split - 1) / n_split;
+    per = (per + 31) & ~31;
+    const int k0 = kstart + split * per, k1 = min(qpos + 1, k0 + per);
+
+    float *qs = q_sh[warp];
+    const float *qh = q + ((size_t)t * H + h) * D;
+    for (int d = lane; d < D; d += 32) qs[d] = qh[d];
+    __syncwarp();
+    const int hk = h / (H / a.Hkv), B = a.block_size;
+    const size_t row = (size_t)a.Hkv * D;
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+
+    float m = -INFINITY, l = 0.0f, acc[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[i] = 0.0f;
+    for (int j0 = k0; j0 < k1; j0 += 32) {
+        const int j = j0 + lane;
+        float sc = -INFINITY;
+        size_t base = 0;
+        if (j < k1) {
+            base = ((size_t)bt[j / B] * B + (size_t)(j % B)) * row + (size_t)hk * D;
+            const typename KV::T *kr = kc + base;
+            float dot = 0.0f;
+            if (vec) {
+                for (int d = 0; d < D; d += KV::E) {
+                    float kf[KV::E];
+                    KV::unpack(*reinterpret_cast<const uint4 *>(kr + d), kf);
+#pragma unroll
+                    for (int e = 0; e < KV::E; e++) dot += qs[d + e] * kf[e];
+                }
+            } else {
+                for (int d = 0; d < D; d++) dot += qs[d] * KV::load(kr, d);
+            }
+            dot *= a.scale;
+            if (a.softcap > 0) dot = a.softcap * tanhf(dot / a.softcap);
+            sc = dot;
+        }
+        const float mn = fmaxf(m, warp_max(sc)); /* finite: lane 0's key is in range */
+        const float corr = expf(m - mn);
+        const float p = j < k1 ? expf(sc - mn) : 0.0f;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[i] *= corr;
+        const int nj = min(32, k1 - j0);
+        for (int jj = 0; jj < nj; jj++) {
+            const float pj = __shfl_sync(FULL, p, jj);
+            const unsigned long long bj = __shfl_sync(FULL, (unsigned long long)base, jj);
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                const int d = lane + 32 * i;
+                if (d < D) acc[i] += pj * KV::load(vc, bj + d);
+            }
+        }
+        m = mn;
+    }
+    if (n_split == 1) {
+        const float inv = 1.0f / l;
+        float *oh = out + ((size_t)t * H + h) * D;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            const int d = lane + 32 * i;
+            if (d < D) oh[d] = acc[i] * inv;
+        }
+    } else {
+        float *po = part + (((size_t)split * T_bound + t) * H + h) * (size_t)(D + 2);
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            const int d = lane + 32 * i;
+            if (d < D) po[d] = acc[i];
+        }
+        if (lane == 0) po[D] = m, po[D + 1] = l;
+    }
+}
+
+/* merge the n_split partial results of each (row, head) */
+__global__ void attn_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H, int D,
+                               int n_split, int T_bound) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int item = blockIdx.x * ATTN_WARPS + warp;
+    const int t = item / H, h = item % H;
+    if (t >= query_start[n_seqs]) return;
+    const size_t stride = (size_t)T_bound * H * (D + 2);
+    const float *p0 = part + ((size_t)t * H + h) * (size_t)(D + 2);
+    float M = -INFINITY;
+    for (int sp = 0; sp < n_split; sp++) M = fmaxf(M, p0[sp * stride + D]);
+    float L = 0.0f;
+    for (int sp = 0; sp < n_split; sp++) {
+        const float ls = p0[sp * stride + D + 1];
+        if (ls > 0) L += ls * expf(p0[sp * stride + D] - M);
+    }
+    const float inv = 1.0f / L;
+    float *oh = out + ((size_t)t * H + h) * D;
+    for (int d = lane; d < D; d += 32) {
+        float v = 0.0f;
+        for (int sp = 0; sp < n_split; sp++) {
+            const float *ps = p0 + sp * stride;
+            if (ps[D + 1] > 0) v += ps[d] * expf(ps[D] - M);
+        }
+        oh[d] = v * inv;
+    }
+}
+
+template <class KV, int DPL>
+int attn_t(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a, int T_bound,
+           int n_split, float *part) {
+    const size_t items = (size_t)T_bound * a->H;
+    /* 16-byte key loads when every K row starts on a 16-byte boundary */
+    const bool vec = a->D % KV::E == 0 && ((uintptr_t)kc & 15) == 0;
+    dim3 grid(blocks_for(items, ATTN_WARPS), (unsigned)n_split), block(ATTN_WARPS * 32);
+    attn_k<KV, DPL><<<grid, block, 0, st>>>(out, q, static_cast<const typename KV::T *>(kc),
+                                            static_cast<const typename KV::T *>(vc), *a, n_split, part, T_bound, vec);
+    if (n_split > 1)
+        attn_combine_k<<<blocks_for(items, ATTN_WARPS), ATTN_WARPS * 32, 0, st>>>(out, part, a->query_start, a->n_seqs,
+                                                                                a->H, a->D, n_split, T_bound);
+    return (int)cudaGetLastError();
+}
+
+template <class KV>
+int attn_d(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a, int T_bound,
+           int n_split, float *part) {
+    if (a->D <= 32) return attn_t<KV, 1>(st, out, q, kc, vc, a, T_bound, n_split, part);
+    if (a->D <= 64) return attn_t<KV, 2>(st, out, q, kc, vc, a, T_bound, n_split, part);
+    if (a->D <= 128) return attn_t<KV, 4>(st, out, q, kc, vc, a, T_bound, n_split, part);
+    if (a->D <= CK_ATTN_MAX_D) return attn_t<KV, 8>(st, out, q, kc, vc, a, T_bound, n_split, part);
+    return (int)cudaErrorInvalidValue;
+}
+
+unsigned ew_blocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    return (unsigned)(b < 1 ? 1 : b > EW_MAX_BLOCKS ? EW_MAX_BLOCKS : b);
+}
+
+} // namespace
+
+/* ---- entry points ------------------------------------------------------------------ */
+
+extern "C" int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T) {
+    if (T < 1 || T > CK_GEMV_MAX_T) return (int)cudaErrorInvalidValue;
+    DISPATCH_TYPE(wt, W, return gemv_t<W>(st, y, x, w, N, K, T));
+    return 0;
+}
+
+extern "C" int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n) {
+    if (!n) return 0;
+    DISPATCH_TYPE(wt, W,
+                  split_k<W><<<ew_blocks(n), 256, 0, st>>>(static_cast<W::T *>(hi), static_cast<W::T *>(lo), x, n));
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_embed(ck_stream st, float *out, const void *table, enum ck_type tt, const int32_t *ids, int T,
+                        int K, float scale) {
+    if (T <= 0) return 0;
+    dim3 grid(blocks_for((size_t)K, 256), (unsigned)(T < 65535 ? T : 65535));
+    DISPATCH_TYPE(tt, W, embed_k<W><<<grid, 256, 0, st>>>(out, static_cast<const W::T *>(table), ids, T, K, scale));
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_rmsnorm(ck_stream st, float *y, const float *x, const float *w, int R, int n, float eps) {
+    if (R <= 0) return 0;
+    const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
+    rmsnorm_k<<<(unsigned)R, threads, 0, st>>>(y, x, w, n, eps);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_rope(ck_stream st, float *x, const int32_t *pos, int T, int H, int D, const struct ck_rope *r) {
+    if (T <= 0 || r->rot_dim <= 0) return 0;
+    if (r->rot_dim / 2 > CK_ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
+    const int half = r->rot_dim / 2, threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
+    rope_k<<<(unsigned)((size_t)T * H), threads, 0, st>>>(x, pos, H, D, *r);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_glu(ck_stream st, float *out, const float *gate, const float *up, int T, int F, int ld, int act) {
+    const size_t n = (size_t)T * F;
+    if (!n) return 0;
+    glu_k<<<ew_blocks(n), 256, 0, st>>>(out, gate, up, T, F, ld, act);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_add_scaled(ck_stream st, float *y, const float *x, float s, size_t n) {
+    if (!n) return 0;
+    add_scaled_k<<<ew_blocks(n), 256, 0, st>>>(y, x, s, n);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_add_bias(ck_stream st, float *y, const float *bias, int T, int N) {
+    const size_t n = (size_t)T * N;
+    if (!n) return 0;
+    add_bias_k<<<ew_blocks(n), 256, 0, st>>>(y, bias, n, N);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_softcap(ck_stream st, float *x, size_t n, float cap) {
+    if (!n) return 0;
+    softcap_k<<<ew_blocks(n), 256, 0, st>>>(x, n, cap);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_scale(ck_stream st, float *x, size_t n, float s) {
+    if (!n) return 0;
+    scale_k<<<ew_blocks(n), 256, 0, st>>>(x, n, s);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_kv_store(ck_stream st, void *kc, void *vc, enum ck_type kt, const float *k, const float *v,
+                           const int32_t *slots, int T, int row) {
+    if (T <= 0) return 0;
+    const int threads = row >= 256 ? 256 : row >= 64 ? 64 : 32;
+    DISPATCH_TYPE(kt, W,
+                  kv_store_k<W><<<(unsigned)T, threads, 0, st>>>(static_cast<W::T *>(kc), static_cast<W::T *>(vc), k,
+                                                                 v, slots, row));
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc,
+                            enum ck_type kt, const struct ck_attn *a, int T_bound, int n_split, float *part) {
+    if (T_bound <= 0 || a->n_seqs <= 0) return 0;
+    if (a->D > CK_ATTN_MAX_D || a->H % a->Hkv || n_split < 1) return (int)cudaErrorInvalidValue;
+    DISPATCH_TYPE(kt, KV, return attn_d<KV>(st, out, q, kc, vc, a, T_bound, n_split, part));
+    return 0;
+}

@@ -1,0 +1,241 @@
+/* bench_cuda.c — the CUDA backend on Llama-3.1-8B shapes (32 layers, d 4096,
+ * 32/8 heads of 128, ff 14336, vocab 128256) with random bf16 weights made
+ * in device memory (uploaded from one random host block, no checkpoint on
+ * disk), through the real forward (model_forward) over a paged bf16 KV
+ * cache:
+ *   - copy bandwidth: bk_scale over a 4 GiB buffer in place (read + write),
+ *     the ceiling decode is compared with;
+ *   - GEMM peak: one matmul of 8192 x 8192 x 8192 bf16 through the backend
+ *     (with the default hi+lo split that is two GEMMs; the rate is per
+ *     GEMM), the ceiling prefill is compared with; run it with
+ *     VLLMC_CUDA_MATMUL=bf16 for plain bf16 activations (one GEMM);
+ *   - prefill of P tokens (default 4096) in one step: time, and useful
+ *     FLOPs (2 * matmul params * P + causal attention) / time / peak;
+ *   - decode, batch 1, G steps (default 64) after that prefill: tokens/s and
+ *     bytes read per token (all weights + the KV read) * tok/s / bandwidth.
+ * Prints one markdown table. Nothing here is a pass/fail test.
+ *
+ * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] (-L fewer layers for a
+ * quick look; the table says how many). Without CUDA it says so and exits 0. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static struct backend *g;
+static char err[512];
+static uint16_t *rnd;            /* random bf16 block on the host */
+static const size_t RND = 1 << 24; /* elements */
+static size_t dev_bytes;
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_cuda: %s: %s\n", what, err);
+    exit(1);
+}
+
+static void sync_dev(void) {
+    float f;
+    static float *one;
+    if (!one && !(one = bk_alloc(g, sizeof(float)))) die("alloc");
+    if (bk_download(g, &f, one, sizeof f, err, sizeof err)) die("sync");
+}
+
+/* n random bf16 values (scaled by the host block's scale) in device memory */
+static void *dev_rand(size_t n) {
+    uint16_t *d = bk_alloc(g, n * 2);
+    if (!d) {
+        snprintf(err, sizeof err, "out of device memory at %zu bytes", dev_bytes);
+        die("alloc");
+    }
+    dev_bytes += n * 2;
+    for (size_t o = 0; o < n; o += RND) {
+        size_t k = n - o < RND ? n - o : RND;
+        size_t off = (o / RND * 7919) % (RND / 2); /* vary the pattern between chunks */
+        if (k > RND - off) off = 0;
+        if (bk_upload(g, d + o, rnd + off, k * 2, err, sizeof err)) die("upload");
+    }
+    return d;
+}
+
+static float *dev_const(size_t n, float v) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = v;
+    float *d = bk_alloc(g, n * sizeof(float));
+    if (!d || bk_upload(g, d, h, n * sizeof(float), err, sizeof err)) die("upload");
+    free(h);
+    return d;
+}
+
+static struct bk_weight wmat(int64_t rows, int64_t cols) {
+    struct bk_weight w = { .dtype = DT_BF16, .rows = rows, .cols = cols };
+    w.data = dev_rand((size_t)rows * (size_t)cols);
+    return w;
+}
+
+int main(int argc, char **argv) {
+    int P = 4096, G = 64, layers = 32, opt;
+    while ((opt = getopt(argc, argv, "P:G:L:")) != -1) {
+        if (opt == 'P') P = atoi(optarg);
+        else if (opt == 'G') G = atoi(optarg);
+        else if (opt == 'L') layers = atoi(optarg);
+        else return 2;
+    }
+    if (backend_cuda_create(&g, 0, 4, err, sizeof err)) {
+        printf("bench_cuda: skipped (%s)\n", err);
+        return 0;
+    }
+    const char *card = backend_cuda_name(g);
+    rnd = malloc(RND * 2);
+    unsigned long long s = 88172645463325252ull;
+    for (size_t i = 0; i < RND; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        float v = ((float)(s >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * 0.02f;
+        rnd[i] = f32_to_bf16(v);
+    }
+
+    /* copy bandwidth: in-place scale of 4 GiB (reads and writes every byte) */
+    const size_t nbw = (size_t)1 << 30;
+    float *bw = bk_alloc(g, nbw * sizeof(float));
+    if (!bw) die("alloc");
+    bk_scale(g, bw, nbw, 1.0f);
+    sync_dev();
+    double best = 1e9;
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        bk_scale(g, bw, nbw, 1.0f);
+        sync_dev();
+        best = fmin(best, now() - t0);
+    }
+    const double bandwidth = 2.0 * (double)nbw * 4 / best;
+    bk_free(g, bw);
+
+    /* GEMM peak: 8192^3 bf16 (the hi+lo split runs two GEMMs; the rate is
+     * per GEMM: the bf16 rate of the card through cuBLASLt) */
+    double peak;
+    {
+        const int M = 8192;
+        struct bk_weight w = wmat(M, M);
+        float *x = bk_alloc(g, (size_t)M * M * 4), *y = bk_alloc(g, (size_t)M * M * 4);
+        if (!x || !y) die("alloc");
+        bk_matmul(g, y, x, &w, M);
+        sync_dev();
+        best = 1e9;
+        for (int r = 0; r < 5; r++) {
+            double t0 = now();
+            bk_matmul(g, y, x, &w, M);
+            sync_dev();
+            best = fmin(best, now() - t0);
+        }
+        const char *mode = getenv("VLLMC_CUDA_MATMUL");
+        const int gemms = mode && !strcmp(mode, "bf16") ? 1 : 2;
+        printf("| GEMM 8192^3 bf16 through bk_matmul (%s) | %.1f ms | %.0f TFLOP/s (per GEMM: %d GEMMs) |\n",
+               gemms == 1 ? "bf16 activations" : "hi+lo split", best * 1e3,
+               gemms * 2.0 * M * (double)M * M / best / 1e12, gemms);
+        bk_free(g, (void *)w.data), bk_free(g, x), bk_free(g, y);
+        dev_bytes -= (size_t)M * M * 2;
+        peak = gemms * 2.0 * M * (double)M * M / best;
+    }
+
+    /* the model */
+    struct model *m = xcalloc(1, sizeof *m);
+    struct hparams *hp = &m->hp;
+    hp->family = FAM_LLAMA;
+    snprintf(hp->arch, sizeof hp->arch, "LlamaForCausalLM");
+    hp->n_layer = layers, hp->d_model = 4096, hp->n_head = 32, hp->n_kv_head = 8, hp->head_dim = 128;
+    hp->d_ff = 14336, hp->n_vocab = 128256, hp->max_pos = 131072, hp->norm_eps = 1e-5f, hp->dtype = DT_BF16;
+    hp->rot_dim = 128, hp->rope.type = ROPE_DEFAULT, hp->rope.theta = 500000;
+    hp->act = BK_ACT_SILU, hp->emb_scale = 1, hp->resid_scale = 1, hp->attn_scale = 1.0f / sqrtf(128.0f);
+    hp->logit_scale = 1;
+    for (int i = 0; i < layers; i++) hp->layer_rope[i] = 1;
+    m->bk = g;
+    const int d = 4096, qd = 4096, kvd = 1024, F = 14336, V = 128256;
+    m->tok_emb = wmat(V, d);
+    m->lm_head = wmat(V, d);
+    m->final_norm = dev_const((size_t)d, 1.0f);
+    m->layers = xcalloc((size_t)layers, sizeof *m->layers);
+    for (int l = 0; l < layers; l++) {
+        struct layer_weights *L = &m->layers[l];
+        L->wq = wmat(qd, d), L->wk = wmat(kvd, d), L->wv = wmat(kvd, d), L->wo = wmat(d, qd);
+        L->w_gate = wmat(F, d), L->w_up = wmat(F, d), L->w_down = wmat(d, F);
+        L->attn_norm = dev_const((size_t)d, 1.0f), L->ffn_norm = dev_const((size_t)d, 1.0f);
+    }
+    m->inv_freq = xcalloc(64, sizeof(float));
+    rope_inv_freq(&hp->rope, 128, hp->max_pos, 0, m->inv_freq, &m->rope_attn_factor);
+    m->freq_host = xcalloc(128, sizeof(float));
+    const double w_bytes = (double)dev_bytes; /* every weight is bf16 and read once per step */
+    const double mm_params = (double)layers * ((double)d * (qd + 2 * kvd) + (double)qd * d + 3.0 * d * F) + (double)V * d;
+
+    /* KV: one sequence of P + G tokens, blocks of 16, bf16, block 0 the null block */
+    const int B = 16, nblk = (P + G + B - 1) / B + 1;
+    size_t lb = (size_t)nblk * B * kvd * 2;
+    char *kvmem = bk_alloc(g, 2 * (size_t)layers * lb);
+    if (!kvmem) die("kv alloc");
+    struct bk_kv *kl = xcalloc((size_t)layers, sizeof *kl);
+    for (int l = 0; l < layers; l++)
+        kl[l] = (struct bk_kv){ .k = kvmem + 2 * (size_t)l * lb, .v = kvmem + (2 * (size_t)l + 1) * lb,
+                                .dtype = DT_BF16, .num_blocks = nblk, .block_size = B, .n_kv_heads = 8,
+                                .head_dim = 128 };
+    struct model_kv kv = { .layers = kl, .n_layer = layers };
+    int32_t *table = xmalloc((size_t)nblk * 4), *tok = xmalloc((size_t)P * 4), *pos = xmalloc((size_t)P * 4),
+            *slot = xmalloc((size_t)P * 4);
+    for (int i = 0; i < nblk - 1; i++) table[i] = 1 + i;
+    for (int i = 0; i < P; i++) tok[i] = (int32_t)((i * 7919) % V), pos[i] = i, slot[i] = table[i / B] * B + i % B;
+    float *logits = xmalloc((size_t)V * 4);
+
+    /* prefill: P tokens in one step, logits of the last (twice: the first warms up) */
+    double t_pf = 1e9;
+    for (int r = 0; r < 2; r++) {
+        int32_t qs[2] = { 0, P }, sl[1] = { P }, row = P - 1;
+        struct model_batch b = { .n_tokens = P, .tokens = tok, .positions = pos, .slot_mapping = slot,
+                                 .attn = { .n_seqs = 1, .query_start = qs, .seq_len = sl, .block_table = table,
+                                           .max_blocks = nblk - 1 },
+                                 .n_logits = 1, .logits_rows = &row };
+        double t0 = now();
+        if (model_forward(m, &b, &kv, logits, err, sizeof err)) die("prefill");
+        t_pf = fmin(t_pf, now() - t0);
+    }
+    const double attn_flops = (double)layers * 4.0 * 32 * 128 * ((double)P * (P + 1) / 2);
+    const double pf_flops = 2.0 * mm_params * P + attn_flops;
+
+    /* decode: G steps of one token after the prompt */
+    double t_dec = 0, kv_read = 0;
+    for (int i = 0; i < G; i++) {
+        int p = P + i;
+        int32_t t1 = (int32_t)((p * 31) % V), p1 = p, s1 = table[p / B] * B + p % B, qs[2] = { 0, 1 }, sl[1] = { p + 1 },
+                row = 0;
+        struct model_batch b = { .n_tokens = 1, .tokens = &t1, .positions = &p1, .slot_mapping = &s1,
+                                 .attn = { .n_seqs = 1, .query_start = qs, .seq_len = sl, .block_table = table,
+                                           .max_blocks = nblk - 1 },
+                                 .n_logits = 1, .logits_rows = &row };
+        double t0 = now();
+        if (model_forward(m, &b, &kv, logits, err, sizeof err)) die("decode");
+        double dt = now() - t0;
+        if (i >= 2) t_dec += dt, kv_read += (double)layers * 2 * (p + 1) * kvd * 2; /* the first two warm up */
+    }
+    const int timed = G - 2;
+    const double per_tok = t_dec / timed, tps = 1.0 / per_tok;
+    const double bytes_tok = w_bytes - (double)V * d * 2 /* the embedding table: one row read */ + kv_read / timed;
+
+    printf("\n| %s, Llama-3.1-8B shapes (%d layers), bf16 weights, bf16 KV | value |\n|---|---|\n", card, layers);
+    printf("| copy bandwidth (in-place scale of 4 GiB, read + write) | %.0f GB/s |\n", bandwidth / 1e9);
+    printf("| GEMM peak (8192^3, as above) | %.0f TFLOP/s |\n", peak / 1e12);
+    printf("| weights | %.2f GB |\n", w_bytes / 1e9);
+    printf("| prefill %d tokens (one step) | %.1f ms, %.0f tok/s, %.0f TFLOP/s useful = %.0f%% of the GEMM peak |\n", P,
+           t_pf * 1e3, P / t_pf, pf_flops / t_pf / 1e12, 100 * pf_flops / t_pf / peak);
+    printf("| decode batch 1 (%d steps after the prompt) | %.2f ms/token, %.1f tok/s, %.2f GB read/token = %.0f GB/s "
+           "= %.0f%% of copy bandwidth |\n",
+           timed, per_tok * 1e3, tps, bytes_tok / 1e9, bytes_tok * tps / 1e9, 100 * bytes_tok * tps / bandwidth);
+    bk_destroy(g);
+    return 0;
+}

@@ -1,0 +1,499 @@
+/* test_cuda.c — every op of the CUDA backend against the CPU backend's
+ * portable kernels (cpu_ref.c, the reference every kernel is defined by) on
+ * random inputs: odd sizes, F32/BF16/F16 weights and KV caches, GQA, sliding
+ * windows, softcaps, paged block tables with shuffled blocks, prefill, chunked
+ * prefill and split-KV decode in one varlen batch; and the memory ops.
+ * Outputs are poisoned with NaN before each GPU run, so an element the GPU
+ * did not write fails.
+ *
+ * Without a CUDA device, or in a build without CUDA (make without CUDA=1),
+ * every test reports skipped, not passed. */
+#include <math.h>
+
+#include "backend/backend.h"
+#include "harness.h"
+#include "model/model.h"
+#include "vllmc.h"
+
+static unsigned long long rng = 0x9E3779B97F4A7C15ull;
+
+static struct backend *gpu(void) {
+    static char err[512];
+    struct backend *bk;
+    if (backend_cuda_create(&bk, 0, 2, err, sizeof err)) SKIP(err);
+    return bk;
+}
+
+static struct backend *cpu(void) {
+    struct backend *bk;
+    char err[256];
+    REQUIRE(backend_cpu_create(&bk, 1, "portable", err, sizeof err) == 0);
+    return bk;
+}
+
+static float *randf(size_t n, float scale) {
+    float *x = xmalloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = test_randf(&rng) * scale;
+    return x;
+}
+
+/* n random values in [-1, 1) stored as dt */
+static void *rand_typed(enum dtype dt, size_t n) {
+    void *p = xmalloc((n ? n : 1) * dtype_size(dt));
+    for (size_t i = 0; i < n; i++) {
+        float v = test_randf(&rng);
+        if (dt == DT_BF16) ((uint16_t *)p)[i] = f32_to_bf16(v);
+        else if (dt == DT_F16) ((uint16_t *)p)[i] = f32_to_f16(v);
+        else ((float *)p)[i] = v;
+    }
+    return p;
+}
+
+/* a device copy of host memory */
+static void *up(struct backend *g, const void *h, size_t bytes) {
+    char err[256];
+    void *d = bk_alloc(g, bytes);
+    REQUIRE(d != NULL);
+    if (bk_upload(g, d, h, bytes, err, sizeof err)) {
+        fprintf(stderr, "  upload: %s\n", err);
+        _exit(1);
+    }
+    return d;
+}
+
+static void down(struct backend *g, void *h, const void *d, size_t bytes) {
+    char err[256];
+    if (bk_download(g, h, d, bytes, err, sizeof err)) {
+        fprintf(stderr, "  download: %s\n", err);
+        _exit(1);
+    }
+}
+
+/* a device buffer of n floats, all NaN */
+static float *poisoned(struct backend *g, size_t n) {
+    float *h = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = up(g, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* max over i of |got - ref| / (tol_abs + tol_rel * scale[i]) must be <= 1;
+ * scale NULL: |ref[i]|. Returns the worst ratio. */
+static double worst_ratio(const float *got, const float *ref, const float *scale, size_t n, double tol_abs,
+                          double tol_rel) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double s = scale ? scale[i] : fabs(ref[i]);
+        double r = fabs((double)got[i] - ref[i]) / (tol_abs + tol_rel * s);
+        if (!(r <= w)) w = isnan(r) ? INFINITY : r;
+    }
+    return w;
+}
+
+#define CHECK_CLOSE(got, ref, scale, n, ta, tr, what, ...)                                          \
+    do {                                                                                             \
+        double w_ = worst_ratio(got, ref, scale, n, ta, tr);                                         \
+        if (!(w_ <= 1.0)) {                                                                          \
+            fprintf(stderr, "  " what ": error %.3g x tolerance\n", __VA_ARGS__, w_);                \
+            test_failed_here_ = 1;                                                                   \
+        }                                                                                            \
+    } while (0)
+
+TEST(memory_ops) {
+    struct backend *g = gpu();
+    CHECK(!g->host_mem);
+    size_t fr = 0, tot = 0;
+    CHECK(bk_mem_info(g, &fr, &tot) == 0);
+    CHECK(tot > 0 && fr <= tot);
+    /* zero-filled */
+    uint8_t *h = xmalloc(100003);
+    void *d = bk_alloc(g, 100003);
+    REQUIRE(d);
+    memset(h, 0xAB, 100003);
+    down(g, h, d, 100003);
+    size_t nz = 0;
+    for (size_t i = 0; i < 100003; i++) nz += h[i] != 0;
+    CHECK(nz == 0);
+    /* round trip, at an odd offset */
+    for (size_t i = 0; i < 100003; i++) h[i] = (uint8_t)(i * 7 + 3);
+    char err[256];
+    CHECK(bk_upload(g, (char *)d + 1, h, 100002, err, sizeof err) == 0);
+    uint8_t *back = xcalloc(1, 100002);
+    down(g, back, (char *)d + 1, 100002);
+    CHECK(memcmp(back, h, 100002) == 0);
+    bk_free(g, d);
+    /* weights it runs and weights it refuses */
+    struct bk_weight w = { .dtype = DT_BF16, .rows = 4, .cols = 64 };
+    CHECK(bk_weight_check(g, &w, err, sizeof err) == 0);
+    w.fmt = BK_W_AFFINE, w.bits = 4, w.group_size = 32;
+    CHECK(bk_weight_check(g, &w, err, sizeof err) != 0 && strstr(err, "affine"));
+    printf("      %s\n", backend_cuda_name(g));
+    free(h), free(back);
+    bk_destroy(g);
+}
+
+static void check_matmul(struct backend *g, struct backend *c, enum dtype dt, int N, int K, const int *Ts, int nT,
+                         double tol) {
+    void *wh = rand_typed(dt, (size_t)N * K);
+    struct bk_weight w = { .dtype = dt, .rows = N, .cols = K, .data = wh };
+    struct bk_weight wd = w;
+    wd.data = up(g, wh, (size_t)N * K * dtype_size(dt));
+    for (int ti = 0; ti < nT; ti++) {
+        const int T = Ts[ti];
+        float *x = randf((size_t)T * K, 2.0f), *ref = xmalloc((size_t)T * N * 4), *got = xmalloc((size_t)T * N * 4);
+        float *mag = xmalloc((size_t)T * N * 4);
+        bk_matmul(c, ref, x, &w, T);
+        /* the size of the sum: sum_k |x w| */
+        float *xa = xmalloc((size_t)T * K * 4);
+        for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
+        struct bk_weight wa = w;
+        void *wabs = xmalloc((size_t)N * K * dtype_size(dt));
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            if (dt == DT_F32) ((float *)wabs)[i] = fabsf(((float *)wh)[i]);
+            else ((uint16_t *)wabs)[i] = ((uint16_t *)wh)[i] & 0x7fff;
+        }
+        wa.data = wabs;
+        bk_matmul(c, mag, xa, &wa, T);
+        float *xd = up(g, x, (size_t)T * K * 4), *yd = poisoned(g, (size_t)T * N);
+        bk_matmul(g, yd, xd, &wd, T);
+        down(g, got, yd, (size_t)T * N * 4);
+        CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, tol, "matmul %s N=%d K=%d T=%d", dtype_name(dt), N, K, T);
+        bk_free(g, xd), bk_free(g, yd);
+        free(x), free(ref), free(got), free(mag), free(xa), free(wabs);
+    }
+    bk_free(g, (void *)wd.data);
+    free(wh);
+}
+
+TEST(matmul_all_dtypes) {
+    struct backend *g = gpu(), *c = cpu();
+    const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
+    static const int Ts[] = { 1, 2, 7, 8, 9, 69 }; /* gemv up to 8 tokens, cuBLASLt from 9 */
+    for (size_t i = 0; i < ARRAY_LEN(dts); i++) {
+        check_matmul(g, c, dts[i], 257, 1000, Ts, (int)ARRAY_LEN(Ts), 2e-5);
+        check_matmul(g, c, dts[i], 33, 67, Ts, (int)ARRAY_LEN(Ts), 2e-5);   /* K not a multiple of 8 */
+        check_matmul(g, c, dts[i], 130, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5);
+    }
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* VLLMC_CUDA_MATMUL=bf16: activations rounded once, so error of order 2^-9
+ * of the sum's size, where the default split holds 2e-5 (above). */
+TEST(matmul_bf16_activation_mode) {
+    setenv("VLLMC_CUDA_MATMUL", "bf16", 1);
+    struct backend *g = gpu(), *c = cpu();
+    static const int Ts[] = { 9, 69 };
+    check_matmul(g, c, DT_BF16, 257, 1000, Ts, 2, 4e-3);
+    bk_destroy(g), bk_destroy(c);
+}
+
+TEST(embed_all_dtypes) {
+    struct backend *g = gpu(), *c = cpu();
+    const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
+    const int Ks[] = { 7, 64, 1000 };
+    for (size_t di = 0; di < ARRAY_LEN(dts); di++)
+        for (size_t ki = 0; ki < ARRAY_LEN(Ks); ki++) {
+            const int V = 50, K = Ks[ki], T = 69;
+            void *tab = rand_typed(dts[di], (size_t)V * K);
+            struct bk_weight w = { .dtype = dts[di], .rows = V, .cols = K, .data = tab }, wd = w;
+            wd.data = up(g, tab, (size_t)V * K * dtype_size(dts[di]));
+            int32_t ids[69];
+            for (int t = 0; t < T; t++) ids[t] = (int32_t)(test_rng_next_(&rng) % V);
+            float *ref = xmalloc((size_t)T * K * 4), *got = xmalloc((size_t)T * K * 4);
+            bk_embed(c, ref, &w, ids, T, 1.5f);
+            int32_t *idd = up(g, ids, sizeof ids);
+            float *od = poisoned(g, (size_t)T * K);
+            bk_embed(g, od, &wd, idd, T, 1.5f);
+            down(g, got, od, (size_t)T * K * 4);
+            CHECK(memcmp(got, ref, (size_t)T * K * 4) == 0); /* exact: widening and one product */
+            bk_free(g, (void *)wd.data), bk_free(g, idd), bk_free(g, od);
+            free(tab), free(ref), free(got);
+        }
+    bk_destroy(g), bk_destroy(c);
+}
+
+TEST(rmsnorm_rows) {
+    struct backend *g = gpu(), *c = cpu();
+    const int ns[] = { 5, 64, 1000, 4099 };
+    for (size_t i = 0; i < ARRAY_LEN(ns); i++)
+        for (int with_w = 0; with_w < 2; with_w++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                const int R = 37, n = ns[i];
+                float *x = randf((size_t)R * n, 3.0f), *w = with_w ? randf((size_t)n, 2.0f) : NULL;
+                float *ref = xmalloc((size_t)R * n * 4), *got = xmalloc((size_t)R * n * 4);
+                bk_rmsnorm(c, ref, x, w, R, n, 1e-6f);
+                float *xd = up(g, x, (size_t)R * n * 4), *wd = w ? up(g, w, (size_t)n * 4) : NULL;
+                float *yd = inplace ? xd : poisoned(g, (size_t)R * n);
+                bk_rmsnorm(g, yd, xd, wd, R, n, 1e-6f);
+                down(g, got, yd, (size_t)R * n * 4);
+                CHECK_CLOSE(got, ref, NULL, (size_t)R * n, 1e-6, 1e-5, "rmsnorm n=%d w=%d inplace=%d", n, with_w,
+                            inplace);
+                bk_free(g, xd), bk_free(g, wd);
+                if (!inplace) bk_free(g, yd);
+                free(x), free(w), free(ref), free(got);
+            }
+    bk_destroy(g), bk_destroy(c);
+}
+
+TEST(rope_layouts) {
+    struct backend *g = gpu(), *c = cpu();
+    const int Ds[] = { 16, 64, 128, 256 };
+    for (size_t di = 0; di < ARRAY_LEN(Ds); di++)
+        for (int partial = 0; partial < 2; partial++)
+            for (int neox = 0; neox < 2; neox++) {
+                const int T = 13, H = 3, D = Ds[di], rot = partial ? D / 2 : D;
+                float inv_freq[128];
+                for (int i = 0; i < rot / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * (float)i / (float)rot);
+                struct bk_rope r = { inv_freq, rot, 1.25f, neox != 0 };
+                int32_t pos[13];
+                for (int t = 0; t < T; t++) pos[t] = (int32_t)(test_rng_next_(&rng) % 5000);
+                const size_t n = (size_t)T * H * D;
+                float *x = randf(n, 1.0f), *ref = xmalloc(n * 4), *got = xmalloc(n * 4), *ones = xmalloc(n * 4);
+                memcpy(ref, x, n * 4);
+                for (size_t i = 0; i < n; i++) ones[i] = 1.0f;
+                bk_rope(c, ref, pos, T, H, D, &r);
+                float *xd = up(g, x, n * 4);
+                int32_t *pd = up(g, pos, sizeof pos);
+                bk_rope(g, xd, pd, T, H, D, &r);
+                down(g, got, xd, n * 4);
+                CHECK_CLOSE(got, ref, ones, n, 0, 2e-5, "rope D=%d rot=%d neox=%d", D, rot, neox);
+                bk_free(g, xd), bk_free(g, pd);
+                free(x), free(ref), free(got), free(ones);
+            }
+    bk_destroy(g), bk_destroy(c);
+}
+
+TEST(glu_activations) {
+    struct backend *g = gpu(), *c = cpu();
+    const enum bk_act acts[] = { BK_ACT_SILU, BK_ACT_GELU_TANH, BK_ACT_GELU, BK_ACT_RELU };
+    for (size_t ai = 0; ai < ARRAY_LEN(acts); ai++) {
+        const int T = 9, F = 1001, ld = 1003;
+        float *gt = randf((size_t)T * ld, 6.0f), *u = randf((size_t)T * ld, 2.0f);
+        float *ref = xmalloc((size_t)T * F * 4), *got = xmalloc((size_t)T * F * 4);
+        bk_glu(c, ref, gt, u, T, F, ld, acts[ai]);
+        float *gd = up(g, gt, (size_t)T * ld * 4), *ud = up(g, u, (size_t)T * ld * 4), *od = poisoned(g, (size_t)T * F);
+        bk_glu(g, od, gd, ud, T, F, ld, acts[ai]);
+        down(g, got, od, (size_t)T * F * 4);
+        CHECK_CLOSE(got, ref, NULL, (size_t)T * F, 1e-6, 1e-5, "glu act=%d%s", (int)acts[ai], "");
+        bk_free(g, gd), bk_free(g, ud), bk_free(g, od);
+        free(gt), free(u), free(ref), free(got);
+    }
+    bk_destroy(g), bk_destroy(c);
+}
+
+TEST(elementwise_ops) {
+    struct backend *g = gpu(), *c = cpu();
+    const size_t n = 100003;
+    const int T = 7, N = 1001;
+    float *y = randf(n, 50.0f), *x = randf(n, 3.0f), *bias = randf((size_t)N, 1.0f);
+    float *ref = xmalloc(n * 4), *got = xmalloc(n * 4);
+    for (int op = 0; op < 4; op++) {
+        memcpy(ref, y, n * 4);
+        float *yd = up(g, y, n * 4), *xd = up(g, x, n * 4), *bd = up(g, bias, (size_t)N * 4);
+        size_t m = n;
+        switch (op) {
+        case 0: bk_add_scaled(c, ref, x, 0.7f, n), bk_add_scaled(g, yd, xd, 0.7f, n); break;
+        case 1: m = (size_t)T * N, bk_add_bias(c, ref, bias, T, N), bk_add_bias(g, yd, bd, T, N); break;
+        case 2: bk_softcap(c, ref, n, 30.0f), bk_softcap(g, yd, n, 30.0f); break;
+        case 3: bk_scale(c, ref, n, 0.125f), bk_scale(g, yd, n, 0.125f); break;
+        }
+        down(g, got, yd, n * 4);
+        CHECK_CLOSE(got, ref, NULL, n, 1e-6, 1e-6, "elementwise op %d (%zu elements changed)", op, m);
+        bk_free(g, yd), bk_free(g, xd), bk_free(g, bd);
+    }
+    free(y), free(x), free(bias), free(ref), free(got);
+    bk_destroy(g), bk_destroy(c);
+}
+
+static struct bk_kv host_kv(enum dtype dt, int nblocks, int B, int Hkv, int D, bool random) {
+    size_t n = (size_t)nblocks * B * Hkv * D;
+    struct bk_kv kv = { .dtype = dt, .num_blocks = nblocks, .block_size = B, .n_kv_heads = Hkv, .head_dim = D };
+    kv.k = random ? rand_typed(dt, n) : xcalloc(n, dtype_size(dt));
+    kv.v = random ? rand_typed(dt, n) : xcalloc(n, dtype_size(dt));
+    return kv;
+}
+
+static struct bk_kv dev_kv(struct backend *g, const struct bk_kv *h) {
+    struct bk_kv d = *h;
+    size_t bytes = (size_t)h->num_blocks * h->block_size * h->n_kv_heads * h->head_dim * dtype_size(h->dtype);
+    d.k = up(g, h->k, bytes);
+    d.v = up(g, h->v, bytes);
+    return d;
+}
+
+TEST(kv_store_exact) {
+    struct backend *g = gpu(), *c = cpu();
+    const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
+    for (size_t di = 0; di < ARRAY_LEN(dts); di++) {
+        const int nb = 9, B = 8, Hkv = 2, D = 48, T = 40, row = Hkv * D;
+        struct bk_kv kh = host_kv(dts[di], nb, B, Hkv, D, false), kd = dev_kv(g, &kh);
+        /* distinct slots outside block 0, shuffled */
+        int32_t slots[64];
+        int n_slots = (nb - 1) * B;
+        int32_t all[64];
+        for (int i = 0; i < n_slots; i++) all[i] = B + i;
+        for (int i = n_slots - 1; i > 0; i--) {
+            int j = (int)(test_rng_next_(&rng) % (unsigned)(i + 1));
+            int32_t t = all[i];
+            all[i] = all[j], all[j] = t;
+        }
+        memcpy(slots, all, T * sizeof(int32_t));
+        float *k = randf((size_t)T * row, 3.0f), *v = randf((size_t)T * row, 3.0f);
+        bk_kv_store(c, &kh, k, v, slots, T);
+        float *kdd = up(g, k, (size_t)T * row * 4), *vdd = up(g, v, (size_t)T * row * 4);
+        int32_t *sd = up(g, slots, T * sizeof(int32_t));
+        bk_kv_store(g, &kd, kdd, vdd, sd, T);
+        size_t bytes = (size_t)nb * B * row * dtype_size(dts[di]);
+        void *gk = xmalloc(bytes), *gv = xmalloc(bytes);
+        down(g, gk, kd.k, bytes);
+        down(g, gv, kd.v, bytes);
+        CHECK(memcmp(gk, kh.k, bytes) == 0); /* rounding to nearest even on both sides */
+        CHECK(memcmp(gv, kh.v, bytes) == 0);
+        bk_free(g, kd.k), bk_free(g, kd.v), bk_free(g, kdd), bk_free(g, vdd), bk_free(g, sd);
+        free(kh.k), free(kh.v), free(k), free(v), free(gk), free(gv);
+    }
+    bk_destroy(g), bk_destroy(c);
+}
+
+struct attn_case {
+    int H, Hkv, D, window;
+    float softcap;
+    enum dtype dt;
+    int B;
+    int S;
+    int ctx[8], nq[8]; /* per sequence: context after the step, query rows */
+};
+
+static void check_attention(struct backend *g, struct backend *c, const struct attn_case *ac) {
+    const int S = ac->S, B = ac->B;
+    int32_t qs[9], seq_len[8];
+    int max_blocks = 0, max_q = 0, max_len = 0;
+    qs[0] = 0;
+    for (int s = 0; s < S; s++) {
+        qs[s + 1] = qs[s] + ac->nq[s];
+        seq_len[s] = ac->ctx[s];
+        max_blocks = MAX(max_blocks, (ac->ctx[s] + B - 1) / B);
+        max_q = MAX(max_q, ac->nq[s]);
+        max_len = MAX(max_len, ac->ctx[s]);
+    }
+    const int T = qs[S], nblocks = 1 + S * max_blocks;
+    int32_t *bt = xcalloc((size_t)S * max_blocks, sizeof(int32_t));
+    /* blocks in a shuffled order, never block 0 */
+    int32_t *perm = xmalloc((size_t)S * max_blocks * sizeof(int32_t));
+    for (int i = 0; i < S * max_blocks; i++) perm[i] = 1 + i;
+    for (int i = S * max_blocks - 1; i > 0; i--) {
+        int j = (int)(test_rng_next_(&rng) % (unsigned)(i + 1));
+        int32_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    memcpy(bt, perm, (size_t)S * max_blocks * sizeof(int32_t));
+    struct bk_kv kh = host_kv(ac->dt, nblocks, B, ac->Hkv, ac->D, true), kd = dev_kv(g, &kh);
+    struct bk_attn_batch b = { .n_seqs = S, .query_start = qs, .seq_len = seq_len, .block_table = bt,
+                               .max_blocks = max_blocks };
+    struct bk_attn_params p = { .n_heads = ac->H, .n_kv_heads = ac->Hkv, .head_dim = ac->D,
+                                .scale = 1.0f / sqrtf((float)ac->D), .sliding_window = ac->window,
+                                .softcap = ac->softcap };
+    const size_t len = (size_t)T * ac->H * ac->D;
+    float *q = randf(len, 2.0f), *ref = xmalloc(len * 4), *got = xmalloc(len * 4);
+    bk_attention(c, ref, q, &kh, &b, &p);
+    struct bk_attn_batch bd = b;
+    bd.query_start = up(g, qs, (size_t)(S + 1) * 4);
+    bd.seq_len = up(g, seq_len, (size_t)S * 4);
+    bd.block_table = up(g, bt, (size_t)S * max_blocks * 4);
+    bd.max_seq_len = max_len;
+    bd.max_query_len = max_q;
+    float *qd = up(g, q, len * 4), *od = poisoned(g, len);
+    bk_attention(g, od, qd, &kd, &bd, &p);
+    down(g, got, od, len * 4);
+    CHECK_CLOSE(got, ref, NULL, len, 2e-5, 1e-4, "attention H=%d Hkv=%d D=%d window=%d softcap=%g %s B=%d", ac->H,
+                ac->Hkv, ac->D, ac->window, ac->softcap, dtype_name(ac->dt), B);
+    bk_free(g, (void *)bd.query_start), bk_free(g, (void *)bd.seq_len), bk_free(g, (void *)bd.block_table);
+    bk_free(g, qd), bk_free(g, od), bk_free(g, kd.k), bk_free(g, kd.v);
+    free(kh.k), free(kh.v), free(q), free(ref), free(got), free(bt), free(perm);
+}
+
+TEST(attention_varlen_paged) {
+    struct backend *g = gpu(), *c = cpu();
+    /* mixed: one token alone, a whole prompt, a chunk of a prompt, decodes
+     * (a long one); odd head dims take the scalar paths */
+    static const struct attn_case cases[] = {
+        { 4, 2, 16, 0, 0, DT_F32, 8, 5, { 1, 37, 50, 300, 9 }, { 1, 37, 13, 1, 1 } },
+        { 8, 1, 64, 5, 0, DT_BF16, 16, 4, { 37, 50, 300, 2000 }, { 37, 13, 1, 1 } },
+        { 6, 6, 128, 0, 30.0f, DT_F16, 16, 4, { 40, 50, 700, 3 }, { 40, 13, 1, 3 } },
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 3, { 100, 1500, 33 }, { 100, 1, 2 } },
+        { 4, 4, 256, 64, 0, DT_F32, 32, 3, { 129, 1000, 70 }, { 129, 1, 5 } },
+        { 5, 1, 80, 0, 0, DT_BF16, 16, 3, { 77, 600, 1 }, { 20, 1, 1 } },
+        { 3, 3, 20, 0, 0, DT_F16, 8, 3, { 45, 500, 8 }, { 45, 1, 8 } },
+        { 3, 3, 20, 7, 50.0f, DT_F32, 8, 2, { 45, 900 }, { 45, 1 } },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_attention(g, c, &cases[i]);
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* decode only (every sequence one query row): the split-KV path and its merge */
+TEST(attention_split_kv_decode) {
+    struct backend *g = gpu(), *c = cpu();
+    static const struct attn_case cases[] = {
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 1, { 4096 }, { 1 } },
+        { 8, 2, 64, 0, 0, DT_F16, 16, 4, { 3000, 129, 1, 2500 }, { 1, 1, 1, 1 } },
+        { 8, 8, 128, 1000, 0, DT_F32, 32, 2, { 3000, 1200 }, { 1, 1 } },
+        { 4, 1, 256, 0, 20.0f, DT_BF16, 16, 2, { 5000, 17 }, { 1, 1 } },
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_attention(g, c, &cases[i]);
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* The model loader refuses checkpoints whose weight format the backend does not run. */
+TEST(quantized_model_is_refused) {
+    struct backend *g = gpu();
+    char err[1024];
+    struct model *m = NULL;
+    const char *root = getenv("VLLMC_FIXTURES");
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/quant/mlx_q4_g32_qwen3", root ? root : "tests/fixtures");
+    CHECK(model_load(&m, dir, g, NULL, err, sizeof err) != 0);
+    CHECK(m == NULL && strstr(err, "affine"));
+    bk_destroy(g);
+}
+
+/* The engine on the GPU sizes its KV cache from --gpu-memory-utilization:
+ * what that fraction of the card leaves after the weights and activations
+ * (capped at max_num_seqs full contexts, as on the CPU). */
+TEST(engine_kv_from_gpu_memory_utilization) {
+    struct backend *g = gpu();
+    size_t fr, tot;
+    REQUIRE(bk_mem_info(g, &fr, &tot) == 0);
+    bk_destroy(g);
+    const char *root = getenv("VLLMC_FIXTURES");
+    char dir[600], err[512];
+    snprintf(dir, sizeof dir, "%s/llama3_f32", root ? root : "tests/fixtures");
+    struct vllmc_engine_params p;
+    vllmc_engine_params_default(&p);
+    p.model = dir;
+    p.n_threads = 2;
+    p.device = "cuda";
+    p.gpu_memory_utilization = 0.25;
+    p.max_num_seqs = 1 << 20; /* so the cap of max_num_seqs full contexts is not what binds */
+    vllmc_engine *e;
+    if (vllmc_engine_open(&e, &p, err, sizeof err)) {
+        fprintf(stderr, "  open: %s\n", err);
+        _exit(1);
+    }
+    struct vllmc_model_info info;
+    vllmc_model_info(e, &info);
+    /* llama3_f32: 4 layers, 2 KV heads of 16, f32 K and V */
+    const double kv_bytes = (double)info.kv_tokens * 4 * 2 * 2 * 16 * 4;
+    printf("      %lld KV tokens (%.2f GiB) of %.1f GiB on %s\n", (long long)info.kv_tokens, kv_bytes / (1 << 30),
+           (double)tot / (1 << 30), info.cpu_isa);
+    CHECK(!strcmp(info.cpu_isa, "cuda"));
+    CHECK(kv_bytes <= 0.25 * (double)tot);
+    CHECK(kv_bytes >= 0.15 * (double)tot);
+    int32_t prompt[] = { 1, 5, 9, 13 }, out[8];
+    int n_out = 0;
+    CHECK(vllmc_generate_greedy(e, prompt, 4, 8, 1, out, &n_out, err, sizeof err) == 0);
+    CHECK(n_out == 8);
+    vllmc_engine_close(e);
+}
+
+TEST_MAIN()
