@@ -448,8 +448,17 @@ TEST(abort_frees_blocks) {
 
 /* ---- stop strings (text) ---- */
 
-/* A model dir: the fixture's files plus a byte-level BPE tokenizer.json whose
- * id i is the two letters (i / 26, i % 26), so the text of any ids is known. */
+/* The text of id in text_model's vocabulary (special tokens: skipped, as
+ * skip_special_tokens does). */
+static void piece(int id, char *out) {
+    if (id < 26) out[0] = (char)('a' + id), out[1] = 0;
+    else if (id < 381) out[0] = (char)('a' + (id - 26) / 26), out[1] = (char)('a' + (id - 26) % 26), out[2] = 0;
+    else out[0] = 0;
+}
+
+/* A model dir: the fixture's files plus a byte-level BPE tokenizer.json:
+ * ids 0..25 the letters, 26..380 the letter pairs "aa", "ab", ... (with their
+ * merges), 381..383 special tokens. So the text of any ids is known. */
 static const char *text_model(const char *fixture) {
     const char *dir = test_mkdtemp();
     char src[700], dst[700], cwd[512];
@@ -466,26 +475,41 @@ static const char *text_model(const char *fixture) {
     snprintf(dst, sizeof dst, "%s/tokenizer.json", dir);
     FILE *fp = fopen(dst, "w");
     REQUIRE(fp);
-    fprintf(fp, "{\"version\":\"1.0\",\"added_tokens\":[],\"normalizer\":null,"
+    fprintf(fp, "{\"version\":\"1.0\",\"added_tokens\":[");
+    const char *specials[3] = { "<|im_start|>", "<|im_end|>", "<|endoftext|>" };
+    for (int i = 0; i < 3; i++)
+        fprintf(fp, "%s{\"id\":%d,\"content\":\"%s\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
+                    "\"normalized\":false,\"special\":true}", i ? "," : "", 381 + i, specials[i]);
+    fprintf(fp, "],\"normalizer\":null,"
                 "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
                 "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,"
                 "\"trim_offsets\":true,\"use_regex\":true},\"model\":{\"type\":\"BPE\",\"dropout\":null,"
                 "\"unk_token\":null,\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,\"fuse_unk\":false,"
                 "\"byte_fallback\":false,\"vocab\":{");
-    for (int i = 0; i < 384; i++) fprintf(fp, "%s\"%c%c\":%d", i ? "," : "", 'a' + i / 26, 'a' + i % 26, i);
-    fprintf(fp, "},\"merges\":[]}}");
+    for (int i = 0; i < 381; i++) {
+        char p[3];
+        piece(i, p);
+        fprintf(fp, "%s\"%s\":%d", i ? "," : "", p, i);
+    }
+    fprintf(fp, "},\"merges\":[");
+    for (int i = 26; i < 381; i++) fprintf(fp, "%s\"%c %c\"", i > 26 ? "," : "", 'a' + (i - 26) / 26, 'a' + (i - 26) % 26);
+    fprintf(fp, "]}}");
     fclose(fp);
     return dir;
 }
 
-static void piece(int id, char *out) { out[0] = (char)('a' + id / 26), out[1] = (char)('a' + id % 26), out[2] = 0; }
-
 static void stop_case(vllmc_engine *e, const struct fixture *f, int include) {
     const struct fcase *fc = &f->c[2];
     char text[64 * 2 + 1] = "", p[3];
-    for (int i = 0; i < fc->n_greedy; i++) piece(fc->greedy[i], p), strcat(text, p);
-    /* the stop string spans tokens 3 and 4: last letter of one, both of the next */
-    char stop[4] = { text[7], text[8], text[9], 0 };
+    size_t end3 = 0;
+    for (int i = 0; i < fc->n_greedy; i++) {
+        piece(fc->greedy[i], p), strcat(text, p);
+        if (i == 3) end3 = strlen(text);
+    }
+    /* the stop string spans tokens 3 and 4: the last letter of one and the
+     * next two letters */
+    REQUIRE(end3 >= 1 && strlen(text) >= end3 + 2);
+    char stop[4] = { text[end3 - 1], text[end3], text[end3 + 1], 0 };
     const char *hit = strstr(text, stop);
     REQUIRE(hit);
     size_t want_len = (size_t)(hit - text) + (include ? 3 : 0);
@@ -519,6 +543,47 @@ static void stop_case(vllmc_engine *e, const struct fixture *f, int include) {
     CHECK(!strcmp(stop_str, stop));
     CHECK(strlen(got) == want_len && !strncmp(got, text, want_len)); /* nothing of the stop string leaked */
     if (strlen(got) != want_len) fprintf(stderr, "  got '%s', want '%.*s'\n", got, (int)want_len, text);
+}
+
+/* bad_words through the tokenizer: banning the text of the first greedy
+ * token changes the first token, and the banned id never appears. */
+TEST(bad_words_ban_token_text) {
+    struct fixture f;
+    REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
+    vllmc_engine *e = open_engine(text_model("qwen3_f32"), 0, 64, 1, NULL);
+    const struct fcase *fc = &f.c[1];
+    int32_t banned = fc->greedy[0];
+    char word[3];
+    piece(banned, word);
+    REQUIRE(word[0]);
+    const char *bad[1] = { word };
+    struct vllmc_request_params rp = { .prompt = fc->prompt, .n_prompt = fc->n_prompt };
+    vllmc_sampling_params_default(e, &rp.sampling);
+    rp.sampling.temperature = 0;
+    rp.sampling.ignore_eos = 1;
+    rp.sampling.max_tokens = 12;
+    rp.sampling.bad_words = bad;
+    rp.sampling.n_bad_words = 1;
+    vllmc_request *r;
+    char err[256];
+    REQUIRE(vllmc_submit(e, &rp, &r, err, sizeof err) == 0);
+    struct vllmc_output o;
+    int n = 0, first = -1, hits = 0;
+    while (vllmc_request_next(r, &o, 60000) == 1) {
+        for (int i = 0; i < o.n_seqs; i++)
+            for (int t = 0; t < o.seqs[i].n_tokens; t++, n++) {
+                if (n == 0) first = o.seqs[i].tokens[t];
+                hits += o.seqs[i].tokens[t] == banned;
+            }
+        if (o.finished) break;
+    }
+    vllmc_request_free(r);
+    CHECK(n == 12);
+    CHECK(first >= 0 && first != banned);
+    CHECK(hits == 0);
+    pool_whole(e);
+    vllmc_engine_close(e);
+    fixture_free(&f);
 }
 
 TEST(stop_strings_across_tokens) {
