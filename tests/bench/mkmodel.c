@@ -3,6 +3,8 @@
  *
  *   mkmodel qwen3-0.6b   DIR    Qwen3ForCausalLM, 28 x 1024, 16/8 heads of 128, vocab 151936, tied
  *   mkmodel llama-3.2-1b DIR    LlamaForCausalLM, 16 x 2048, 32/8 heads of 64, vocab 128256, tied, llama3 rope
+ *   mkmodel NAME-4bit DIR / NAME-8bit DIR   the same weights, MLX affine quantized (group 64, bf16
+ *                               scales/biases, embedding included), as mlx_lm.convert -q writes them
  *
  * DIR gets config.json (Hugging Face form) and model.safetensors (bf16, HF
  * tensor names). Matrices are N(0, 0.02)-like (Irwin-Hall of four uniforms),
@@ -18,6 +20,7 @@
  * whole checkpoint is held in memory once (1.2 GB for Qwen3-0.6B, 2.5 GB for
  * Llama-3.2-1B), which st_write_file needs. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -204,13 +207,146 @@ static int write_model(const struct shape_spec *sp, const char *dir) {
     return 0;
 }
 
+/* One row of bf16 values -> MLX affine codes (little-endian, bits 4 or 8),
+ * bf16 scale and bias per group of g: scale = (max - min) / (2^bits - 1),
+ * bias = min, q = round((w - bias) / scale), as mlx.core.quantize does. */
+static void quant_row(uint8_t *codes, uint16_t *sc, uint16_t *bi, const uint16_t *row, int64_t cols, int bits,
+                      int g) {
+    const float levels = (float)((1 << bits) - 1);
+    if (bits == 4) memset(codes, 0, (size_t)cols / 2);
+    for (int64_t j = 0; j < cols / g; j++) {
+        float mn = INFINITY, mx = -INFINITY;
+        for (int i = 0; i < g; i++) {
+            float v = bf16_to_f32(row[j * g + i]);
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+        }
+        sc[j] = f32_to_bf16((mx - mn) / levels > 1e-8f ? (mx - mn) / levels : 1e-8f);
+        bi[j] = f32_to_bf16(mn);
+        float s = bf16_to_f32(sc[j]), b = bf16_to_f32(bi[j]);
+        for (int i = 0; i < g; i++) {
+            int64_t k = j * g + i;
+            float q = nearbyintf((bf16_to_f32(row[k]) - b) / s);
+            q = q < 0 ? 0 : q > levels ? levels : q;
+            if (bits == 8) codes[k] = (uint8_t)q;
+            else codes[k / 2] |= (uint8_t)((unsigned)q << (4 * (k % 2)));
+        }
+    }
+}
+
+/* NAME-4bit / NAME-8bit: the same values as NAME (same generator, same
+ * order), every matrix (the tied embedding too, as mlx_lm.convert does)
+ * MLX-quantized with group 64 and bf16 scales/biases; norms stay bf16. */
+static int write_model_q(const struct shape_spec *sp, const char *dir, int bits) {
+    const int g = 64;
+    char err[1024], path[4200], tmp[4300];
+    if (mkdir(dir, 0755) && errno != EEXIST) {
+        fprintf(stderr, "mkmodel: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    static struct plan p; /* the bf16 plan, for names, shapes and generation order */
+    const int D = sp->head_dim, H = sp->n_head, Hkv = sp->n_kv_head, C = sp->d_model, F = sp->d_ff;
+    plan_add(&p, "model.embed_tokens.weight", sp->n_vocab, C);
+    for (int l = 0; l < sp->n_layer; l++) {
+        char n[96];
+#define L(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
+        plan_add(&p, L("input_layernorm.weight"), C, 0);
+        plan_add(&p, L("self_attn.q_proj.weight"), (int64_t)H * D, C);
+        plan_add(&p, L("self_attn.k_proj.weight"), (int64_t)Hkv * D, C);
+        plan_add(&p, L("self_attn.v_proj.weight"), (int64_t)Hkv * D, C);
+        plan_add(&p, L("self_attn.o_proj.weight"), C, (int64_t)H * D);
+        if (sp->qk_norm) {
+            plan_add(&p, L("self_attn.q_norm.weight"), D, 0);
+            plan_add(&p, L("self_attn.k_norm.weight"), D, 0);
+        }
+        plan_add(&p, L("post_attention_layernorm.weight"), C, 0);
+        plan_add(&p, L("mlp.gate_proj.weight"), F, C);
+        plan_add(&p, L("mlp.up_proj.weight"), F, C);
+        plan_add(&p, L("mlp.down_proj.weight"), C, F);
+#undef L
+    }
+    plan_add(&p, "model.norm.weight", C, 0);
+    static struct st_write_tensor out[3 * MAX_T];
+    static char names[3 * MAX_T][100];
+    size_t no = 0, bytes = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        const int64_t r = p.t[i].shape[0], c = p.t[i].ndim == 2 ? p.t[i].shape[1] : 0;
+        if (!c) {
+            bytes += (size_t)r * 2;
+            continue;
+        }
+        bytes += (size_t)(r * c * bits / 8) + 2 * (size_t)(r * (c / g)) * 2;
+    }
+    uint8_t *mem = malloc(bytes);
+    uint16_t *row = malloc((size_t)MAX(C, F) * 2);
+    if (!mem || !row) {
+        fprintf(stderr, "mkmodel: cannot allocate %zu bytes\n", bytes);
+        return 1;
+    }
+    fprintf(stderr, "mkmodel: %s %d-bit g%d: %.2f GB -> %s\n", sp->name, bits, g, (double)bytes / 1e9, dir);
+    double t0 = time_now();
+    uint64_t s = sp->seed;
+    size_t off = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        const int64_t r = p.t[i].shape[0], c = p.t[i].ndim == 2 ? p.t[i].shape[1] : 0;
+        if (!c) {
+            fill_bf16((uint16_t *)(mem + off), (size_t)r, 1.0f, 0.02f, &s);
+            out[no] = p.t[i];
+            out[no++].data = mem + off;
+            off += (size_t)r * 2;
+            continue;
+        }
+        const size_t len = strlen(p.t[i].name) - strlen(".weight");
+        uint8_t *codes = mem + off;
+        uint16_t *sc = (uint16_t *)(codes + r * c * bits / 8), *bi = sc + r * (c / g);
+        for (int64_t k = 0; k < r; k++) {
+            fill_bf16(row, (size_t)c, 0.0f, 0.02f, &s);
+            quant_row(codes + k * c * bits / 8, sc + k * (c / g), bi + k * (c / g), row, c, bits, g);
+        }
+        const char *suf[3] = { "weight", "scales", "biases" };
+        const void *data[3] = { codes, sc, bi };
+        for (int j = 0; j < 3; j++) {
+            snprintf(names[no], sizeof names[no], "%.*s.%s", (int)len, p.t[i].name, suf[j]);
+            out[no] = (struct st_write_tensor){ names[no], j ? DT_BF16 : DT_U32, 2,
+                                                { r, j ? c / g : c * bits / 32 }, data[j] };
+            no++;
+        }
+        off += (size_t)(r * c * bits / 8) + 2 * (size_t)(r * (c / g)) * 2;
+    }
+    free(row);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (st_write_file(tmp, out, no, err, sizeof err) || rename(tmp, path)) {
+        fprintf(stderr, "mkmodel: %s\n", err);
+        free(mem);
+        return 1;
+    }
+    free(mem);
+    /* config.json: the model's, plus MLX's quantization keys */
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *end = strrchr(sp->config, '}');
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%.*s,\n  \"quantization\": {\"group_size\": %d, \"bits\": %d, \"mode\": \"affine\"},\n"
+                         "  \"quantization_config\": {\"group_size\": %d, \"bits\": %d, \"mode\": \"affine\"}\n}\n",
+                      (int)(end - sp->config - 1), sp->config, g, bits, g, bits) < 0 || fclose(f)) {
+        fprintf(stderr, "mkmodel: %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    fprintf(stderr, "mkmodel: %s %d-bit written in %.1f s\n", sp->name, bits, time_now() - t0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: mkmodel qwen3-0.6b|llama-3.2-1b DIR\n");
+        fprintf(stderr, "usage: mkmodel qwen3-0.6b|llama-3.2-1b[-4bit|-8bit] DIR\n");
         return 2;
     }
-    for (size_t i = 0; i < ARRAY_LEN(specs); i++)
+    for (size_t i = 0; i < ARRAY_LEN(specs); i++) {
+        size_t n = strlen(specs[i].name);
         if (!strcmp(argv[1], specs[i].name)) return write_model(&specs[i], argv[2]);
-    fprintf(stderr, "mkmodel: unknown model '%s' (qwen3-0.6b, llama-3.2-1b)\n", argv[1]);
+        if (!strncmp(argv[1], specs[i].name, n) && !strcmp(argv[1] + n, "-4bit")) return write_model_q(&specs[i], argv[2], 4);
+        if (!strncmp(argv[1], specs[i].name, n) && !strcmp(argv[1] + n, "-8bit")) return write_model_q(&specs[i], argv[2], 8);
+    }
+    fprintf(stderr, "mkmodel: unknown model '%s' (qwen3-0.6b, llama-3.2-1b, each also -4bit / -8bit)\n", argv[1]);
     return 2;
 }

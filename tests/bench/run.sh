@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # run.sh — `make bench`: single-stream prefill and decode speed of vllm.c on
 # random-weight checkpoints with the exact shapes of Qwen3-0.6B and
-# Llama-3.2-1B (bf16), the memory bandwidth they are bound by, and llama.cpp's
-# llama-bench on the same weights (converted to F16 GGUF) in the same run.
+# Llama-3.2-1B (bf16, and the same weights MLX-quantized to 4 and 8 bits,
+# group 64), the memory bandwidth they are bound by, and llama.cpp's
+# llama-bench on the same weights (F16 GGUF; Q4_0 / Q8_0 made from it with
+# llama-quantize for the quantized models) in the same run.
 #
 # Environment:
 #   BUILD          build directory with bench/ binaries (set by make; default build)
 #   BENCH_OUT      where checkpoints and results go (default bench-out, gitignored)
-#   BENCH_MODELS   default "qwen3-0.6b llama-3.2-1b"
+#   BENCH_MODELS   default "qwen3-0.6b llama-3.2-1b qwen3-0.6b-4bit qwen3-0.6b-8bit
+#                  llama-3.2-1b-4bit llama-3.2-1b-8bit" (NAME-4bit/-8bit: MLX affine g64,
+#                  compared with llama.cpp Q4_0 / Q8_0 of NAME)
 #   BENCH_THREADS  default "1 2"
 #   BENCH_REPS     timed repetitions per test (default 3; best and mean kept)
 #   BENCH_PROMPT   prefill length (default 512); BENCH_GEN decode steps (default 64)
 #   LLAMA_CPP_DIR  a llama.cpp build (default /work/llama.cpp-build); llama-bench
 #                  is looked for in $LLAMA_CPP_DIR/build/bin and $LLAMA_CPP_DIR/bin
+#   LLAMA_LIB_PATH if set, LD_LIBRARY_PATH for llama-bench (e.g. a libggml-cpu
+#                  built without AMX: this build's AMX path dies with SIGILL on Q4_0/Q8_0)
 #
 # The checkpoints (1.2 GB and 2.5 GB) and GGUF files are written once and
 # reused. Timings are the best repetition, for vllm.c and llama.cpp alike
@@ -21,7 +27,7 @@ set -euo pipefail
 
 BUILD=${BUILD:-build}
 OUT=${BENCH_OUT:-bench-out}
-MODELS=${BENCH_MODELS:-"qwen3-0.6b llama-3.2-1b"}
+MODELS=${BENCH_MODELS:-"qwen3-0.6b llama-3.2-1b qwen3-0.6b-4bit qwen3-0.6b-8bit llama-3.2-1b-4bit llama-3.2-1b-8bit"}
 THREADS=${BENCH_THREADS:-"1 2"}
 REPS=${BENCH_REPS:-3}
 PROMPT=${BENCH_PROMPT:-512}
@@ -45,10 +51,31 @@ echo "## vllm.c benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus, $(free -g | awk '/^Mem:/{print $2}') GiB"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# the llama.cpp file that goes with a model: NAME-f16, or NAME-q4_0 / -q8_0 for NAME-4bit / -8bit
+gguf_of() {
+    case "$1" in
+    *-4bit) echo "$OUT/${1%-4bit}-q4_0.gguf" ;;
+    *-8bit) echo "$OUT/${1%-8bit}-q8_0.gguf" ;;
+    *) echo "$OUT/$1-f16.gguf" ;;
+    esac
+}
+llama_bench() { if [ -n "${LLAMA_LIB_PATH:-}" ]; then LD_LIBRARY_PATH=$LLAMA_LIB_PATH "$LLAMA_BENCH" "$@"; else "$LLAMA_BENCH" "$@"; fi; }
+
 # 1. checkpoints (and GGUF copies for llama.cpp)
 for m in $MODELS; do
     if [ ! -f "$OUT/$m/config.json" ]; then "$B/mkmodel" "$m" "$OUT/$m"; fi
-    if [ -n "$LLAMA_BENCH" ] && [ ! -f "$OUT/$m-f16.gguf" ]; then "$B/mkgguf" "$OUT/$m" "$OUT/$m-f16.gguf"; fi
+    [ -n "$LLAMA_BENCH" ] || continue
+    base=${m%-4bit}; base=${base%-8bit}
+    if [ ! -f "$OUT/$base-f16.gguf" ]; then
+        [ -f "$OUT/$base/config.json" ] || "$B/mkmodel" "$base" "$OUT/$base"
+        "$B/mkgguf" "$OUT/$base" "$OUT/$base-f16.gguf"
+    fi
+    g=$(gguf_of "$m")
+    if [ ! -f "$g" ]; then
+        quant=$(dirname "$LLAMA_BENCH")/llama-quantize
+        t=$(case "$m" in *-4bit) echo Q4_0 ;; *) echo Q8_0 ;; esac)
+        if [ -x "$quant" ]; then "$quant" "$OUT/$base-f16.gguf" "$g" "$t" >/dev/null 2>&1 || rm -f "$g"; fi
+    fi
 done
 
 # 2. bandwidth, per thread count
@@ -73,11 +100,13 @@ for m in $MODELS; do
         PP[$m,$t]=$(field "$line" pp_best); PPM[$m,$t]=$(field "$line" pp_mean)
         TG[$m,$t]=$(field "$line" tg_best); TGM[$m,$t]=$(field "$line" tg_mean)
         WB[$m]=$(field "$line" weight_bytes); ISA=$(field "$line" isa)
+        # quantized: the bytes a decode step reads are the file's (codes, scales, biases, norms)
+        case "$m" in *bit) WB[$m]=$(stat -c %s "$OUT/$m/model.safetensors") ;; esac
     done
     # 4. llama.cpp on the same weights, right after
-    if [ -n "$LLAMA_BENCH" ]; then
+    if [ -n "$LLAMA_BENCH" ] && [ -f "$(gguf_of "$m")" ]; then
         tl=$(tr ' ' ',' <<<"$THREADS")
-        json=$("$LLAMA_BENCH" -m "$OUT/$m-f16.gguf" -p "$PROMPT" -n "$GEN" -t "$tl" -r "$REPS" -o json 2>/dev/null)
+        json=$(llama_bench -m "$(gguf_of "$m")" -p "$PROMPT" -n "$GEN" -t "$tl" -r "$REPS" -o json 2>/dev/null || echo '[]')
         for t in $THREADS; do
             LPP[$m,$t]=$(jq -r --argjson t "$t" --argjson p "$PROMPT" \
                 '[.[] | select(.n_threads == $t and .n_prompt == $p and .n_gen == 0)][0].samples_ts | max' <<<"$json")

@@ -276,6 +276,10 @@ INLINE void dot8(float *y, const struct qx *q, const struct bk_weight *w, int64_
         ACC = _mm512_fmadd_ps(f_, _mm512_mul_ps(sl_, dx), ACC);                                        \
     } while (0)
 
+#ifndef QPF
+#define QPF 16
+#endif
+
 INLINE void dot_r4(float *y, const struct qx *q, const struct bk_weight *w, int64_t n0, const float *sf,
                    const float *bf, int Gs, __m512i idx, int gs, bool bits4, bool bf16dir) {
     const int64_t K = q->K, G = K >> gs;
@@ -309,10 +313,11 @@ INLINE void dot_r4(float *y, const struct qx *q, const struct bk_weight *w, int6
         const __m512i ho = bits4 ? _mm512_loadu_si512(ah + 64) : zero, lo = bits4 ? _mm512_loadu_si512(al + 64) : zero;
         const int64_t grp = (c * CW) >> gs;
         const uint8_t *rp = row0 + c * 64;
-        _mm_prefetch((const char *)rp + 4 * rb, _MM_HINT_T0);
-        _mm_prefetch((const char *)rp + 5 * rb, _MM_HINT_T0);
-        _mm_prefetch((const char *)rp + 6 * rb, _MM_HINT_T0);
-        _mm_prefetch((const char *)rp + 7 * rb, _MM_HINT_T0);
+        /* the weights are streamed once: fetch the rows QPF rows ahead */
+        _mm_prefetch((const char *)rp + (QPF + 0) * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + (QPF + 1) * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + (QPF + 2) * rb, _MM_HINT_T0);
+        _mm_prefetch((const char *)rp + (QPF + 3) * rb, _MM_HINT_T0);
         R4_ROW(0, a0, _mm512_loadu_si512(rp));
         R4_ROW(1, a1, _mm512_loadu_si512(rp + rb));
         R4_ROW(2, a2, _mm512_loadu_si512(rp + 2 * rb));
