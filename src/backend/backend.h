@@ -180,6 +180,20 @@ struct backend_ops {
     /* 0 if matmul and embed run weights of w's storage format, else -1 with
      * a message. NULL: every format. */
     int (*weight_check)(struct backend *bk, const struct bk_weight *w, char *err, size_t errlen);
+
+    /* ---- optional (NULL: not offered): recorded op sequences (CUDA graphs) ----
+     * Ops queued between graph_begin and graph_end are recorded, not run;
+     * graph_launch queues one replay (same buffers, same arguments). While
+     * recording, no op may grow the backend's own buffers: run the same ops
+     * once unrecorded first. graph_begin: 0, or -1 (nothing is recorded and
+     * the caller runs the ops itself). graph_end: the graph, or NULL if the
+     * recording failed. graph_launch: 0 queued, 1 stale (the backend's
+     * buffers moved since the recording: record again), -1 failed (reported
+     * by the next download). */
+    int (*graph_begin)(struct backend *bk);
+    void *(*graph_end)(struct backend *bk);
+    int (*graph_launch)(struct backend *bk, void *graph);
+    void (*graph_free)(struct backend *bk, void *graph);
 };
 
 struct backend {
@@ -206,7 +220,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_MATMUL=bf16 rounds activations to bf16 in dense bf16/f16
  * GEMMs, as bf16 inference usually does; by default they are split into
  * hi + lo parts (two GEMMs) so results keep f32-like activation precision, as
- * on the CPU (DESIGN.md 7). */
+ * on the CPU (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
+ * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV. */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);

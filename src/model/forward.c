@@ -16,7 +16,8 @@
  * buffer. On a device backend (not host_mem) the step's index arrays are
  * staged on the host and uploaded in one copy, the logits rows are gathered
  * on the device and the logits come back with one bk_download; on the CPU
- * the host arrays are used as they are. */
+ * the host arrays are used as they are. Small decode steps replay recorded
+ * graphs where the backend offers them (run_graph below). */
 #include "model/model.h"
 
 #include <stdlib.h>
@@ -26,6 +27,7 @@ static float *scratch_get(struct model *m, size_t n) {
         bk_free(m->bk, m->scratch);
         m->scratch = bk_alloc(m->bk, n * sizeof(float));
         m->scratch_len = m->scratch ? n : 0;
+        m->gen++; /* recorded graphs point at the old buffer */
     }
     return m->scratch;
 }
@@ -36,7 +38,7 @@ static int upload_batch(struct model *m, const struct model_batch *b, struct bk_
                         const int32_t **tok, const int32_t **pos, const int32_t **slot, const int32_t **rows,
                         char *err, size_t errlen) {
     const size_t T = (size_t)b->n_tokens, S = (size_t)ab->n_seqs, R = (size_t)b->n_logits;
-    const size_t tab = S * (size_t)ab->max_blocks;
+    const size_t tab = S * (size_t)ab->max_blocks; /* ab->max_blocks >= the batch's: rows padded with 0 */
     const size_t n = 3 * T + (S + 1) + S + tab + R;
     if (n > m->idx_len) {
         free(m->idx_host);
@@ -44,6 +46,7 @@ static int upload_batch(struct model *m, const struct model_batch *b, struct bk_
         m->idx_host = xmalloc(n * sizeof(int32_t));
         m->idx_dev = bk_alloc(m->bk, n * sizeof(int32_t));
         m->idx_len = m->idx_dev ? n : 0;
+        m->gen++;
         if (!m->idx_dev) return errf(err, errlen, "forward: cannot allocate %zu bytes on the device", n * 4);
     }
     int32_t *h = m->idx_host, *dv = m->idx_dev;
@@ -59,8 +62,14 @@ static int upload_batch(struct model *m, const struct model_batch *b, struct bk_
     PUT(b->slot_mapping, T, *slot);
     PUT(b->attn.query_start, S + 1, ab->query_start);
     PUT(b->attn.seq_len, S, ab->seq_len);
-    PUT(b->attn.block_table, tab, ab->block_table);
-    PUT(b->logits_rows, R, *rows);
+    PUT(b->logits_rows, R, *rows); /* before the table: fixed offsets for a given T, S, R */
+    const int mb = b->attn.max_blocks;
+    for (size_t s = 0; s < S; s++) {
+        memcpy(h + o + s * ab->max_blocks, b->attn.block_table + s * mb, (size_t)mb * sizeof(int32_t));
+        memset(h + o + s * ab->max_blocks + mb, 0, (size_t)(ab->max_blocks - mb) * sizeof(int32_t));
+    }
+    ab->block_table = dv + o;
+    o += tab;
 #undef PUT
     return bk_upload(m->bk, dv, h, o * sizeof(int32_t), err, errlen);
 }
@@ -132,42 +141,28 @@ static void apply_rope(struct model *m, const struct model_batch *b, const int32
     }
 }
 
-int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits, char *err,
-                  size_t errlen) {
-    if (batch_check(m, b, kv, err, errlen)) return -1;
+/* One step's buffers and index arrays as the ops see them (the backend's
+ * memory), and the host batch (sequence structure, RoPE tables). */
+struct step {
+    const struct model_batch *b;
+    const struct model_kv *kv;
+    struct bk_attn_batch ab;
+    const int32_t *tokens, *positions, *slots, *rows;
+    float *x, *h, *q, *att, *k, *v, *g, *u, *a, *xr, *lg;
+};
+
+/* Queue every op of the step: embedding, the layers, the logits rows. */
+static void run_ops(struct model *m, const struct step *st) {
     const struct hparams *hp = &m->hp;
     struct backend *bk = m->bk;
+    const struct model_batch *b = st->b;
     const int T = b->n_tokens, d = hp->d_model, H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
     const int F = hp->d_ff, qd = H * D, kvd = Hkv * D, R = b->n_logits;
-
-    /* scratch layout (+ the logits on a device backend) */
-    size_t need = (size_t)T * (2 * (size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + 3 * (size_t)F) +
-                  (size_t)R * d + (bk->host_mem ? 0 : (size_t)R * hp->n_vocab);
-    float *x = scratch_get(m, need);
-    if (!x) return errf(err, errlen, "forward: cannot allocate %zu bytes of scratch", need * sizeof(float));
-    float *h = x + (size_t)T * d;
-    float *q = h + (size_t)T * d;
-    float *att = q + (size_t)T * qd;
-    float *k = att + (size_t)T * qd;
-    float *v = k + (size_t)T * kvd;
-    float *g = v + (size_t)T * kvd;
-    float *u = g + (size_t)T * F;
-    float *a = u + (size_t)T * F;
-    float *xr = a + (size_t)T * F;
-    float *dlogits = xr + (size_t)R * d; /* device backends only */
-    float *freq = m->freq_host;          /* host memory: bk_rope reads inv_freq on the host */
+    float *x = st->x, *h = st->h, *q = st->q, *att = st->att, *k = st->k, *v = st->v, *g = st->g, *u = st->u;
+    float *a = st->a, *xr = st->xr;
     float *o = h; /* attention/ffn outputs reuse h once it is consumed */
 
-    /* the batch as the ops see it: the host arrays on the CPU, copies on a device */
-    struct bk_attn_batch ab = b->attn;
-    for (int s = 0; s < ab.n_seqs; s++) {
-        ab.max_seq_len = MAX(ab.max_seq_len, ab.seq_len[s]);
-        ab.max_query_len = MAX(ab.max_query_len, ab.query_start[s + 1] - ab.query_start[s]);
-    }
-    const int32_t *tokens = b->tokens, *positions = b->positions, *slots = b->slot_mapping, *rows = b->logits_rows;
-    if (!bk->host_mem && upload_batch(m, b, &ab, &tokens, &positions, &slots, &rows, err, errlen)) return -1;
-
-    bk_embed(bk, x, &m->tok_emb, tokens, T, hp->emb_scale);
+    bk_embed(bk, x, &m->tok_emb, st->tokens, T, hp->emb_scale);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const struct layer_weights *L = &m->layers[il];
@@ -182,14 +177,14 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
         if (L->bv) bk_add_bias(bk, v, L->bv, T, kvd);
         if (L->q_norm) bk_rmsnorm(bk, q, q, L->q_norm, T * H, D, hp->norm_eps);
         if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
-        if (hp->layer_rope[il]) apply_rope(m, b, positions, q, k, sliding && hp->has_rope_local, freq);
+        if (hp->layer_rope[il]) apply_rope(m, b, st->positions, q, k, sliding && hp->has_rope_local, m->freq_host);
 
-        bk_kv_store(bk, &kv->layers[il], k, v, slots, T);
+        bk_kv_store(bk, &st->kv->layers[il], k, v, st->slots, T);
         struct bk_attn_params ap = {
             .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
             .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
         };
-        bk_attention(bk, att, q, &kv->layers[il], &ab, &ap);
+        bk_attention(bk, att, q, &st->kv->layers[il], &st->ab, &ap);
 
         bk_matmul(bk, o, att, &L->wo, T);
         if (L->bo) bk_add_bias(bk, o, L->bo, T, d);
@@ -208,20 +203,122 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
         bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
     }
 
-    if (R == 0) return 0;
-    float *lg = logits;
+    if (R == 0) return;
     if (bk->host_mem) {
         for (int i = 0; i < R; i++) memcpy(xr + (size_t)i * d, x + (size_t)b->logits_rows[i] * d, (size_t)d * sizeof(float));
     } else { /* gather the rows on the device: an embedding lookup in x viewed as an f32 table */
         struct bk_weight xt = { .dtype = DT_F32, .rows = T, .cols = d, .data = x };
-        bk_embed(bk, xr, &xt, rows, R, 1.0f);
-        lg = dlogits;
+        bk_embed(bk, xr, &xt, st->rows, R, 1.0f);
     }
     bk_rmsnorm(bk, xr, xr, m->final_norm, R, d, hp->norm_eps);
-    bk_matmul(bk, lg, xr, &m->lm_head, R);
-    if (hp->logit_scale != 1.0f) bk_scale(bk, lg, (size_t)R * hp->n_vocab, hp->logit_scale);
-    if (hp->final_softcap > 0) bk_softcap(bk, lg, (size_t)R * hp->n_vocab, hp->final_softcap);
-    if (lg != logits && bk_download(bk, logits, lg, (size_t)R * hp->n_vocab * sizeof(float), err, errlen))
+    bk_matmul(bk, st->lg, xr, &m->lm_head, R);
+    if (hp->logit_scale != 1.0f) bk_scale(bk, st->lg, (size_t)R * hp->n_vocab, hp->logit_scale);
+    if (hp->final_softcap > 0) bk_softcap(bk, st->lg, (size_t)R * hp->n_vocab, hp->final_softcap);
+}
+
+/* Decode steps of up to MODEL_GRAPH_MAX_T sequences (one query row each, the
+ * logits of every row) replay a recorded graph of the whole step where the
+ * backend offers one (CUDA graphs): one launch instead of hundreds. A graph
+ * is keyed by the token count and the (padded) block-table width, which fix
+ * every launch's shape, and by the KV cache it writes; the index arrays are
+ * uploaded to the same addresses before each replay. RoPE tables that change with the length (dynamic NTK,
+ * LongRoPE) are host values baked into a recording, so those models never
+ * replay. */
+#define MODEL_GRAPH_MAX_T 8
+
+static bool graph_eligible(const struct model *m, const struct model_batch *b, const struct bk_attn_batch *ab) {
+    const struct hparams *hp = &m->hp;
+    if (!m->bk->ops->graph_begin || b->n_tokens > MODEL_GRAPH_MAX_T || ab->max_query_len != 1 ||
+        b->n_logits != b->n_tokens)
+        return false;
+    for (int i = 0; i < b->n_logits; i++)
+        if (b->logits_rows[i] != i) return false;
+    return !rope_depends_on_len(&hp->rope) && !(hp->has_rope_local && rope_depends_on_len(&hp->rope_local));
+}
+
+/* The KV cache a recording wrote into: its pools' addresses and layout. */
+static uint64_t kv_key(const struct model_kv *kv) {
+    uint64_t h = 1469598103934665603ull;
+    for (int l = 0; l < kv->n_layer; l++) {
+        const struct bk_kv *c = &kv->layers[l];
+        const uint64_t parts[] = { (uintptr_t)c->k, (uintptr_t)c->v, (uint64_t)c->dtype, (uint64_t)c->num_blocks,
+                                   (uint64_t)c->block_size };
+        for (size_t i = 0; i < ARRAY_LEN(parts); i++) h = (h ^ parts[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static void run_graph(struct model *m, const struct step *st) {
+    struct backend *bk = m->bk;
+    const int T = st->b->n_tokens, mb = st->ab.max_blocks;
+    const uint64_t kvk = kv_key(st->kv);
+    struct model_graph *slot = NULL;
+    for (int i = 0; i < MODEL_GRAPHS && !slot; i++)
+        if (m->graphs[i].g && m->graphs[i].T == T && m->graphs[i].mb == mb && m->graphs[i].kv == kvk)
+            slot = &m->graphs[i];
+    if (slot && slot->gen == m->gen) {
+        int rc = bk->ops->graph_launch(bk, slot->g);
+        if (rc <= 0) return; /* queued, or failed (the backend reports it at the download) */
+    }
+    if (slot) { /* stale: buffers moved since it was recorded */
+        bk->ops->graph_free(bk, slot->g);
+        slot->g = NULL;
+    } else {
+        slot = &m->graphs[m->next_graph];
+        m->next_graph = (m->next_graph + 1) % MODEL_GRAPHS;
+        if (slot->g) bk->ops->graph_free(bk, slot->g);
+        slot->g = NULL;
+    }
+    run_ops(m, st); /* this step, unrecorded: it also grows whatever the ops need */
+    if (bk->ops->graph_begin(bk)) return;
+    run_ops(m, st);
+    *slot = (struct model_graph){ .g = bk->ops->graph_end(bk), .T = T, .mb = mb, .gen = m->gen, .kv = kvk };
+}
+
+int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits, char *err,
+                  size_t errlen) {
+    if (batch_check(m, b, kv, err, errlen)) return -1;
+    const struct hparams *hp = &m->hp;
+    struct backend *bk = m->bk;
+    const int T = b->n_tokens, d = hp->d_model, H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
+    const int F = hp->d_ff, qd = H * D, kvd = Hkv * D, R = b->n_logits;
+
+    /* scratch layout (+ the logits on a device backend) */
+    size_t need = (size_t)T * (2 * (size_t)d + 2 * (size_t)qd + 2 * (size_t)kvd + 3 * (size_t)F) +
+                  (size_t)R * d + (bk->host_mem ? 0 : (size_t)R * hp->n_vocab);
+    float *x = scratch_get(m, need);
+    if (!x) return errf(err, errlen, "forward: cannot allocate %zu bytes of scratch", need * sizeof(float));
+    struct step st = { .b = b, .kv = kv, .ab = b->attn, .x = x };
+    st.h = x + (size_t)T * d;
+    st.q = st.h + (size_t)T * d;
+    st.att = st.q + (size_t)T * qd;
+    st.k = st.att + (size_t)T * qd;
+    st.v = st.k + (size_t)T * kvd;
+    st.g = st.v + (size_t)T * kvd;
+    st.u = st.g + (size_t)T * F;
+    st.a = st.u + (size_t)T * F;
+    st.xr = st.a + (size_t)T * F;
+    st.lg = bk->host_mem ? logits : st.xr + (size_t)R * d; /* device: logits in scratch, then downloaded */
+
+    /* the batch as the ops see it: the host arrays on the CPU, copies on a device */
+    for (int s = 0; s < st.ab.n_seqs; s++) {
+        st.ab.max_seq_len = MAX(st.ab.max_seq_len, st.ab.seq_len[s]);
+        st.ab.max_query_len = MAX(st.ab.max_query_len, st.ab.query_start[s + 1] - st.ab.query_start[s]);
+    }
+    st.tokens = b->tokens, st.positions = b->positions, st.slots = b->slot_mapping, st.rows = b->logits_rows;
+    const bool graph = !bk->host_mem && graph_eligible(m, b, &st.ab);
+    if (graph) { /* fixed launch shapes: the table padded to a power of two, keys bounded by its width */
+        int mb = 16;
+        while (mb < st.ab.max_blocks) mb *= 2;
+        st.ab.max_blocks = mb;
+        st.ab.max_seq_len = mb * kv->layers[0].block_size;
+    }
+    if (!bk->host_mem && upload_batch(m, b, &st.ab, &st.tokens, &st.positions, &st.slots, &st.rows, err, errlen))
+        return -1;
+    if (graph) run_graph(m, &st);
+    else run_ops(m, &st);
+    if (R > 0 && st.lg != logits &&
+        bk_download(bk, logits, st.lg, (size_t)R * hp->n_vocab * sizeof(float), err, errlen))
         return -1;
     return 0;
 }

@@ -368,6 +368,8 @@ void model_free(struct model *m) {
     free(m->inv_freq_local);
     free(m->inv_freq_long);
     if (m->bk) {
+        for (int i = 0; i < MODEL_GRAPHS; i++)
+            if (m->graphs[i].g) m->bk->ops->graph_free(m->bk, m->graphs[i].g);
         for (int i = 0; i < m->n_dev; i++) bk_free(m->bk, m->dev_owned[i]);
         bk_free(m->bk, m->scratch);
         bk_free(m->bk, m->idx_dev);

@@ -24,6 +24,7 @@
 #include "backend/backend.h"
 
 #define MODEL_MAX_LAYERS 256
+#define MODEL_GRAPHS 16 /* recorded decode steps kept (forward.c) */
 
 enum model_family {
     FAM_LLAMA = 0, /* Llama 2/3, Mistral, Yi */
@@ -114,6 +115,11 @@ struct model {
     size_t idx_len;
     void **dev_owned;           /* device copies of weights and vectors (bk_free at model_free) */
     int n_dev, cap_dev;
+    /* recorded decode steps (forward.c), and a counter bumped whenever the
+     * scratch or index buffers move (recordings older than it are stale) */
+    struct model_graph { void *g; int T, mb; unsigned gen; uint64_t kv; } graphs[MODEL_GRAPHS];
+    int next_graph;
+    unsigned gen;
     char dir[4096];
 };
 

@@ -13,7 +13,10 @@
  *     FLOPs (2 * matmul params * P + causal attention) / time / peak;
  *   - decode, batch 1, G steps (default 64) after that prefill: tokens/s and
  *     bytes read per token (all weights + the KV read) * tok/s / bandwidth.
- * Prints one markdown table. Nothing here is a pass/fail test.
+ *   - the decode GEMV alone on each weight shape (T = 1), both kernel
+ *     variants (VLLMC_CUDA_GEMV 0 and 1), rotating over copies that
+ *     overflow L2: time per call and GB/s, and their sum over a token.
+ * Prints markdown tables. Nothing here is a pass/fail test.
  *
  * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] (-L fewer layers for a
  * quick look; the table says how many). Without CUDA it says so and exits 0. */
@@ -147,6 +150,49 @@ int main(int argc, char **argv) {
         peak = gemms * 2.0 * M * (double)M * M / best;
     }
 
+    /* decode GEMV alone: every shape of the model, T = 1 */
+    double gemv_token[2] = { 0, 0 };
+    {
+        static const int shapes[][3] = { /* N, K, matrices per token */
+            { 4096, 4096, 64 }, { 1024, 4096, 64 }, { 14336, 4096, 64 }, { 4096, 14336, 32 }, { 128256, 4096, 1 } };
+        struct backend *gv[2];
+        for (int v = 0; v < 2; v++) {
+            setenv("VLLMC_CUDA_GEMV", v ? "1" : "0", 1);
+            if (backend_cuda_create(&gv[v], 0, 1, err, sizeof err)) die("create");
+        }
+        unsetenv("VLLMC_CUDA_GEMV");
+        float *x = dev_const(14336, 0.5f), *y = bk_alloc(g, 128256 * 4);
+        printf("\n| decode GEMV, bf16, T = 1 | variant 0 (split rows) | variant 1 (warp per row) |\n|---|---|---|\n");
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const int N = shapes[i][0], K = shapes[i][1];
+            const size_t bytes = (size_t)N * K * 2;
+            int copies = (int)((((size_t)256 << 20) + bytes - 1) / bytes);
+            struct bk_weight w[64];
+            for (int cI = 0; cI < copies; cI++) w[cI] = wmat(N, K);
+            double us[2];
+            for (int v = 0; v < 2; v++) {
+                const int reps = 8 * copies < 64 ? 64 : 8 * copies;
+                for (int r = 0; r < copies; r++) bk_matmul(gv[v], y, x, &w[r], 1);
+                float f;
+                if (bk_download(gv[v], &f, y, 4, err, sizeof err)) die("gemv");
+                double t0 = now();
+                for (int r = 0; r < reps; r++) bk_matmul(gv[v], y, x, &w[r % copies], 1);
+                if (bk_download(gv[v], &f, y, 4, err, sizeof err)) die("gemv");
+                us[v] = (now() - t0) / reps * 1e6;
+                const double per_token = shapes[i][2] == 1 ? 1 : shapes[i][2] * layers / 32.0; /* the head once */
+                gemv_token[v] += us[v] * per_token;
+            }
+            printf("| %d x %d (%.0f MB) | %.1f us, %.0f GB/s | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0],
+                   bytes / us[0] / 1e3, us[1], bytes / us[1] / 1e3);
+            for (int cI = 0; cI < copies; cI++) bk_free(g, (void *)w[cI].data);
+            dev_bytes -= (size_t)copies * bytes;
+        }
+        printf("| all GEMVs of one token (32 layers + head) | %.2f ms | %.2f ms |\n", gemv_token[0] / 1e3,
+               gemv_token[1] / 1e3);
+        bk_free(g, x), bk_free(g, y);
+        bk_destroy(gv[0]), bk_destroy(gv[1]);
+    }
+
     /* the model */
     struct model *m = xcalloc(1, sizeof *m);
     struct hparams *hp = &m->hp;
@@ -207,6 +253,50 @@ int main(int argc, char **argv) {
     }
     const double attn_flops = (double)layers * 4.0 * 32 * 128 * ((double)P * (P + 1) / 2);
     const double pf_flops = 2.0 * mm_params * P + attn_flops;
+
+    /* the other ops of a decode step, each run once per layer back to back
+     * and then waited for: time per call, launch gaps included */
+    {
+        float *x = dev_const((size_t)d, 0.5f), *h = dev_const((size_t)d, 0.1f), *q = dev_const((size_t)qd, 0.1f);
+        float *k = dev_const((size_t)kvd, 0.1f), *v = dev_const((size_t)kvd, 0.1f), *att = dev_const((size_t)qd, 0);
+        float *gt = dev_const((size_t)F, 0.1f), *u = dev_const((size_t)F, 0.1f), *a = dev_const((size_t)F, 0);
+        int32_t hq[2] = { 0, 1 }, hs[1] = { P }, hpos[1] = { P - 1 };
+        int32_t *dq = bk_alloc(g, 8), *ds = bk_alloc(g, 4), *dp = bk_alloc(g, 4), *dt = bk_alloc(g, (size_t)nblk * 4);
+        if (bk_upload(g, dq, hq, 8, err, sizeof err) || bk_upload(g, ds, hs, 4, err, sizeof err) ||
+            bk_upload(g, dp, hpos, 4, err, sizeof err) || bk_upload(g, dt, table, (size_t)nblk * 4, err, sizeof err))
+            die("upload");
+        struct bk_attn_batch ab = { .n_seqs = 1, .query_start = dq, .seq_len = ds, .block_table = dt,
+                                    .max_blocks = nblk - 1, .max_seq_len = P, .max_query_len = 1 };
+        struct bk_attn_params ap = { .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .scale = hp->attn_scale };
+        struct bk_rope rp = { .inv_freq = m->inv_freq, .rot_dim = 128, .attn_factor = 1, .neox = true };
+        printf("\n| decode op (T = 1, context %d), x %d layers | us per call |\n|---|---|\n", P, layers);
+        for (int op = 0; op < 7; op++) {
+            static const char *names[] = { "rmsnorm", "rope q + k", "kv_store", "attention", "add_scaled",
+                                           "glu", "matmul wq (gemv)" };
+            double best_op = 1e9;
+            for (int r = 0; r < 3; r++) {
+                sync_dev();
+                double t0 = now();
+                for (int l = 0; l < layers; l++) {
+                    switch (op) {
+                    case 0: bk_rmsnorm(g, h, x, m->layers[l].attn_norm, 1, d, 1e-5f); break;
+                    case 1: bk_rope(g, q, dp, 1, 32, 128, &rp), bk_rope(g, k, dp, 1, 8, 128, &rp); break;
+                    case 2: bk_kv_store(g, &kl[l], k, v, dp, 1); break;
+                    case 3: bk_attention(g, att, q, &kl[l], &ab, &ap); break;
+                    case 4: bk_add_scaled(g, x, h, 1.0f, (size_t)d); break;
+                    case 5: bk_glu(g, a, gt, u, 1, F, F, BK_ACT_SILU); break;
+                    case 6: bk_matmul(g, q, h, &m->layers[l].wq, 1); break;
+                    }
+                }
+                sync_dev();
+                best_op = fmin(best_op, (now() - t0) / layers);
+            }
+            printf("| %s | %.1f |\n", names[op], best_op * 1e6);
+        }
+        float *bufs[] = { x, h, q, k, v, att, gt, u, a };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bk_free(g, bufs[i]);
+        bk_free(g, dq), bk_free(g, ds), bk_free(g, dp), bk_free(g, dt);
+    }
 
     /* decode: G steps of one token after the prompt */
     double t_dec = 0, kv_read = 0;

@@ -21,8 +21,14 @@
  * copy. The first CUDA error is kept and reported by the next upload or
  * download (ops return nothing).
  *
+ * Graphs: graph_begin/end record the ops queued between them by stream
+ * capture (the forward records whole decode steps, forward.c); a recording
+ * remembers the scratch generation, and a replay after xb or part moved
+ * reports itself stale. VLLMC_CUDA_GRAPHS=0 turns recording off.
+ *
  * What this does not do: quantized (affine) weights, device-side sampling,
- * CUDA graphs, overlapping host scheduling with the device — later steps. */
+ * overlapping host scheduling with the device, a tensor-core prefill
+ * attention — later steps. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "util/threadpool.h"
@@ -54,12 +60,15 @@ struct cuda_backend {
     void *ws;
     struct threadpool *pool;
     bool split;          /* bf16/f16 GEMMs: hi + lo activations */
+    int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
     void *xb;            /* 16-bit activations: hi then lo */
     size_t xb_len;
     float *part;         /* split-KV partial results */
     size_t part_len;
     struct mm_plan plans[N_PLANS];
     int next_plan;
+    bool graphs;         /* graph_* ops on (VLLMC_CUDA_GRAPHS != 0) */
+    unsigned gen;        /* bumped when xb or part move: recorded graphs then point at freed memory */
     bool failed;
     char err[256];
 };
@@ -105,6 +114,7 @@ static int type_of(enum dtype dt, enum ck_type *out) {
 static void *grow(struct cuda_backend *c, void **buf, size_t *len, size_t bytes) {
     if (bytes <= *len) return *buf;
     size_t n = bytes + bytes / 2;
+    c->gen++;
     cudaFree(*buf);
     *buf = NULL;
     *len = 0;
@@ -208,7 +218,7 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
     }
     const int N = (int)w->rows, K = (int)w->cols;
     if (T <= CK_GEMV_MAX_T) {
-        ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T), "gemv");
+        ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T, c->gemv_variant), "gemv");
         return;
     }
     if (wt == CK_F32) {
@@ -301,12 +311,12 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
     if (p->sliding_window > 0) keys = MIN(keys, p->sliding_window);
     const int T_bound = b->n_seqs * max_q;
     /* split the keys when the rows alone leave the GPU idle (decode): each
-     * range at least 128 keys, about 32 warps per multiprocessor in all */
+     * range at least 64 keys, about 32 warps per multiprocessor in all */
     const size_t items = (size_t)T_bound * (size_t)p->n_heads, target = (size_t)c->n_sm * 32;
     int n_split = 1;
-    if (items < target && keys > 128) {
-        n_split = (int)MIN((size_t)(keys + 127) / 128, (target + items - 1) / items);
-        n_split = MAX(1, MIN(n_split, 64));
+    if (items < target && keys > 64) {
+        n_split = (int)MIN((size_t)(keys + 63) / 64, (target + items - 1) / items);
+        n_split = MAX(1, MIN(n_split, 128));
     }
     float *part = NULL;
     if (n_split > 1) {
@@ -389,6 +399,61 @@ static int cu_weight_check(struct backend *bk, const struct bk_weight *w, char *
     return 0;
 }
 
+/* ---- recorded steps (CUDA graphs) ------------------------------------------------------- */
+
+struct cu_graph {
+    cudaGraphExec_t exec;
+    unsigned gen;
+};
+
+static int cu_graph_begin(struct backend *bk) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    if (!c->graphs || c->failed) return -1;
+    if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+
+static void *cu_graph_end(struct backend *bk) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &g);
+    if (e != cudaSuccess || !g || c->failed) {
+        if (e != cudaSuccess) ok(c, e, "graph capture");
+        if (g) cudaGraphDestroy(g);
+        return NULL;
+    }
+    struct cu_graph *cg = xcalloc(1, sizeof *cg);
+    e = cudaGraphInstantiate(&cg->exec, g, 0);
+    cudaGraphDestroy(g);
+    if (!ok(c, e, "graph instantiate")) {
+        free(cg);
+        return NULL;
+    }
+    cg->gen = c->gen;
+    return cg;
+}
+
+static int cu_graph_launch(struct backend *bk, void *graph) {
+    struct cuda_backend *c = cb(bk);
+    struct cu_graph *cg = graph;
+    enter(c);
+    if (cg->gen != c->gen) return 1;
+    return ok(c, cudaGraphLaunch(cg->exec, c->st), "graph launch") ? 0 : -1;
+}
+
+static void cu_graph_free(struct backend *bk, void *graph) {
+    struct cu_graph *cg = graph;
+    if (!cg) return;
+    enter(cb(bk));
+    cudaGraphExecDestroy(cg->exec);
+    free(cg);
+}
+
 static void cu_destroy(struct backend *bk) {
     struct cuda_backend *c = cb(bk);
     enter(c);
@@ -409,6 +474,8 @@ static const struct backend_ops cuda_ops = {
     .attention = cu_attention, .softcap = cu_softcap, .scale = cu_scale, .host_parallel = cu_host_parallel,
     .host_threads = cu_host_threads, .alloc = cu_alloc, .free = cu_free, .upload = cu_upload,
     .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
+    .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch,
+    .graph_free = cu_graph_free,
 };
 
 int backend_cuda_devices(void) {
@@ -444,6 +511,8 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->device = device;
     c->n_sm = prop.multiProcessorCount;
     c->split = !(mode && !strcmp(mode, "bf16"));
+    c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
+    c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
     snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc(&c->ws, LT_WORKSPACE)) != cudaSuccess) {

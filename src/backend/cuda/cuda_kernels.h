@@ -29,9 +29,11 @@ enum ck_type { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
 #define CK_ATTN_MAX_D 256    /* head dim at most */
 
 /* y[T][N] = x[T][K] · W[N][K]^T with f32 activations and f32 sums, for
- * T <= CK_GEMV_MAX_T (decode): one warp per output row, the weight row read
- * once for all T tokens. */
-int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T);
+ * T <= CK_GEMV_MAX_T (decode): each weight row read once for all T tokens.
+ * variant 0: rows split over several warps where there are few of them
+ * (16-byte loads; the default); 1: one warp per row (the first version, kept
+ * for comparison; also the fallback for unaligned or odd K). */
+int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T, int variant);
 /* hi[i] = round(x[i]) to wt (BF16 or F16); lo (may be NULL) = round(x - hi) */
 int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n);
 /* out[t][k] = table[ids[t]][k] * scale */
@@ -67,7 +69,8 @@ struct ck_attn {
 /* Paged attention over the flat varlen batch (see backend.h): one warp per
  * (query row, head), keys split into n_split ranges whose partial results
  * (part: n_split * T_bound * H * (D + 2) floats) a second kernel combines;
- * n_split == 1 writes out directly (part unused). T_bound >= the token count. */
+ * n_split == 1 writes out directly (part unused); n_split <= 128. T_bound >=
+ * the token count. */
 int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
                  const struct ck_attn *a, int T_bound, int n_split, float *part);
 

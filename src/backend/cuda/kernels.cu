@@ -126,11 +126,82 @@ gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *
     }
 }
 
+/* The bandwidth version (16-byte loads only): a block of 8 warps owns RPB
+ * rows, and the 8 / RPB warps of a row split its K range, so that even
+ * matrices of few rows (K/V projections) put enough loads in flight; the
+ * warps' sums meet in shared memory. */
+template <class W, int TT, int RPB>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K) {
+    constexpr int WPR = GEMV_WARPS / RPB, E = W::E;
+    __shared__ float red[GEMV_WARPS][TT];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int r = warp % RPB, part = warp / RPB;
+    const int n = blockIdx.x * RPB + r;
+    float acc[TT];
+#pragma unroll
+    for (int t = 0; t < TT; t++) acc[t] = 0.0f;
+    if (n < N) {
+        const typename W::T *wr = w + (size_t)n * K;
+#pragma unroll 8
+        for (int k0 = (part * 32 + lane) * E; k0 < K; k0 += WPR * 32 * E) {
+            float wf[E];
+            W::unpack(__ldg(reinterpret_cast<const uint4 *>(wr + k0)), wf);
+#pragma unroll
+            for (int t = 0; t < TT; t++) {
+                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * K + k0);
+#pragma unroll
+                for (int e = 0; e < E / 4; e++) {
+                    float4 xv = xp[e];
+                    acc[t] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z + wf[4 * e + 3] * xv.w;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        const float v = warp_sum(acc[t]);
+        if (lane == 0) red[warp][t] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < RPB * TT) {
+        const int rr = threadIdx.x % RPB, t = threadIdx.x / RPB, nn = blockIdx.x * RPB + rr;
+        if (nn < N) {
+            float v = 0.0f;
+#pragma unroll
+            for (int p = 0; p < WPR; p++) v += red[p * RPB + rr][t];
+            y[(size_t)t * N + nn] = v;
+        }
+    }
+}
+
+template <class W, int TT>
+void gemv_split_launch(ck_stream st, float *y, const float *x, const typename W::T *w, int N, int K) {
+    /* rows per block: as many as still leave >= 1024 blocks */
+    const int rpb = N >= 8192 ? 8 : N >= 4096 ? 4 : N >= 2048 ? 2 : 1;
+    const unsigned grid = blocks_for((size_t)N, (unsigned)rpb);
+    switch (rpb) {
+    case 8: gemv_split_k<W, TT, 8><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
+    case 4: gemv_split_k<W, TT, 4><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
+    case 2: gemv_split_k<W, TT, 2><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
+    default: gemv_split_k<W, TT, 1><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
+    }
+}
+
 template <class W>
-int gemv_t(ck_stream st, float *y, const float *x, const void *w, int N, int K, int T) {
+int gemv_t(ck_stream st, float *y, const float *x, const void *w, int N, int K, int T, int variant) {
     const typename W::T *wp = static_cast<const typename W::T *>(w);
     const bool vec = K % W::E == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
     dim3 grid(blocks_for((size_t)N, GEMV_WARPS)), block(GEMV_WARPS * 32);
+    if (vec && variant != 1) {
+        switch (T) {
+#define CASE(n) case n: gemv_split_launch<W, n>(st, y, x, wp, N, K); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+        default: return (int)cudaErrorInvalidValue;
+        }
+        return (int)cudaGetLastError();
+    }
     switch (T) {
 #define CASE(n) case n: gemv_k<W, n><<<grid, block, 0, st>>>(y, x, wp, N, K, vec); break;
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
@@ -255,6 +326,8 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
 attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::T *vc, const ck_attn a,
        int n_split, float *part, int T_bound, bool vec) {
     __shared__ __align__(16) float q_sh[ATTN_WARPS][CK_ATTN_MAX_D];
+    __shared__ float p_sh[ATTN_WARPS][32];
+    __shared__ size_t b_sh[ATTN_WARPS][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int H = a.H, D = a.D;
     const int item = blockIdx.x * ATTN_WARPS + warp, split = blockIdx.y;
@@ -296,6 +369,7 @@ attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::
             const typename KV::T *kr = kc + base;
             float dot = 0.0f;
             if (vec) {
+#pragma unroll 8
                 for (int d = 0; d < D; d += KV::E) {
                     float kf[KV::E];
                     KV::unpack(*reinterpret_cast<const uint4 *>(kr + d), kf);
@@ -303,6 +377,7 @@ attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::
                     for (int e = 0; e < KV::E; e++) dot += qs[d + e] * kf[e];
                 }
             } else {
+#pragma unroll 4
                 for (int d = 0; d < D; d++) dot += qs[d] * KV::load(kr, d);
             }
             dot *= a.scale;
@@ -315,16 +390,36 @@ attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::
         l = l * corr + warp_sum(p);
 #pragma unroll
         for (int i = 0; i < DPL; i++) acc[i] *= corr;
+        /* P·V: the run's weights and rows through shared memory, so that the
+         * loads of several keys are in flight at once (a run of full 32 keys
+         * unrolled) rather than one key's load waiting on the next's */
+        p_sh[warp][lane] = p;
+        b_sh[warp][lane] = base;
+        __syncwarp();
         const int nj = min(32, k1 - j0);
-        for (int jj = 0; jj < nj; jj++) {
-            const float pj = __shfl_sync(FULL, p, jj);
-            const unsigned long long bj = __shfl_sync(FULL, (unsigned long long)base, jj);
+        if (nj == 32) {
+#pragma unroll 8
+            for (int jj = 0; jj < 32; jj++) {
+                const float pj = p_sh[warp][jj];
+                const size_t bj = b_sh[warp][jj];
 #pragma unroll
-            for (int i = 0; i < DPL; i++) {
-                const int d = lane + 32 * i;
-                if (d < D) acc[i] += pj * KV::load(vc, bj + d);
+                for (int i = 0; i < DPL; i++) {
+                    const int d = lane + 32 * i;
+                    if (d < D) acc[i] += pj * KV::load(vc, bj + d);
+                }
+            }
+        } else {
+            for (int jj = 0; jj < nj; jj++) {
+                const float pj = p_sh[warp][jj];
+                const size_t bj = b_sh[warp][jj];
+#pragma unroll
+                for (int i = 0; i < DPL; i++) {
+                    const int d = lane + 32 * i;
+                    if (d < D) acc[i] += pj * KV::load(vc, bj + d);
+                }
             }
         }
+        __syncwarp();
         m = mn;
     }
     if (n_split == 1) {
@@ -346,30 +441,46 @@ attn_k(float *out, const float *q, const typename KV::T *kc, const typename KV::
     }
 }
 
-/* merge the n_split partial results of each (row, head) */
-__global__ void attn_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H, int D,
-                               int n_split, int T_bound) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int item = blockIdx.x * ATTN_WARPS + warp;
-    const int t = item / H, h = item % H;
-    if (t >= query_start[n_seqs]) return;
+/* merge the n_split partial results of each (row, head): one block each;
+ * the splits' weights exp(m_s - M) go through shared memory, then every
+ * thread sums its dims over the splits (independent loads, many in flight) */
+constexpr int COMBINE_THREADS = 128, MAX_SPLIT = 128;
+
+__device__ float block_reduce(float v, bool is_max, float *red) {
+    v = is_max ? warp_max(v) : warp_sum(v);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads(); /* red may still be read from a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    return is_max ? warp_max(v) : warp_sum(v);
+}
+
+__global__ void __launch_bounds__(COMBINE_THREADS)
+attn_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H, int D, int n_split,
+               int T_bound) {
+    __shared__ float wsh[MAX_SPLIT], red[32];
+    const int t = blockIdx.x / H, h = blockIdx.x % H;
+    if (t >= query_start[n_seqs]) return; /* the whole block */
     const size_t stride = (size_t)T_bound * H * (D + 2);
     const float *p0 = part + ((size_t)t * H + h) * (size_t)(D + 2);
     float M = -INFINITY;
-    for (int sp = 0; sp < n_split; sp++) M = fmaxf(M, p0[sp * stride + D]);
+    for (int sp = threadIdx.x; sp < n_split; sp += blockDim.x) M = fmaxf(M, p0[sp * stride + D]);
+    M = block_reduce(M, true, red);
     float L = 0.0f;
-    for (int sp = 0; sp < n_split; sp++) {
+    for (int sp = threadIdx.x; sp < n_split; sp += blockDim.x) {
         const float ls = p0[sp * stride + D + 1];
-        if (ls > 0) L += ls * expf(p0[sp * stride + D] - M);
+        const float w = ls > 0 ? expf(p0[sp * stride + D] - M) : 0.0f; /* empty ranges weigh nothing */
+        wsh[sp] = w;
+        L += ls * w;
     }
+    L = block_reduce(L, false, red); /* its barriers also publish wsh */
     const float inv = 1.0f / L;
     float *oh = out + ((size_t)t * H + h) * D;
-    for (int d = lane; d < D; d += 32) {
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float v = 0.0f;
-        for (int sp = 0; sp < n_split; sp++) {
-            const float *ps = p0 + sp * stride;
-            if (ps[D + 1] > 0) v += ps[d] * expf(ps[D] - M);
-        }
+#pragma unroll 8
+        for (int sp = 0; sp < n_split; sp++) v += p0[sp * stride + d] * wsh[sp];
         oh[d] = v * inv;
     }
 }
@@ -384,8 +495,8 @@ int attn_t(ck_stream st, float *out, const float *q, const void *kc, const void 
     attn_k<KV, DPL><<<grid, block, 0, st>>>(out, q, static_cast<const typename KV::T *>(kc),
                                             static_cast<const typename KV::T *>(vc), *a, n_split, part, T_bound, vec);
     if (n_split > 1)
-        attn_combine_k<<<blocks_for(items, ATTN_WARPS), ATTN_WARPS * 32, 0, st>>>(out, part, a->query_start, a->n_seqs,
-                                                                                a->H, a->D, n_split, T_bound);
+        attn_combine_k<<<(unsigned)items, COMBINE_THREADS, 0, st>>>(out, part, a->query_start, a->n_seqs, a->H, a->D,
+                                                                     n_split, T_bound);
     return (int)cudaGetLastError();
 }
 
@@ -408,9 +519,10 @@ unsigned ew_blocks(size_t n) {
 
 /* ---- entry points ------------------------------------------------------------------ */
 
-extern "C" int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T) {
+extern "C" int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T,
+                       int variant) {
     if (T < 1 || T > CK_GEMV_MAX_T) return (int)cudaErrorInvalidValue;
-    DISPATCH_TYPE(wt, W, return gemv_t<W>(st, y, x, w, N, K, T));
+    DISPATCH_TYPE(wt, W, return gemv_t<W>(st, y, x, w, N, K, T, variant));
     return 0;
 }
 
@@ -489,7 +601,7 @@ extern "C" int ck_kv_store(ck_stream st, void *kc, void *vc, enum ck_type kt, co
 extern "C" int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc,
                             enum ck_type kt, const struct ck_attn *a, int T_bound, int n_split, float *part) {
     if (T_bound <= 0 || a->n_seqs <= 0) return 0;
-    if (a->D > CK_ATTN_MAX_D || a->H % a->Hkv || n_split < 1) return (int)cudaErrorInvalidValue;
+    if (a->D > CK_ATTN_MAX_D || a->H % a->Hkv || n_split < 1 || n_split > MAX_SPLIT) return (int)cudaErrorInvalidValue;
     DISPATCH_TYPE(kt, KV, return attn_d<KV>(st, out, q, kc, vc, a, T_bound, n_split, part));
     return 0;
 }
