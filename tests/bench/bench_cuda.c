@@ -252,7 +252,8 @@ int main(int argc, char **argv) {
         t_pf = fmin(t_pf, now() - t0);
     }
     const double attn_flops = (double)layers * 4.0 * 32 * 128 * ((double)P * (P + 1) / 2);
-    const double pf_flops = 2.0 * mm_params * P + attn_flops;
+    const double head = (double)V * d; /* the head runs for the last row only */
+    const double pf_flops = 2.0 * (mm_params - head) * P + 2.0 * head + attn_flops;
 
     /* the other ops of a decode step, each run once per layer back to back
      * and then waited for: time per call, launch gaps included */
