@@ -23,7 +23,7 @@ if [ $up = 1 ]; then
   vllmc is serving $model on http://$host:$port (Ctrl-C stops it). Try:
 
   curl -s http://$host:$port/v1/completions -H 'Content-Type: application/json' \\
-       -d '{"model": "$name", "prompt": "def fibonacci(n):", "max_tokens": 64, "temperature": 0}'
+       -d '{"model": "$name", "prompt": "import os\\n\\ndef list_files(path):\\n", "max_tokens": 64, "temperature": 0}'
 
   or chat with it in another terminal: $bin chat $model
 

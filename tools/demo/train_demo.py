@@ -48,6 +48,8 @@ import traceback
 T0 = time.time()
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+              r"\s*[\r\n]+|\s+(?!\S)|\s+")
 EOT, IM_START, IM_END = 0, 1, 2
 
 CHAT_TEMPLATE = (
@@ -121,15 +123,41 @@ def keep_source(text):
     return long_ <= 0.05 * len(lines)
 
 
-def collect_corpus(max_files=None, max_bytes=300_000):
-    """[(relpath, text)] for every stdlib *.py file, one per relative path."""
+def site_dirs():
+    """site-packages / dist-packages directories of the interpreters found."""
+    out = []
+    for d in stdlib_dirs() + [os.path.dirname(p) for p in sys.path if p.endswith(("site-packages", "dist-packages"))]:
+        for sub in ("site-packages", "dist-packages", ""):
+            p = os.path.realpath(os.path.join(d, sub)) if sub else os.path.realpath(d)
+            if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p) and p not in out:
+                out.append(p)
+    for p in sys.path:
+        rp = os.path.realpath(p)
+        if os.path.basename(rp) in ("site-packages", "dist-packages") and os.path.isdir(rp) and rp not in out:
+            out.append(rp)
+    return out
+
+
+def collect_corpus(max_files=None, max_bytes=300_000, site_mb=0):
+    """[(relpath, text)] for every stdlib *.py file, one per relative path,
+    then (site_mb > 0) installed packages' *.py files up to site_mb MB,
+    test directories excluded."""
     dirs = stdlib_dirs()
+    if site_mb > 0:
+        dirs = dirs + site_dirs()
     log("stdlib directories:", dirs)
     seen_rel, seen_hash, out = set(), set(), []
     skipped = 0
+    site_bytes = 0
     for d in dirs:
+        is_site = os.path.basename(d) in ("site-packages", "dist-packages")
+        if is_site and site_bytes >= site_mb * 1e6:
+            break
         for root, dnames, fnames in os.walk(d):
-            dnames[:] = sorted(x for x in dnames if x not in ("site-packages", "dist-packages", "__pycache__"))
+            dnames[:] = sorted(x for x in dnames if x not in ("site-packages", "dist-packages", "__pycache__",
+                                                               "tests", "test", "testing", "_vendor"))
+            if is_site and site_bytes >= site_mb * 1e6:
+                break
             for fn in sorted(fnames):
                 if not fn.endswith(".py"):
                     continue
@@ -153,6 +181,9 @@ def collect_corpus(max_files=None, max_bytes=300_000):
                     continue
                 seen_rel.add(rel)
                 seen_hash.add(h)
+                if is_site:
+                    rel = "site/" + rel
+                    site_bytes += len(text)
                 out.append((rel, text))
                 if max_files and len(out) >= max_files:
                     return out, dirs, skipped
@@ -467,9 +498,15 @@ def write_mlx_quantized(src_dir, dst_dir, state, bits, group):
 # ----------------------------------------------------------------------------
 
 def train_tokenizer(texts, vocab_size):
+    import tokenizers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Qwen2's split regex: a newline run is its own piece, so "\n" and the
+    # indentation after it are separate tokens (a prompt ending in "\n" then
+    # looks like the training data); then byte-level without its own regex.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(QWEN_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -758,6 +795,7 @@ def main():
     ap.add_argument("--budget", type=float, default=450, help="seconds from start until the outputs are written")
     ap.add_argument("--post-reserve", type=float, default=90, help="seconds kept for saving/quantizing/refs")
     ap.add_argument("--max-epochs", type=float, default=30)
+    ap.add_argument("--site-mb", type=float, default=60, help="MB of installed packages' source added to the stdlib")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--d-model", type=int, default=384)
     ap.add_argument("--d-ff", type=int, default=1024)
@@ -792,7 +830,7 @@ def main():
     stats = {"args": vars(a)}
 
     # 1-2. corpus
-    files, dirs, skipped = collect_corpus(max_files=200 if a.smoke else None)
+    files, dirs, skipped = collect_corpus(max_files=200 if a.smoke else None, site_mb=0 if a.smoke else a.site_mb)
     train_files = [(r, t) for r, t in files if not is_val(r)]
     val_files = [(r, t) for r, t in files if is_val(r)]
     rng = random.Random(a.seed)
