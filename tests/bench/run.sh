@@ -141,7 +141,7 @@ frac() { awk -v w="$1" -v r="$2" -v bw="$3" 'BEGIN { if (bw > 0 && r > 0) printf
     echo
     echo "vllm.c kernels: $ISA; best of $REPS (means: $(for m in $MODELS; do for t in $THREADS; do printf "%s/%s pp %.1f tg %.2f; " "$m" "$t" "${PPM[$m,$t]}" "${TGM[$m,$t]}"; done; done))"
     if [ -n "$LLAMA_BENCH" ]; then
-        echo "llama.cpp: $LLAMA_BENCH, build ${LLAMA_BUILD:-?}, F16 GGUF of the same weights"
+        echo "llama.cpp: $LLAMA_BENCH${LLAMA_LIB_PATH:+ (libs from $LLAMA_LIB_PATH)}, build ${LLAMA_BUILD:-?}, GGUF of the same weights (F16; Q4_0 / Q8_0 by llama-quantize for the -4bit / -8bit rows)"
     else
         echo "llama.cpp not found, skipped (set LLAMA_CPP_DIR to a build with bin/llama-bench)"
     fi
