@@ -2,7 +2,6 @@
  * tensors; see quant.h. */
 #include "io/quant.h"
 
-#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>

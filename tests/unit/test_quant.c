@@ -313,8 +313,9 @@ static int check_matmul(const struct isa_list *isas, int64_t N, int64_t K, int b
     for (int64_t n = 0; n < N; n++) qref_dequant_row(wd + n * K, &r.w, n);
     for (int t = 0; t < Tmax; t++)
         for (int64_t n = 0; n < N; n++) {
-            double acc = 0, ax = 0, qe = 0, sq[64];
-            for (int64_t j = 0; j < K / g && j < 64; j++) {
+            double acc = 0, ax = 0, qe = 0, sq[256];
+            REQUIRE(K / g <= 256);
+            for (int64_t j = 0; j < K / g; j++) {
                 float s0, b0;
                 q_row_scales_one(&r.w, n, j, &s0, &b0);
                 sq[j] = fabs(s0);
@@ -416,6 +417,10 @@ TEST(matmul_real_widths) {
     CHECK(check_matmul(&l, 64, 1024, 4, 64, DT_BF16, T1, 2) == 0);
     CHECK(check_matmul(&l, 48, 1024, 8, 64, DT_BF16, T1, 2) == 0);
     CHECK(check_matmul(&l, 40, 3072, 4, 64, DT_BF16, T2, 1) == 0);
+    /* K = 8192: the tile path takes tokens in chunks of 64 that fit L2, so
+     * T = 100 runs two chunks */
+    static const int T3[] = { 100 };
+    CHECK(check_matmul(&l, 40, 8192, 4, 64, DT_BF16, T3, 1) == 0);
 }
 
 TEST(embed_dequantizes_rows) {
