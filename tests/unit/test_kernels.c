@@ -145,7 +145,7 @@ TEST(threadpool_runs_every_thread_once) {
 
 static void check_matmul(const struct isa_list *isas, enum dtype dt, int N, int K, const int *Ts, int nT) {
     void *wd = fill_weight(dt, (size_t)N * K);
-    struct bk_weight w = { dt, N, K, wd };
+    struct bk_weight w = { .dtype = dt, .rows = N, .cols = K, .data = wd };
     int Tmax = 0;
     for (int i = 0; i < nT; i++) Tmax = MAX(Tmax, Ts[i]);
     float *x = xmalloc((size_t)Tmax * K * sizeof(float));
@@ -160,7 +160,7 @@ static void check_matmul(const struct isa_list *isas, enum dtype dt, int N, int 
         wabs = xmalloc((size_t)N * K * 2);
         for (size_t i = 0; i < (size_t)N * K; i++) ((uint16_t *)wabs)[i] = ((const uint16_t *)wd)[i] & 0x7fff;
     }
-    struct bk_weight wa = { dt, N, K, wabs };
+    struct bk_weight wa = { .dtype = dt, .rows = N, .cols = K, .data = wabs };
     for (int ti = 0; ti < nT; ti++) {
         const int T = Ts[ti];
         ref_matmul_rows(ref, x, &w, T, 0, N);
@@ -211,9 +211,11 @@ TEST(matmul_large_shapes) {
     const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
     static const int Ts1[] = { 1, 3, 8, 69 };
     static const int Ts2[] = { 130 }; /* more than one token chunk at K = 3000 */
-    /* AMX: small-T path (2..31 tokens, 64-row groups), prefill blocks (32×32),
-     * ragged tokens and rows; 200 rows leave remainders whatever the split */
-    static const int Ts3[] = { 2, 5, 16, 17, 32, 69, 130 };
+    /* AMX: small-T path (2..64 tokens; hi and lo parts in one B tile up to 8
+     * tokens, 1-4 blocks of 16 tokens beyond, in passes of 64, 32 or 16
+     * rows), prefill blocks (32×32), ragged tokens and rows; 200 rows leave
+     * remainders whatever the split */
+    static const int Ts3[] = { 2, 5, 8, 9, 16, 17, 24, 32, 33, 48, 64, 65, 69, 130 };
     for (size_t d = 0; d < ARRAY_LEN(dts); d++) {
         check_matmul(&isas, dts[d], 257, 1000, Ts1, (int)ARRAY_LEN(Ts1));
         check_matmul(&isas, dts[d], 37, 3000, Ts2, 1);
@@ -232,7 +234,7 @@ TEST(embed_all_dtypes) {
         for (size_t ki = 0; ki < ARRAY_LEN(Ks); ki++) {
             const int V = 50, K = Ks[ki];
             void *tab = fill_weight(dts[d], (size_t)V * K);
-            struct bk_weight w = { dts[d], V, K, tab };
+            struct bk_weight w = { .dtype = dts[d], .rows = V, .cols = K, .data = tab };
             int32_t ids[69];
             for (int t = 0; t < 69; t++) ids[t] = (int32_t)(test_rng_next_(&rng) % V);
             float *ref = xmalloc(69 * (size_t)K * sizeof(float)), *got = xmalloc(69 * (size_t)K * sizeof(float));

@@ -18,13 +18,15 @@
  *
  * AMX (cpu_kernels_avx512_amx), on the bf16-dot path with K % 32 == 0, same
  * numerics as vdpbf16ps (bf16 products, f32 sums):
- *  - T >= 32: 32×32 output blocks. Each thread packs a panel of 32 weight
- *    rows into the pair-interleaved layout tile B needs (a 16×16 transpose
- *    of 32-bit pairs) in its scratch, then sweeps all token blocks over it.
- *  - 2 <= T < 32 (batched decode): y^T = W x^T, weights straight from memory
- *    as tile A, only the activations packed. On this machine vdpbf16ps runs
- *    at half rate, so the vector tiles turn compute-bound from T ~ 4; AMX
- *    keeps T = 2..16 at memory speed.
+ *  - T > 64 (prefill): 32×32 output blocks. Each thread packs a panel of 32
+ *    weight rows into the pair-interleaved layout tile B needs (a 16×16
+ *    transpose of 32-bit pairs) in its scratch, then sweeps all token blocks
+ *    over it.
+ *  - 2 <= T <= 64 (batched decode): y^T = W x^T, weights straight from
+ *    memory as tile A, only the activations packed. On this machine
+ *    vdpbf16ps runs at half rate, so the vector tiles turn compute-bound
+ *    from T ~ 4, and repacking the weights costs more than the products
+ *    until T is well past 64.
  * Ragged tokens and rows fall back to the vector tiles.
  *
  * What this does not do: no threading (cpu.c). */
@@ -41,10 +43,11 @@
 
 #define MR 4 /* tokens per register tile */
 #define NR 4 /* weight rows per register tile */
-/* Software prefetch distance along each weight row in decode: rows are short
- * (2-8 KiB) and read four at a time, too briefly for the hardware
- * prefetcher to ramp up on its own. Past a row's end it fetches the start of
- * the rows that follow, which the next tile reads. */
+/* Software prefetch distance along each weight row of the multi-token vector
+ * tiles: rows are short (2-8 KiB) and read four at a time, too briefly for
+ * the hardware prefetcher to ramp up on its own. Past a row's end it fetches
+ * the start of the rows that follow, which the next tile reads. (The decode
+ * and AMX kernels prefetch whole blocks ahead instead; see there.) */
 #define PF_BYTES 1024
 
 #define INLINE static inline __attribute__((always_inline))
@@ -222,20 +225,30 @@ INLINE void tile_bf16dot(float *y, const uint16_t *xb, const uint16_t *w, int64_
 
 /* Decode (one token) on the bf16-dot path: eight weight rows at a time, so
  * eight streams are in flight and the reduction is paid per eight rows. Rows
- * at or past nr alias the last valid row (computed, not stored). */
+ * at or past nr alias the last valid row (computed, not stored).
+ *
+ * Prefetch: the tile's eight rows are one contiguous block of 16·K bytes,
+ * and the next tile's block follows it. Each step (32 k) consumes one line
+ * of each row, eight lines in all, and prefetches eight lines of the next
+ * block, in address order, into L2: one linear stream that runs a tile ahead
+ * at the rate the tile consumes, so the next tile's rows are in L2 when it
+ * starts. (Per-row prefetch 1 KiB ahead left the start of every tile's rows
+ * to demand misses: 75-80% of the read bandwidth over Qwen3-0.6B's matrices
+ * against ~95% this way, BENCHMARKS.md.) */
 INLINE void tile_bf16dot_1x8(float *y, const uint16_t *xb, const uint16_t *w, int64_t K, int64_t n, int nr) {
     const uint16_t *wr[8];
     UNROLL
     for (int j = 0; j < 8; j++) wr[j] = w + (size_t)(n + (j < nr ? j : nr - 1)) * K;
+    const char *pf = (const char *)(w + (size_t)(n + 8) * K);
     __m512 acc[8];
     UNROLL
     for (int j = 0; j < 8; j++) acc[j] = _mm512_setzero_ps();
     int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
+    for (; k + 32 <= K; k += 32, pf += 512) {
         const __m512bh xh = (__m512bh)_mm512_loadu_si512(xb + k), xl = (__m512bh)_mm512_loadu_si512(xb + K + k);
         UNROLL
         for (int j = 0; j < 8; j++) {
-            _mm_prefetch((const char *)(wr[j] + k) + PF_BYTES, _MM_HINT_T0);
+            _mm_prefetch(pf + 64 * j, _MM_HINT_T1);
             const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[j] + k);
             acc[j] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[j], xh, wv), xl, wv);
         }
@@ -696,9 +709,18 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_block(float *y, con
     _tile_loadconfig(&cfg);
     const int64_t KB = K / 32;
     const size_t xs = (size_t)K * 4, ys = (size_t)N * 4; /* xb rows: hi[K] lo[K] */
+    const char *wend = (const char *)(w + (size_t)n1 * K);
     for (int64_t n = n0; n < n1; n += 32) {
-        /* pack[(kb*2 + j)*256 + kp*16 + i] = pair kp of block kb of row n + 16j + i */
-        for (int64_t kb = 0; kb < KB; kb++)
+        /* pack[(kb*2 + j)*256 + kp*16 + i] = pair kp of block kb of row n + 16j + i;
+         * meanwhile the next panel (64·K contiguous bytes) is prefetched into
+         * L2 in address order, 32 lines per block, so its packing finds it
+         * there after this panel's token sweep (decode-sized T: a short
+         * sweep, and 32 row streams the hardware prefetcher does not follow) */
+        const char *pf = (const char *)(w + (size_t)(n + 32) * K);
+        const bool pf_on = pf < wend;
+        for (int64_t kb = 0; kb < KB; kb++, pf += 2048) {
+            if (pf_on)
+                for (int l = 0; l < 32; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
             for (int j = 0; j < 2; j++) {
                 __m512i r[16];
                 for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(w + (size_t)(n + 16 * j + i) * K + kb * 32);
@@ -706,6 +728,7 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_block(float *y, con
                 uint32_t *dst = pack + (size_t)(kb * 2 + j) * 256;
                 for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
             }
+        }
         for (int t = 0; t < T; t += 32) {
             _tile_zero(0);
             _tile_zero(1);
@@ -738,82 +761,173 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_block(float *y, con
     _tile_release();
 }
 
-/* Small T (2..31): the transposed product y^T = W · x^T, so the weights feed
- * tile A straight from memory (16 rows × 32 k, their natural layout) and only
- * the few activation rows are packed into tile B's pair layout. Each weight
- * byte is loaded once per 16 tokens with no repacking, which keeps batched
- * decode at memory speed where the vector tiles become compute-bound.
- * Tiles: 0-3 accumulators (16 rows × T tokens), 4 activations, 5-7 weights.
- * pack holds K/32 KiB. */
+/* Small T (2..64, batched decode): the transposed product y^T = W · x^T, so
+ * the weights feed tile A straight from memory (16 rows × 32 k, their
+ * natural layout) and only the activations are packed into tile B's pair
+ * layout. Each weight byte is loaded once per call with no repacking (the
+ * 32×32 blocks below repack every weight panel, which costs more than the
+ * tile products at these T), which keeps batched decode near memory speed
+ * where the vector tiles become compute-bound.
+ *
+ * B holds 16 columns. T <= 8: the hi parts of the tokens go in columns 0..7
+ * and the lo parts in 8..15, so one tile product per weight tile covers both
+ * (the two halves of C are added at the end). Otherwise TB = ceil(T / 16)
+ * token blocks, each a hi and a lo B tile, and with four accumulator tiles a
+ * pass covers G = 4 / TB row groups of 16 (64 rows for T <= 16, 32 for
+ * T <= 32, 16 beyond).
+ *
+ * Packing and unpacking are 16×16 transposes of 32-bit pairs (scalar loops
+ * here cost as much as the tile products at T = 16). A pass's rows are one
+ * contiguous block (16·G rows × K); the pass prefetches the next one into L2
+ * in address order at the rate it consumes its own, since its rows are 16·G
+ * separate streams, more than the hardware prefetcher follows (per-row
+ * software prefetch measured slower than none).
+ * Tiles: 0-3 accumulators, 4-5 activations (also 7 where G = 1), 5-7 weights.
+ * pack: planes of K/32 KiB; 1 (T <= 8) or 2·TB. */
 __attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, const uint16_t *xb,
                                                                    const uint16_t *w, int64_t K, int64_t N, int T,
                                                                    int64_t n0, int64_t n1, uint32_t *pack) {
     const int64_t KB = K / 32;
-    const uint32_t *x32 = (const uint32_t *)xb;
-    /* pack[kb*256 + kp*16 + t] = pair kp of block kb of token t (hi parts),
-     * packlo the same for the lo parts; tokens >= T zero. xb rows are
-     * hi[K] lo[K], i.e. K uint32 pairs per token. */
-    uint32_t *packlo = pack + KB * 256;
-    for (int64_t kb = 0; kb < KB; kb++)
-        for (int kp = 0; kp < 16; kp++)
-            for (int t = 0; t < 16; t++) {
-                pack[kb * 256 + kp * 16 + t] = t < T ? x32[(size_t)t * K + kb * 16 + kp] : 0;
-                packlo[kb * 256 + kp * 16 + t] = t < T ? x32[(size_t)t * K + K / 2 + kb * 16 + kp] : 0;
-            }
+    const size_t hs = (size_t)KB * 256; /* uint32 per plane */
+    const uint32_t *x32 = (const uint32_t *)xb; /* per token: K/2 hi pairs, then K/2 lo pairs */
+    const bool comb = T <= 8;
+    const int TB = (T + 15) / 16, G = TB == 1 ? 4 : TB == 2 ? 2 : 1, R = 16 * G;
+    /* plane p, block kb: pack[p*hs + kb*256 + kp*16 + c] = pair kp of block kb
+     * of column c. comb: one plane, column c < 8 the hi part of token c, c >= 8
+     * the lo part of token c - 8. Otherwise plane 2h + hl: part hl of token
+     * 16h + c. Columns past the tokens are zero. */
+    for (int p = 0; p < (comb ? 1 : 2 * TB); p++) {
+        const uint32_t *src[16];
+        for (int c = 0; c < 16; c++) {
+            const int t = comb ? c % 8 : 16 * (p / 2) + c, hl = comb ? c / 8 : p % 2;
+            src[c] = t < T ? x32 + (size_t)t * K + (size_t)hl * (K / 2) : NULL;
+        }
+        for (int64_t kb = 0; kb < KB; kb++) {
+            __m512i r[16];
+            for (int c = 0; c < 16; c++) r[c] = src[c] ? _mm512_loadu_si512(src[c] + kb * 16) : _mm512_setzero_si512();
+            transpose16x16(r); /* r[kp] = pair kp of every column */
+            uint32_t *dst = pack + p * hs + (size_t)kb * 256;
+            for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
+        }
+    }
     struct amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-    for (int i = 0; i < 6; i++) cfg.colsb[i] = (uint16_t)(T * 4); /* C and B: T columns */
+    if (!comb && T < 16)
+        for (int i = 0; i < 6; i++) cfg.colsb[i] = (uint16_t)(T * 4); /* C and B: T columns */
     _tile_loadconfig(&cfg);
     const size_t ws = (size_t)K * 2;
-    float cbuf[4][16][16];
-    for (int64_t n = n0; n < n1; n += 64) {
+    _Alignas(64) float cbuf[4][16][16] = { { { 0 } } }; /* columns past T stay 0 */
+    const char *wend = (const char *)(w + (size_t)n1 * K);
+    for (int64_t n = n0; n < n1; n += R) {
         const uint16_t *w0 = w + (size_t)n * K;
+        const char *pf = (const char *)(w0 + (size_t)R * K);
+        const bool pf_on = pf < wend; /* the next pass is this thread's */
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        for (int64_t kb = 0; kb < KB; kb++) {
+        for (int64_t kb = 0; kb < KB; kb++, pf += (size_t)R * 64) {
             const uint16_t *wk = w0 + kb * 32;
-            _tile_loadd(4, pack + kb * 256, 64);
-            _tile_loadd(5, packlo + kb * 256, 64);
-            _tile_loadd(6, wk, ws);
-            _tile_dpbf16ps(0, 6, 4);
-            _tile_dpbf16ps(0, 6, 5);
-            _tile_loadd(7, wk + 16 * K, ws);
-            _tile_dpbf16ps(1, 7, 4);
-            _tile_dpbf16ps(1, 7, 5);
-            _tile_loadd(6, wk + 32 * K, ws);
-            _tile_dpbf16ps(2, 6, 4);
-            _tile_dpbf16ps(2, 6, 5);
-            _tile_loadd(7, wk + 48 * K, ws);
-            _tile_dpbf16ps(3, 7, 4);
-            _tile_dpbf16ps(3, 7, 5);
+            const uint32_t *pk = pack + kb * 256;
+            if (pf_on)
+                for (int l = 0; l < R; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+            if (comb) {
+                _tile_loadd(4, pk, 64);
+                _tile_loadd(5, wk, ws);
+                _tile_loadd(6, wk + 16 * K, ws);
+                _tile_loadd(7, wk + 32 * K, ws);
+                _tile_dpbf16ps(0, 5, 4);
+                _tile_dpbf16ps(1, 6, 4);
+                _tile_loadd(5, wk + 48 * K, ws);
+                _tile_dpbf16ps(2, 7, 4);
+                _tile_dpbf16ps(3, 5, 4);
+            } else if (TB == 1) {
+                _tile_loadd(4, pk, 64);
+                _tile_loadd(5, pk + hs, 64);
+                _tile_loadd(6, wk, ws);
+                _tile_dpbf16ps(0, 6, 4);
+                _tile_dpbf16ps(0, 6, 5);
+                _tile_loadd(7, wk + 16 * K, ws);
+                _tile_dpbf16ps(1, 7, 4);
+                _tile_dpbf16ps(1, 7, 5);
+                _tile_loadd(6, wk + 32 * K, ws);
+                _tile_dpbf16ps(2, 6, 4);
+                _tile_dpbf16ps(2, 6, 5);
+                _tile_loadd(7, wk + 48 * K, ws);
+                _tile_dpbf16ps(3, 7, 4);
+                _tile_dpbf16ps(3, 7, 5);
+            } else if (TB == 2) { /* C tile 2g + h */
+                _tile_loadd(6, wk, ws);
+                _tile_loadd(4, pk, 64);
+                _tile_loadd(7, wk + 16 * K, ws);
+                _tile_loadd(5, pk + hs, 64);
+                _tile_dpbf16ps(0, 6, 4);
+                _tile_dpbf16ps(2, 7, 4);
+                _tile_dpbf16ps(0, 6, 5);
+                _tile_dpbf16ps(2, 7, 5);
+                _tile_loadd(4, pk + 2 * hs, 64);
+                _tile_loadd(5, pk + 3 * hs, 64);
+                _tile_dpbf16ps(1, 6, 4);
+                _tile_dpbf16ps(3, 7, 4);
+                _tile_dpbf16ps(1, 6, 5);
+                _tile_dpbf16ps(3, 7, 5);
+            } else { /* TB 3 or 4, one row group: C tile h */
+                _tile_loadd(6, wk, ws);
+                _tile_loadd(4, pk, 64);
+                _tile_loadd(5, pk + hs, 64);
+                _tile_dpbf16ps(0, 6, 4);
+                _tile_loadd(7, pk + 2 * hs, 64);
+                _tile_dpbf16ps(0, 6, 5);
+                _tile_loadd(4, pk + 3 * hs, 64);
+                _tile_dpbf16ps(1, 6, 7);
+                _tile_dpbf16ps(1, 6, 4);
+                _tile_loadd(5, pk + 4 * hs, 64);
+                _tile_loadd(7, pk + 5 * hs, 64);
+                _tile_dpbf16ps(2, 6, 5);
+                _tile_dpbf16ps(2, 6, 7);
+                if (TB == 4) {
+                    _tile_loadd(4, pk + 6 * hs, 64);
+                    _tile_loadd(5, pk + 7 * hs, 64);
+                    _tile_dpbf16ps(3, 6, 4);
+                    _tile_dpbf16ps(3, 6, 5);
+                }
+            }
         }
         _tile_stored(0, cbuf[0], 64);
         _tile_stored(1, cbuf[1], 64);
         _tile_stored(2, cbuf[2], 64);
         _tile_stored(3, cbuf[3], 64);
-        for (int t = 0; t < T; t++)
-            for (int b = 0; b < 4; b++)
-                for (int r = 0; r < 16; r++) y[(size_t)t * N + n + 16 * b + r] = cbuf[b][r][t];
+        for (int ci = 0; ci < 4; ci++) {
+            const int g = TB == 1 ? ci : TB == 2 ? ci / 2 : 0, h = TB == 1 ? 0 : TB == 2 ? ci % 2 : ci;
+            if (h >= TB) continue;
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512(cbuf[ci][i]);
+            transpose16x16(r); /* r[c] = column c: rows n + 16g .. n + 16g + 15 */
+            float *yb = y + n + 16 * g;
+            if (comb)
+                for (int t = 0; t < T; t++)
+                    _mm512_storeu_ps(yb + (size_t)t * N,
+                                     _mm512_add_ps(_mm512_castsi512_ps(r[t]), _mm512_castsi512_ps(r[8 + t])));
+            else
+                for (int c = 0; c < 16 && 16 * h + c < T; c++)
+                    _mm512_storeu_ps(yb + (size_t)(16 * h + c) * N, _mm512_castsi512_ps(r[c]));
+        }
     }
     _tile_release();
 }
 
-static size_t amx_scratch(int64_t K) { return (size_t)32 * (size_t)K * sizeof(uint16_t); }
+/* Per-thread scratch: the 32-row weight panel of amx_block (64·K bytes) or
+ * the activation planes of amx_small (up to 8 planes of K/32 KiB). */
+static size_t amx_scratch(int64_t K) { return (size_t)256 * (size_t)K; }
 
 static void matmul_rows_amx(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
                             int64_t n0, int64_t n1, void *scratch) {
     const int64_t K = w->cols, N = w->rows;
-    if (xb && T >= 2 && T < 32 && K % 32 == 0 && n1 - n0 >= 64) {
+    if (xb && T >= 2 && T <= 64 && K % 32 == 0 && n1 - n0 >= 64) {
         const int64_t nA = n0 + (n1 - n0) / 64 * 64;
-        for (int t = 0; t < T; t += 16) {
-            const int tt = T - t < 16 ? T - t : 16;
-            if (tt == 1) matmul_rows(y + (size_t)t * N, x + (size_t)t * K, xb + (size_t)t * 2 * K, w, 1, n0, nA, NULL);
-            else amx_small(y + (size_t)t * N, xb + (size_t)t * 2 * K, (const uint16_t *)w->data, K, N, tt, n0, nA, scratch);
-        }
+        amx_small(y, xb, (const uint16_t *)w->data, K, N, T, n0, nA, scratch);
         if (nA < n1) matmul_rows(y, x, xb, w, T, nA, n1, NULL);
         return;
     }
