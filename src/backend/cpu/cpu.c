@@ -3,7 +3,12 @@
  *
  * Partitioning (DESIGN.md §7): matmul splits the N output rows into one
  * contiguous range per thread, so each weight row is streamed by exactly one
- * thread, once for all T tokens. Attention hands out (query row, kv head)
+ * thread, once for all T tokens. One-token matmuls (decode) hand the rows
+ * out in chunks instead: each thread works from the front of its own range
+ * and, when that is done, takes chunks from the back of the range with most
+ * left, so a thread that streams slower (a busier core of a shared VM)
+ * holds nobody up at the end of the op; the ranges stay contiguous, which
+ * the kernels' run-ahead prefetch relies on. Attention hands out (query row, kv head)
  * items from an atomic counter, largest-context first, because causal prefill
  * rows cost more the later they sit. Row-wise ops (rmsnorm, rope, glu, embed,
  * kv_store) split over rows only when there are enough of them to pay for a
@@ -32,6 +37,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The chunks [front, back) still to do of one thread's share of a matmul's
+ * rows, packed as front | back << 32 so both ends move by CAS; one cache
+ * line each. */
+struct mm_share {
+    _Alignas(64) _Atomic uint64_t fb;
+};
+
 struct cpu_backend {
     struct backend base;
     const struct cpu_kernels *k;
@@ -45,6 +57,7 @@ struct cpu_backend {
     size_t attn_stride, attn_len;
     char *mm_scratch; /* [n_threads][mm_stride] bytes, 64-byte aligned */
     size_t mm_len;
+    struct mm_share *shares; /* [n_threads]: chunked one-token matmuls */
     const struct cpu_qkernels *qk; /* affine quantized weights (quant_cpu.h) */
     struct qcpu_buf qbuf;
 };
@@ -106,6 +119,7 @@ static void *grow(void *p, size_t *len, size_t need) {
 
 static void cpu_destroy(struct backend *bk) {
     struct cpu_backend *c = (struct cpu_backend *)bk;
+    free(c->shares);
     threadpool_destroy(c->pool);
     free(c->xb);
     free(c->attn_scratch);
@@ -124,7 +138,25 @@ struct matmul_ctx {
     int T;
     char *scratch;
     size_t stride;
+    struct mm_share *shares; /* NULL: static split */
 };
+
+/* Rows per chunk of a chunked matmul (a multiple of every kernel's row
+ * tile): 128 KiB of BF16 weights at K = 1024. */
+#define MM_CHUNK 64
+
+/* Next chunk from the front (own share) or the back (stealing) of sh; -1
+ * when it is empty. */
+static int64_t share_take(struct mm_share *sh, bool back) {
+    uint64_t v = atomic_load_explicit(&sh->fb, memory_order_relaxed);
+    for (;;) {
+        const uint64_t f = v & 0xffffffffu, b = v >> 32;
+        if (f >= b) return -1;
+        const uint64_t nv = back ? (b - 1) << 32 | f : b << 32 | (f + 1);
+        if (atomic_compare_exchange_weak_explicit(&sh->fb, &v, nv, memory_order_relaxed, memory_order_relaxed))
+            return (int64_t)(back ? b - 1 : f);
+    }
+}
 
 static void matmul_prep_fn(void *arg, int ith, int nth) {
     struct matmul_ctx *m = arg;
@@ -137,9 +169,32 @@ static void matmul_prep_fn(void *arg, int ith, int nth) {
 
 static void matmul_fn(void *arg, int ith, int nth) {
     struct matmul_ctx *m = arg;
-    int64_t n0, n1;
-    split(m->w->rows, 16, ith, nth, &n0, &n1);
-    if (n1 > n0) m->k->matmul_rows(m->y, m->x, m->xb, m->w, m->T, n0, n1, m->scratch + (size_t)ith * m->stride);
+    void *scratch = m->scratch + (size_t)ith * m->stride;
+    if (!m->shares) {
+        int64_t n0, n1;
+        split(m->w->rows, 16, ith, nth, &n0, &n1);
+        if (n1 > n0) m->k->matmul_rows(m->y, m->x, m->xb, m->w, m->T, n0, n1, scratch);
+        return;
+    }
+    const int64_t N = m->w->rows;
+    int64_t u;
+    while ((u = share_take(&m->shares[ith], false)) >= 0)
+        m->k->matmul_rows(m->y, m->x, m->xb, m->w, m->T, u * MM_CHUNK, MIN(N, (u + 1) * MM_CHUNK), scratch);
+    for (;;) { /* own share done: help the one with most left */
+        int victim = -1;
+        uint64_t most = 0;
+        for (int i = 0; i < nth; i++) {
+            const uint64_t v = atomic_load_explicit(&m->shares[i].fb, memory_order_relaxed);
+            const uint64_t f = v & 0xffffffffu, b = v >> 32;
+            if (b > f && b - f > most) {
+                most = b - f;
+                victim = i;
+            }
+        }
+        if (victim < 0) break;
+        if ((u = share_take(&m->shares[victim], true)) >= 0)
+            m->k->matmul_rows(m->y, m->x, m->xb, m->w, m->T, u * MM_CHUNK, MIN(N, (u + 1) * MM_CHUNK), scratch);
+    }
 }
 
 static void cpu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
@@ -148,7 +203,7 @@ static void cpu_matmul(struct backend *bk, float *y, const float *x, const struc
         qcpu_matmul(c->qk, c->pool, &c->qbuf, y, x, w, T);
         return;
     }
-    struct matmul_ctx m = { c->k, y, x, NULL, w, T, NULL, 0 };
+    struct matmul_ctx m = { c->k, y, x, NULL, w, T, NULL, 0, NULL };
     const size_t xn = (size_t)T * (size_t)w->cols;
     if (c->k->matmul_scratch) {
         m.stride = (c->k->matmul_scratch(w->cols) + 63) & ~(size_t)63;
@@ -164,6 +219,16 @@ static void cpu_matmul(struct backend *bk, float *y, const float *x, const struc
         c->xb = grow(c->xb, &c->xb_len, 2 * xn * sizeof(uint16_t));
         m.xb = c->xb;
         run(c, xn / 8, matmul_prep_fn, &m);
+    }
+    const int nth = nth_of(c);
+    const int64_t units = (w->rows + MM_CHUNK - 1) / MM_CHUNK;
+    if (T == 1 && nth > 1 && units >= 2 * nth) {
+        for (int i = 0; i < nth; i++) {
+            int64_t u0, u1;
+            split(units, 1, i, nth, &u0, &u1);
+            atomic_store_explicit(&c->shares[i].fb, (uint64_t)u1 << 32 | (uint64_t)u0, memory_order_relaxed);
+        }
+        m.shares = c->shares; /* published by the pool's dispatch */
     }
     run(c, xn * (size_t)w->rows, matmul_fn, &m);
 }
@@ -470,6 +535,12 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
         c->k = &cpu_kernels_avx512_amx;
 #endif
     c->pool = pool;
+    c->shares = aligned_alloc(64, (size_t)threadpool_size(pool) * sizeof *c->shares);
+    if (!c->shares) {
+        threadpool_destroy(pool);
+        free(c);
+        return errf(err, errlen, "cpu backend: out of memory");
+    }
     *out = &c->base;
     return 0;
 }
