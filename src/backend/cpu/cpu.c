@@ -3,12 +3,12 @@
  *
  * Partitioning (DESIGN.md §7): matmul splits the N output rows into one
  * contiguous range per thread, so each weight row is streamed by exactly one
- * thread, once for all T tokens. One-token matmuls (decode) hand the rows
- * out in chunks instead: each thread works from the front of its own range
- * and, when that is done, takes chunks from the back of the range with most
- * left, so a thread that streams slower (a busier core of a shared VM)
- * holds nobody up at the end of the op; the ranges stay contiguous, which
- * the kernels' run-ahead prefetch relies on. Attention hands out (query row, kv head)
+ * thread, once for all T tokens. The rows of a range are handed out in
+ * chunks: each thread works from the front of its own range and, when that
+ * is done, takes chunks from the back of the range with most left, so a
+ * thread that streams slower (a busier core of a shared VM) holds nobody up
+ * at the end of the op; the ranges stay contiguous, which the kernels'
+ * run-ahead prefetch relies on. Attention hands out (query row, kv head)
  * items from an atomic counter, largest-context first, because causal prefill
  * rows cost more the later they sit. Row-wise ops (rmsnorm, rope, glu, embed,
  * kv_store) split over rows only when there are enough of them to pay for a
@@ -170,6 +170,7 @@ static void matmul_prep_fn(void *arg, int ith, int nth) {
 static void matmul_fn(void *arg, int ith, int nth) {
     struct matmul_ctx *m = arg;
     void *scratch = m->scratch + (size_t)ith * m->stride;
+    if (m->k->matmul_pack) m->k->matmul_pack(m->xb, m->T, m->w->cols, scratch);
     if (!m->shares) {
         int64_t n0, n1;
         split(m->w->rows, 16, ith, nth, &n0, &n1);
@@ -222,7 +223,7 @@ static void cpu_matmul(struct backend *bk, float *y, const float *x, const struc
     }
     const int nth = nth_of(c);
     const int64_t units = (w->rows + MM_CHUNK - 1) / MM_CHUNK;
-    if (T == 1 && nth > 1 && units >= 2 * nth) {
+    if (nth > 1 && units >= 2 * nth) {
         for (int i = 0; i < nth; i++) {
             int64_t u0, u1;
             split(units, 1, i, nth, &u0, &u1);

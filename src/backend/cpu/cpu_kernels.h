@@ -26,6 +26,11 @@ struct cpu_kernels {
     void (*matmul_rows)(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
                         int64_t n0, int64_t n1, void *scratch);
     size_t (*matmul_scratch)(int64_t K); /* NULL: none */
+    /* Optional (NULL: none): cpu.c calls it on each thread, with that
+     * thread's scratch, before the thread's matmul_rows calls of one matmul
+     * (same xb, T and K; rows come in several calls), so a set that works on
+     * the activations in a packed form builds it once per matmul. */
+    void (*matmul_pack)(const uint16_t *xb, int T, int64_t K, void *scratch);
     /* matmul_rows accepts xb (uses instructions beyond the set's baseline:
      * cpu.c passes xb only where the CPU has them, e.g. AVX512_BF16) */
     bool bf16_dot;

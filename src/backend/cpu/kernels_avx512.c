@@ -776,26 +776,26 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_block(float *y, con
  * pass covers G = 4 / TB row groups of 16 (64 rows for T <= 16, 32 for
  * T <= 32, 16 beyond).
  *
- * Packing and unpacking are 16×16 transposes of 32-bit pairs (scalar loops
- * here cost as much as the tile products at T = 16). A pass's rows are one
+ * Packing (amx_pack_x, once per matmul and thread) and unpacking are 16×16
+ * transposes of 32-bit pairs (scalar loops here cost as much as the tile
+ * products at T = 16). A pass's rows are one
  * contiguous block (16·G rows × K); the pass prefetches the next one into L2
  * in address order at the rate it consumes its own, since its rows are 16·G
  * separate streams, more than the hardware prefetcher follows (per-row
  * software prefetch measured slower than none).
  * Tiles: 0-3 accumulators, 4-5 activations (also 7 where G = 1), 5-7 weights.
  * pack: planes of K/32 KiB; 1 (T <= 8) or 2·TB. */
-__attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, const uint16_t *xb,
-                                                                   const uint16_t *w, int64_t K, int64_t N, int T,
-                                                                   int64_t n0, int64_t n1, uint32_t *pack) {
+/* The activations of amx_small in tile B's layout, once per matmul and
+ * thread (matmul_pack): plane p, block kb: pack[p*hs + kb*256 + kp*16 + c] =
+ * pair kp of block kb of column c. T <= 8: one plane, column c < 8 the hi
+ * part of token c, c >= 8 the lo part of token c - 8. Otherwise plane
+ * 2h + hl: part hl of token 16h + c. Columns past the tokens are zero. */
+static void amx_pack_x(const uint16_t *xb, int T, int64_t K, uint32_t *pack) {
     const int64_t KB = K / 32;
     const size_t hs = (size_t)KB * 256; /* uint32 per plane */
     const uint32_t *x32 = (const uint32_t *)xb; /* per token: K/2 hi pairs, then K/2 lo pairs */
     const bool comb = T <= 8;
-    const int TB = (T + 15) / 16, G = TB == 1 ? 4 : TB == 2 ? 2 : 1, R = 16 * G;
-    /* plane p, block kb: pack[p*hs + kb*256 + kp*16 + c] = pair kp of block kb
-     * of column c. comb: one plane, column c < 8 the hi part of token c, c >= 8
-     * the lo part of token c - 8. Otherwise plane 2h + hl: part hl of token
-     * 16h + c. Columns past the tokens are zero. */
+    const int TB = (T + 15) / 16;
     for (int p = 0; p < (comb ? 1 : 2 * TB); p++) {
         const uint32_t *src[16];
         for (int c = 0; c < 16; c++) {
@@ -810,6 +810,16 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, con
             for (int i = 0; i < 16; i++) _mm512_store_si512(dst + 16 * i, r[i]);
         }
     }
+}
+
+/* y for rows [n0, n1) (a multiple of 64 long) from pack as amx_pack_x left it. */
+__attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, const uint16_t *w, int64_t K,
+                                                                   int64_t N, int T, int64_t n0, int64_t n1,
+                                                                   const uint32_t *pack) {
+    const int64_t KB = K / 32;
+    const size_t hs = (size_t)KB * 256;
+    const bool comb = T <= 8;
+    const int TB = (T + 15) / 16, G = TB == 1 ? 4 : TB == 2 ? 2 : 1, R = 16 * G;
     struct amx_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -922,12 +932,18 @@ __attribute__((target("amx-tile,amx-bf16"))) static void amx_small(float *y, con
  * the activation planes of amx_small (up to 8 planes of K/32 KiB). */
 static size_t amx_scratch(int64_t K) { return (size_t)256 * (size_t)K; }
 
+static bool amx_small_path(const uint16_t *xb, int T, int64_t K) { return xb && T >= 2 && T <= 64 && K % 32 == 0; }
+
+static void matmul_pack_amx(const uint16_t *xb, int T, int64_t K, void *scratch) {
+    if (amx_small_path(xb, T, K)) amx_pack_x(xb, T, K, scratch);
+}
+
 static void matmul_rows_amx(float *y, const float *x, const uint16_t *xb, const struct bk_weight *w, int T,
                             int64_t n0, int64_t n1, void *scratch) {
     const int64_t K = w->cols, N = w->rows;
-    if (xb && T >= 2 && T <= 64 && K % 32 == 0 && n1 - n0 >= 64) {
+    if (amx_small_path(xb, T, K) && n1 - n0 >= 64) { /* scratch: matmul_pack_amx's */
         const int64_t nA = n0 + (n1 - n0) / 64 * 64;
-        amx_small(y, xb, (const uint16_t *)w->data, K, N, T, n0, nA, scratch);
+        amx_small(y, (const uint16_t *)w->data, K, N, T, n0, nA, scratch);
         if (nA < n1) matmul_rows(y, x, xb, w, T, nA, n1, NULL);
         return;
     }
@@ -949,7 +965,7 @@ const struct cpu_kernels cpu_kernels_avx512 = {
 };
 
 const struct cpu_kernels cpu_kernels_avx512_amx = {
-    .name = "avx512", .matmul_rows = matmul_rows_amx, .matmul_scratch = amx_scratch, .bf16_dot = true,
+    .name = "avx512", .matmul_rows = matmul_rows_amx, .matmul_scratch = amx_scratch, .matmul_pack = matmul_pack_amx, .bf16_dot = true,
     .to_bf16 = to_bf16, .to_bf16_split = to_bf16_split, .embed = embed, .rmsnorm = rmsnorm, .rope = rope, .glu = glu, .kv_store = kv_store,
     .attention = attention, .attention_block = attention_block, .attention_block_scratch = attention_block_scratch, .attn_all_heads = false, .add_scaled = add_scaled, .scale = scale,
 };
