@@ -2,7 +2,8 @@
  * portable kernels (cpu_ref.c, the reference every kernel is defined by) on
  * random inputs: odd sizes, F32/BF16/F16 weights and KV caches, GQA, sliding
  * windows, softcaps, paged block tables with shuffled blocks, prefill, chunked
- * prefill and split-KV decode in one varlen batch; and the memory ops.
+ * prefill and split-KV decode in one varlen batch, the tensor-core prefill
+ * attention (its own tolerance: 16-bit q and P); and the memory ops.
  * Outputs are poisoned with NaN before each GPU run, so an element the GPU
  * did not write fails.
  *
@@ -365,7 +366,10 @@ struct attn_case {
     int ctx[8], nq[8]; /* per sequence: context after the step, query rows */
 };
 
-static void check_attention(struct backend *g, struct backend *c, const struct attn_case *ac) {
+/* the GPU's attention on the case against the CPU's; |got - ref| <= tol_abs +
+ * tol_rel |ref|. Returns max |got - ref|. */
+static double check_attention_tol(struct backend *g, struct backend *c, const struct attn_case *ac, double tol_abs,
+                                  double tol_rel) {
     const int S = ac->S, B = ac->B;
     int32_t qs[9], seq_len[8];
     int max_blocks = 0, max_q = 0, max_len = 0;
@@ -406,15 +410,26 @@ static void check_attention(struct backend *g, struct backend *c, const struct a
     float *qd = up(g, q, len * 4), *od = poisoned(g, len);
     bk_attention(g, od, qd, &kd, &bd, &p);
     down(g, got, od, len * 4);
-    CHECK_CLOSE(got, ref, NULL, len, 2e-5, 1e-4, "attention H=%d Hkv=%d D=%d window=%d softcap=%g %s B=%d", ac->H,
-                ac->Hkv, ac->D, ac->window, ac->softcap, dtype_name(ac->dt), B);
+    CHECK_CLOSE(got, ref, NULL, len, tol_abs, tol_rel, "attention H=%d Hkv=%d D=%d window=%d softcap=%g %s B=%d",
+                ac->H, ac->Hkv, ac->D, ac->window, ac->softcap, dtype_name(ac->dt), B);
+    double err = 0;
+    for (size_t i = 0; i < len; i++) err = fmax(err, fabs((double)got[i] - ref[i]));
     bk_free(g, (void *)bd.query_start), bk_free(g, (void *)bd.seq_len), bk_free(g, (void *)bd.block_table);
     bk_free(g, qd), bk_free(g, od), bk_free(g, kd.k), bk_free(g, kd.v);
     free(kh.k), free(kh.v), free(q), free(ref), free(got), free(bt), free(perm);
+    return err;
 }
 
+static void check_attention(struct backend *g, struct backend *c, const struct attn_case *ac) {
+    check_attention_tol(g, c, ac, 2e-5, 1e-4);
+}
+
+/* the warp-per-row kernel (exact f32 products); the tensor-core kernel that
+ * takes prefill steps by default is tested below */
 TEST(attention_varlen_paged) {
+    setenv("VLLMC_CUDA_ATTN", "warp", 1);
     struct backend *g = gpu(), *c = cpu();
+    unsetenv("VLLMC_CUDA_ATTN");
     /* mixed: one token alone, a whole prompt, a chunk of a prompt, decodes
      * (a long one); odd head dims take the scalar paths */
     static const struct attn_case cases[] = {
@@ -442,6 +457,47 @@ TEST(attention_split_kv_decode) {
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_attention(g, c, &cases[i]);
     bk_destroy(g), bk_destroy(c);
+}
+
+/* The tensor-core (FlashAttention-2-style) kernel that runs steps with 16 or
+ * more query rows in a sequence, each tile shape (VLLMC_CUDA_ATTN fa0, fa1,
+ * fa2): BF16/F16 KV, D 64/128/256, GQA 1/4/7/8/72 (72 > 64 rows: head
+ * chunks), blocks of 8/16/32, chunked prefill (queries after a cached prefix),
+ * sliding windows (1, narrower and wider than the context), softcaps, odd
+ * lengths and decode rows in one batch.
+ * Tolerance: q and P are rounded to the KV type before the tensor-core
+ * products (f32 sums), so the output is off by about 2^-9 (bf16) or 2^-11
+ * (f16) of max|v| (= 1 here): |err| <= 1e-2 (bf16) and 3e-3 (f16); the worst
+ * seen is printed. */
+TEST(attention_fa_prefill) {
+    static const struct attn_case cases[] = {
+        { 8, 8, 64, 0, 0, DT_BF16, 16, 1, { 200 }, { 200 } },
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 3, { 300, 1000, 77 }, { 300, 1, 77 } },
+        { 16, 2, 128, 0, 0, DT_F16, 8, 4, { 517, 64, 2000, 33 }, { 129, 64, 1, 17 } },
+        { 8, 1, 64, 100, 0, DT_BF16, 32, 3, { 700, 300, 1500 }, { 250, 1, 300 } },
+        { 4, 4, 256, 0, 30.0f, DT_BF16, 16, 2, { 190, 600 }, { 190, 1 } },
+        { 8, 2, 256, 64, 0, DT_F16, 32, 3, { 333, 900, 50 }, { 100, 1, 50 } },
+        { 28, 4, 128, 0, 50.0f, DT_F16, 16, 2, { 301, 45 }, { 301, 20 } },
+        { 72, 1, 64, 0, 0, DT_BF16, 8, 2, { 100, 40 }, { 60, 40 } },
+        { 8, 4, 128, 4096, 0, DT_BF16, 16, 1, { 150 }, { 150 } },
+        { 4, 2, 64, 1, 0, DT_F16, 8, 2, { 50, 9 }, { 50, 1 } },
+    };
+    static const char *variants[] = { "fa0", "fa1", "fa2" };
+    struct backend *c = cpu();
+    for (size_t v = 0; v < ARRAY_LEN(variants); v++) {
+        setenv("VLLMC_CUDA_ATTN", variants[v], 1);
+        struct backend *g = gpu();
+        unsetenv("VLLMC_CUDA_ATTN");
+        double worst[2] = { 0, 0 }; /* bf16, f16 */
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+            const bool bf = cases[i].dt == DT_BF16;
+            double e = check_attention_tol(g, c, &cases[i], bf ? 1e-2 : 3e-3, 0);
+            worst[!bf] = fmax(worst[!bf], e);
+        }
+        printf("      %s: max |err| %.2e (bf16 KV), %.2e (f16 KV)\n", variants[v], worst[0], worst[1]);
+        bk_destroy(g);
+    }
+    bk_destroy(c);
 }
 
 /* The model loader refuses checkpoints whose weight format the backend does not run. */

@@ -26,9 +26,16 @@
  * remembers the scratch generation, and a replay after xb or part moved
  * reports itself stale. VLLMC_CUDA_GRAPHS=0 turns recording off.
  *
+ * Attention: steps whose longest query range has CUDA_FA_MIN_Q rows or more
+ * (prefill, chunked prefill, and the decode rows batched with them) run the
+ * tensor-core kernel (attn_fa.cu) where it applies (BF16/F16 KV, D 64, 128
+ * or 256); the rest run the warp-per-row kernel, split over the keys for
+ * decode. VLLMC_CUDA_ATTN=warp keeps the warp kernel for everything; fa0,
+ * fa1 and fa2 fix the FA kernel's tile shape (ck_attention_fa; fa, the
+ * default, lets it choose).
+ *
  * What this does not do: quantized (affine) weights, device-side sampling,
- * overlapping host scheduling with the device, a tensor-core prefill
- * attention — later steps. */
+ * overlapping host scheduling with the device — later steps. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "util/threadpool.h"
@@ -39,6 +46,7 @@
 #include <stdlib.h>
 
 #define LT_WORKSPACE ((size_t)32 << 20)
+#define CUDA_FA_MIN_Q 16 /* query rows of a sequence from which the FA kernel runs the step */
 #define N_PLANS 64
 
 struct mm_plan {
@@ -61,6 +69,8 @@ struct cuda_backend {
     struct threadpool *pool;
     bool split;          /* bf16/f16 GEMMs: hi + lo activations */
     int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
+    bool attn_warp;      /* VLLMC_CUDA_ATTN=warp: the warp kernel only */
+    int fa_variant;      /* else ck_attention_fa's variant (-1: its choice) */
     void *xb;            /* 16-bit activations: hi then lo */
     size_t xb_len;
     float *part;         /* split-KV partial results */
@@ -309,6 +319,15 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
     const int max_q = b->max_query_len > 0 ? b->max_query_len : cap;
     int keys = b->max_seq_len > 0 ? b->max_seq_len : cap;
     if (p->sliding_window > 0) keys = MIN(keys, p->sliding_window);
+    const struct ck_attn a = {
+        .query_start = b->query_start, .seq_len = b->seq_len, .block_table = b->block_table, .n_seqs = b->n_seqs,
+        .max_blocks = b->max_blocks, .block_size = kv->block_size, .H = p->n_heads, .Hkv = p->n_kv_heads,
+        .D = p->head_dim, .scale = p->scale, .softcap = p->softcap, .window = p->sliding_window,
+    };
+    if (!c->attn_warp && max_q >= CUDA_FA_MIN_Q && ck_attention_fa_runs(kt, &a, q, out, kv->k, kv->v)) {
+        ok(c, ck_attention_fa(c->st, out, q, kv->k, kv->v, kt, &a, max_q, c->fa_variant, c->n_sm), "attention (fa)");
+        return;
+    }
     const int T_bound = b->n_seqs * max_q;
     /* split the keys when the rows alone leave the GPU idle (decode): each
      * range at least 64 keys, about 32 warps per multiprocessor in all */
@@ -323,11 +342,6 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
         size_t need = (size_t)n_split * items * (size_t)(p->head_dim + 2) * sizeof(float);
         if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
     }
-    const struct ck_attn a = {
-        .query_start = b->query_start, .seq_len = b->seq_len, .block_table = b->block_table, .n_seqs = b->n_seqs,
-        .max_blocks = b->max_blocks, .block_size = kv->block_size, .H = p->n_heads, .Hkv = p->n_kv_heads,
-        .D = p->head_dim, .scale = p->scale, .softcap = p->softcap, .window = p->sliding_window,
-    };
     ok(c, ck_attention(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, n_split, part), "attention");
 }
 
@@ -499,6 +513,13 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     const char *mode = getenv("VLLMC_CUDA_MATMUL");
     if (mode && strcmp(mode, "split") && strcmp(mode, "bf16"))
         return errf(err, errlen, "cuda backend: VLLMC_CUDA_MATMUL='%s': expected split or bf16", mode);
+    const char *attn = getenv("VLLMC_CUDA_ATTN");
+    int fa_variant = -1;
+    if (attn && !strcmp(attn, "fa0")) fa_variant = 0;
+    else if (attn && !strcmp(attn, "fa1")) fa_variant = 1;
+    else if (attn && !strcmp(attn, "fa2")) fa_variant = 2;
+    else if (attn && strcmp(attn, "fa") && strcmp(attn, "warp"))
+        return errf(err, errlen, "cuda backend: VLLMC_CUDA_ATTN='%s': expected fa, fa0, fa1, fa2 or warp", attn);
     struct cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaFree(NULL)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
@@ -512,6 +533,8 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->n_sm = prop.multiProcessorCount;
     c->split = !(mode && !strcmp(mode, "bf16"));
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
+    c->fa_variant = fa_variant;
+    c->attn_warp = attn && !strcmp(attn, "warp");
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
     snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||

@@ -74,6 +74,19 @@ struct ck_attn {
 int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
                  const struct ck_attn *a, int T_bound, int n_split, float *part);
 
+/* The tensor-core (FlashAttention-2-style) kernel for steps with long query
+ * ranges (attn_fa.cu): same contract as ck_attention with n_split = 1, q and
+ * P rounded to the KV type before the products. Runs BF16/F16 KV with D 64,
+ * 128 or 256, power-of-two blocks, scale > 0, q 16-byte and out 8-byte
+ * aligned: ck_attention_fa_runs says whether a call qualifies. max_q >= every
+ * sequence's query rows. variant (D 64 and 128; D 256 has one tile shape):
+ * 0 = 128 rows x 64 keys per tile, 1 = 64 x 64, 2 = 128 x 32, -1 = chosen by
+ * the grid's size against n_sm multiprocessors. */
+int ck_attention_fa_runs(enum ck_type kt, const struct ck_attn *a, const void *q, const void *out, const void *kc,
+                         const void *vc);
+int ck_attention_fa(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
+                    const struct ck_attn *a, int max_q, int variant, int n_sm);
+
 #ifdef __cplusplus
 }
 #endif
