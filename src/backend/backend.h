@@ -128,6 +128,27 @@ struct bk_rope {
 
 enum bk_act { BK_ACT_SILU = 0, BK_ACT_GELU_TANH, BK_ACT_GELU, BK_ACT_RELU };
 
+/* One logits row for sample_rows (the optional op below). Host memory; the
+ * layout is shared with the CUDA kernel (cuda_kernels.h ck_sample_req). */
+enum bk_sample_mode { BK_SAMPLE_NONE = 0, BK_SAMPLE_ARGMAX = 1, BK_SAMPLE_DRAW = 2 };
+struct bk_sample_req {
+    int32_t row;            /* row of the logits block [R][V] */
+    int32_t mode;           /* enum bk_sample_mode */
+    int32_t k;              /* > 0: the k-th largest logit and the candidates at or above it */
+    int32_t lp;             /* 1: the log-sum-exp, and the chosen token's logprob and rank */
+    float inv_t, min_p;     /* DRAW: weights exp((l - max) * inv_t), 0 where < min_p */
+    double u;               /* DRAW: the uniform draw, in [0, 1) */
+    int32_t cand_off, cand_cap; /* this row's candidate slots */
+};
+struct bk_sample_res {
+    int32_t token;          /* ARGMAX, DRAW: the token; NONE: -1 */
+    int32_t rank;           /* lp and a token */
+    float logprob;          /* lp and a token */
+    float m, L;             /* the max (always) and the log-sum-exp (lp) */
+    float kth, floor;       /* k > 0 */
+    int32_t n_cand;         /* k > 0: how many candidates (only cand_cap are written) */
+};
+
 struct backend;
 
 struct backend_ops {
@@ -194,6 +215,33 @@ struct backend_ops {
     void *(*graph_end)(struct backend *bk);
     int (*graph_launch)(struct backend *bk, void *graph);
     void (*graph_free)(struct backend *bk, void *graph);
+
+    /* ---- optional (NULL: not offered): the vocabulary passes of sampling ----
+     * For each req[j], over the raw row l = logits + row * V (backend
+     * memory, e.g. left there by model_forward_keep), into res[j]:
+     *   m = max l (NaN ignored; -inf if none); argmax = the first i with
+     *     l[i] >= m (0 if none).
+     *   lp: L = log sum exp(l - m) (0 when m = -inf).
+     *   ARGMAX: token = argmax. DRAW: token = the first i whose running sum
+     *     of weights w_0 + .. + w_i exceeds u * sum w, w as in the request
+     *     (the last i with w_i > 0 where rounding leaves none; 0 when m =
+     *     -inf). NONE: token = -1.
+     *   lp with a token: logprob = (l[token] - m) - L, rank = how many i have
+     *     (l[i] - m) - L >= logprob (-inf and V when m = -inf).
+     *   k > 0: kth = the k-th largest l[i] (NaN as -inf, counted with
+     *     multiplicity); floor = f0 = kth - (|kth| * 8 FLT_EPSILON + FLT_MIN)
+     *     (the sampler's tie floor: values that may divide by T to kth's
+     *     quotient), with lp lowered further so that (floor - m) - L <
+     *     (f0 - m) - L (then no value under the floor ties with a
+     *     candidate's logprob); n_cand = how many i have l[i] >= floor, and
+     *     the first cand_cap of them, in id order, go to cand_id/cand_val
+     *     [cand_off ..] (n_slots in all).
+     * req, res and the candidate arrays are host memory; the op waits for
+     * its results. 0, or -1 with a message. The sampler finishes the rows
+     * (sampler_dev_finish). */
+    int (*sample_rows)(struct backend *bk, const float *logits, int V, const struct bk_sample_req *req, int n,
+                       struct bk_sample_res *res, int32_t *cand_id, float *cand_val, int n_slots, char *err,
+                       size_t errlen);
 };
 
 struct backend {
@@ -208,6 +256,9 @@ struct backend {
  * "avx512-exact") keeps f32 activations in every matmul instead of the bf16
  * hi/lo split used for BF16 weights on AVX512-BF16/AMX (see cpu.c). */
 int backend_cpu_create(struct backend **out, int n_threads, const char *isa, char *err, size_t errlen);
+/* VLLMC_CPU_SAMPLE_ROWS=1 at create: the CPU backend offers sample_rows too
+ * (a plain C version of the device op, so the engine's device-sampling path
+ * runs and is tested without a GPU). */
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);
 /* Name of the kernel set for affine quantized weights ("avx512-vnni-amx",
@@ -271,5 +322,10 @@ static inline void bk_host_parallel(struct backend *bk, void (*fn)(void *, int, 
     bk->ops->host_parallel(bk, fn, ctx);
 }
 static inline int bk_host_threads(const struct backend *bk) { return bk->ops->host_threads(bk); }
+static inline int bk_sample_rows(struct backend *bk, const float *logits, int V, const struct bk_sample_req *req,
+                                 int n, struct bk_sample_res *res, int32_t *cand_id, float *cand_val, int n_slots,
+                                 char *err, size_t errlen) {
+    return bk->ops->sample_rows(bk, logits, V, req, n, res, cand_id, cand_val, n_slots, err, errlen);
+}
 
 #endif

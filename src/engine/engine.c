@@ -224,6 +224,9 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
              : backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen))
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
+    /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
+    const char *ds = getenv("VLLMC_DEVICE_SAMPLING");
+    e->dev_sampling = e->bk->ops->sample_rows && !(ds && !strcmp(ds, "0"));
     const struct hparams *hp = &e->model->hp;
     if (parse_kv_dtype(p->kv_cache_dtype, model_default_kv_dtype(hp), &e->kv_dtype)) {
         errf(err, errlen, "kv cache dtype '%s': expected auto, float32, bfloat16 or float16", p->kv_cache_dtype);
@@ -392,6 +395,7 @@ void vllmc_engine_close(vllmc_engine *e) {
     free(e->running), free(e->waiting), free(e->sched), free(e->touched);
     free(e->b_tok), free(e->b_pos), free(e->b_slot), free(e->b_qs), free(e->b_sl), free(e->b_rl);
     free(e->b_table), free(e->b_rows), free(e->logits);
+    free(e->dreq), free(e->dres), free(e->dcid), free(e->dcv);
     pthread_mutex_destroy(&e->sub_mu);
     pthread_cond_destroy(&e->sub_cv);
     pthread_mutex_destroy(&e->stats_mu);

@@ -74,6 +74,11 @@ struct samp_item {
     int32_t tok;
     uint64_t rng[4];
     struct vllmc_logprob chosen, top[VLLMC_MAX_LOGPROBS];
+    /* device sampling (sched.c dev_sample) */
+    bool done;                   /* finished from the backend's sample_rows results */
+    int dev;                     /* its request there, -1: none */
+    double u;                    /* the row's draw */
+    struct sampler_dev_plan plan;
 };
 
 struct vllmc_request {
@@ -153,6 +158,14 @@ struct vllmc_engine {
     size_t cap_t, cap_s, cap_table, cap_rows;
     float *logits;
     size_t cap_logits;
+    /* device sampling: the backend offers sample_rows (and VLLMC_DEVICE_SAMPLING != 0) */
+    bool dev_sampling;
+    struct bk_sample_req *dreq;
+    struct bk_sample_res *dres;
+    int32_t *dcid;
+    float *dcv;
+    int cap_dreq, cap_dres, cap_dcid, cap_dcv;
+    int64_t dev_rows, dev_fallbacks; /* rows finished from the device's results; rows that needed the whole row */
     struct seq **sched;
     int cap_sched;
     struct vllmc_request **touched;

@@ -358,6 +358,14 @@ static float select_desc(float *a, int n, int r) {
     return a[r];
 }
 
+/* The gathered tokens cid/cs[0..n) (raw logits, id order, every one >= the
+ * k-th value's tie floor): scaled by 1/T and cut to the top k with its ties. */
+static int topk_finish(struct sampler_scratch *S, int n, int k, float T) {
+    for (int j = 0; j < n; j++) S->cs[j] /= T;
+    n = cand_topk(S, n, k);
+    return S->cs[k - 1] == -INFINITY ? -1 : n;
+}
+
 /* Top-k of a dense row for sampling: into cid/cs (scaled by 1/T) every token
  * whose scaled logit is >= the k-th largest one, as vLLM's top-k mask (ties at
  * the threshold are kept). Returns how many, or -1 when the k-th value is -inf
@@ -388,9 +396,7 @@ static int row_topk_gather(struct sampler_scratch *S, const float *l, int V, int
         }
         if (n < k) return -1; /* fewer than k tokens are not NaN */
     }
-    for (int j = 0; j < n; j++) S->cs[j] /= T;
-    n = cand_topk(S, n, k);
-    return S->cs[k - 1] == -INFINITY ? -1 : n;
+    return topk_finish(S, n, k, T);
 }
 
 /* Order of vLLM's top-p: by scaled logit, and among equal logits the higher id
@@ -527,6 +533,17 @@ static double cand_weights(struct sampler_scratch *S, int *n, float min_p) {
     return Z;
 }
 
+/* min_p and top_p over the candidate list cid/cs[0..n) (scaled logits). */
+static void kept_cands(struct sampler_scratch *S, int n, const struct vllmc_sampling_params *sp, struct kept *K) {
+    *K = (struct kept){ 0 };
+    double Z = cand_weights(S, &n, sp->min_p > 0 ? sp->min_p : 0);
+    if (Z <= 0) return;
+    K->n = sp->top_p < 1.0f ? cand_topp(S, n, Z, sp->top_p) : n;
+    Z = 0;
+    for (int j = 0; j < K->n; j++) Z += S->ev[j];
+    K->Z = Z;
+}
+
 /* Temperature, min_p, top_k and top_p over the processed row (candidates:
  * cid[0..n_allowed), or every token when n_allowed < 0). */
 static void build_kept(struct sampler_scratch *S, const float *l, int V, int n_allowed,
@@ -563,9 +580,8 @@ static void build_kept(struct sampler_scratch *S, const float *l, int V, int n_a
         for (int j = 0; j < n; j++) S->cs[j] = l[S->cid[j]] / T;
         K->n = cand_topp(S, n, Z, sp->top_p);
     } else {
-        double Z = cand_weights(S, &n, min_p);
-        if (Z <= 0) return;
-        K->n = use_p ? cand_topp(S, n, Z, sp->top_p) : n;
+        kept_cands(S, n, sp, K);
+        return;
     }
     double Z = 0;
     for (int j = 0; j < K->n; j++) Z += S->ev[j];
@@ -708,6 +724,124 @@ void sampler_distribution(struct sampler_scratch *s, float *logits, int V, const
             for (int j = 0; j < K.n; j++) probs[s->cid[j]] = (float)(s->ev[j] / K.Z);
     }
     row_unsave(s, logits, false);
+}
+
+/* ---- rows whose vocabulary passes ran on a device ------------------------ */
+
+void sampler_dev_plan(const struct sampler_seq *q, int V, struct sampler_dev_plan *p) {
+    const struct vllmc_sampling_params *sp = q->sp;
+    *p = (struct sampler_dev_plan){ .mode = SAMPLER_DEV_HOST };
+    /* the processors of row_process, under the same conditions */
+    if (sp->allowed_token_ids && sp->n_allowed_token_ids > 0) return;
+    if (sp->logit_bias_ids && sp->logit_bias_values && sp->n_logit_bias > 0) return;
+    if (sp->repetition_penalty != 1.0f || sp->frequency_penalty != 0.0f || sp->presence_penalty != 0.0f) return;
+    if (q->n_output < sp->min_tokens) return;
+    for (int w = 0; w < q->n_bad_words; w++) {
+        const int32_t *bw = q->bad_words[w];
+        int len = q->bad_words_len[w];
+        if (!bw || len <= 0 || len - 1 > q->n_output) continue;
+        if (len > 1 && memcmp(q->output + q->n_output - (len - 1), bw, (size_t)(len - 1) * sizeof *bw)) continue;
+        if (bw[len - 1] >= 0 && bw[len - 1] < V) return;
+    }
+    int n_top = sp->logprobs > 0 ? MIN(sp->logprobs, V) : 0;
+    float T = effective_temperature(sp);
+    if (!(T >= SAMPLING_EPS)) {
+        p->mode = SAMPLER_DEV_ARGMAX;
+        p->k = n_top;
+    } else {
+        bool use_k = sp->top_k > 0 && sp->top_k < V, use_p = sp->top_p < 1.0f;
+        if (!use_k && !use_p) {
+            p->mode = SAMPLER_DEV_DRAW;
+            p->k = n_top;
+            p->inv_t = 1.0f / T;
+            p->min_p = sp->min_p > 0 ? sp->min_p : 0;
+        } else if (use_k && sp->top_k <= SAMPLER_DEV_MAX_K) {
+            p->mode = SAMPLER_DEV_CANDS;
+            p->k = MAX(sp->top_k, n_top);
+        } else {
+            return; /* top_p over the whole row, or a large top_k: the host's passes */
+        }
+        p->draws = true;
+    }
+    p->lp = sp->logprobs >= 0;
+    p->cap = p->k ? p->k + 64 : 0; /* ties at the k-th value and the lowered floor's few extra */
+}
+
+/* Position of token t among the candidates, or -1. */
+static int cand_find(const struct sampler_dev_row *d, int32_t t) {
+    for (int j = 0; j < d->n_cand; j++)
+        if (d->cid[j] == t) return j;
+    return -1;
+}
+
+int32_t sampler_dev_finish(struct sampler_scratch *s, int V, const struct sampler_seq *q,
+                           const struct sampler_dev_plan *p, const struct sampler_dev_row *d, double u,
+                           struct vllmc_logprob *chosen, struct vllmc_logprob *top) {
+    const struct vllmc_sampling_params *sp = q->sp;
+    if (!s || V < 1 || V > s->V || p->mode == SAMPLER_DEV_HOST) return -1;
+    /* every token the host needs must be a candidate: the floor is finite
+     * (kth > -inf) and none were cut off */
+    if (p->k > 0 && (!(d->floor > -INFINITY) || d->n_cand > p->cap || d->n_cand < p->k)) return -1;
+    int32_t tok = d->token;
+    if (p->mode == SAMPLER_DEV_CANDS) {
+        /* row_topk_gather from here on: the k-th value, the gather at its tie
+         * floor (a subset of the candidates, same id order), then the same
+         * candidate-list code as sampler_sample */
+        const int k = sp->top_k, n = d->n_cand;
+        memcpy(s->ev, d->cv, (size_t)n * sizeof *s->ev);
+        float lk = select_desc(s->ev, n, k - 1), t = tie_floor(lk);
+        if (lk == -INFINITY || d->floor > t) return -1;
+        int c = 0;
+        for (int j = 0; j < n; j++)
+            if (d->cv[j] >= t) s->cid[c] = d->cid[j], s->cs[c++] = d->cv[j];
+        c = topk_finish(s, c, k, effective_temperature(sp));
+        if (c < 0) return -1;
+        struct kept K;
+        kept_cands(s, c, sp, &K);
+        tok = kept_draw(s, &K, V, u);
+    }
+    if (tok < 0 || tok >= V) return -1;
+    if (sp->logprobs < 0) return tok;
+    const float m = d->m, L = d->L;
+    if (chosen) {
+        if (p->mode != SAMPLER_DEV_CANDS) {
+            *chosen = (struct vllmc_logprob){ tok, d->logprob, d->rank };
+        } else {
+            /* rank by counting the candidates: exact when no token under the
+             * floor can reach the chosen logprob */
+            int j = cand_find(d, tok);
+            if (j < 0) return -1;
+            float lp = (d->cv[j] - m) - L;
+            if (!((d->floor - m) - L < lp)) return -1;
+            int r = 0;
+            for (int i = 0; i < d->n_cand; i++) r += (d->cv[i] - m) - L >= lp;
+            *chosen = (struct vllmc_logprob){ tok, lp, r };
+        }
+    }
+    const int kt = MIN(sp->logprobs, V);
+    if (kt > 0 && top) {
+        /* the kt best candidates (every token outside is below all of them),
+         * by value then lower id, as top_fill orders them */
+        if (d->n_cand < kt) return -1;
+        float *hv = s->cs;
+        int32_t *hid = s->cid;
+        for (int i = 0; i < kt; i++) hv[i] = d->cv[i], hid[i] = d->cid[i];
+        for (int i = kt / 2 - 1; i >= 0; i--) heap_down(hv, hid, kt, i);
+        for (int i = kt; i < d->n_cand; i++)
+            if (worse(hv[0], hid[0], d->cv[i], d->cid[i])) {
+                hv[0] = d->cv[i], hid[0] = d->cid[i];
+                heap_down(hv, hid, kt, 0);
+            }
+        for (int end = kt - 1; end > 0; end--) {
+            float tv = hv[0];
+            int32_t ti = hid[0];
+            hv[0] = hv[end], hid[0] = hid[end];
+            hv[end] = tv, hid[end] = ti;
+            heap_down(hv, hid, end, 0);
+        }
+        for (int i = 0; i < kt; i++) top[i] = (struct vllmc_logprob){ hid[i], (hv[i] - m) - L, i + 1 };
+    }
+    return tok;
 }
 
 int sampler_check_params(const struct vllmc_sampling_params *sp, int n_vocab, char *err, size_t errlen) {

@@ -39,6 +39,7 @@
 #ifndef VLLMC_SAMPLER_H
 #define VLLMC_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -94,6 +95,60 @@ void sampler_logprobs(struct sampler_scratch *s, const float *logits, int V, int
  * allowed_token_ids, out-of-vocabulary logit_bias ids, empty stop strings and
  * bad words), with vLLM's messages. Returns 0, or VLLMC_EINVAL with err set. */
 int sampler_check_params(const struct vllmc_sampling_params *sp, int n_vocab, char *err, size_t errlen);
+
+/* ---- rows whose vocabulary passes run on a device ------------------------
+ * A device backend can run the O(V) passes of a row where its logits are
+ * (backend.h sample_rows) and return a few numbers and a short candidate
+ * list; these are the host's two halves of that split. For the same row
+ * and the same uniform draw they give what sampler_sample gives: the same
+ * candidate-list code picks top_k tokens; a dense draw's sums are added in
+ * another order (a draw within ~1e-7 of a token boundary may differ, as
+ * between instruction sets), and the device's log-sum-exp may differ from
+ * the host's by float rounding. */
+
+enum sampler_dev_mode {
+    SAMPLER_DEV_HOST = 0, /* the row needs the host's passes: sample it with sampler_sample */
+    SAMPLER_DEV_ARGMAX,   /* greedy: the device's argmax is the token */
+    SAMPLER_DEV_DRAW,     /* temperature [+ min_p] over the whole row: the device draws */
+    SAMPLER_DEV_CANDS,    /* 0 < top_k <= SAMPLER_DEV_MAX_K [+ top_p, min_p]: the host draws among candidates */
+};
+#define SAMPLER_DEV_MAX_K 64
+
+/* What the device computes for one row (backend.h bk_sample_req). */
+struct sampler_dev_plan {
+    enum sampler_dev_mode mode;
+    int k;              /* candidates at or above the k-th largest raw logit (0: none) */
+    int cap;            /* candidate slots to give the row */
+    bool lp;            /* logprobs wanted: the log-sum-exp, the device's token's logprob and rank */
+    bool draws;         /* the row takes one draw from the sequence's generator */
+    float inv_t, min_p; /* DRAW: weights exp((l - max) * inv_t), 0 under min_p */
+};
+
+/* HOST for a row the logit processors change (allowed_token_ids, a bad word
+ * that applies now, min_tokens not reached, logit_bias, penalties), for
+ * top_p without top_k and for top_k > SAMPLER_DEV_MAX_K. */
+void sampler_dev_plan(const struct sampler_seq *q, int V, struct sampler_dev_plan *p);
+
+/* The device's results for one row (backend.h bk_sample_res). */
+struct sampler_dev_row {
+    int32_t token, rank; /* ARGMAX, DRAW: the token; with lp its rank and logprob */
+    float logprob;
+    float m, L;          /* the row's max and log-sum-exp (lp) */
+    float floor;         /* k > 0: the candidates are every token with a raw logit >= floor ... */
+    int n_cand;          /* ... this many (more than the plan's cap: not all are here) ... */
+    const int32_t *cid;  /* ... in id order, with their raw logits */
+    const float *cv;
+};
+
+/* Finish a planned row with the draw u (read only when p->draws): returns
+ * the token and fills *chosen and top[0 .. logprobs) as sampler_sample
+ * does, or -1 when the device's results do not settle it (candidates cut
+ * off, fewer than k finite logits, a rank the candidates cannot count): the
+ * caller then runs sampler_sample on the whole row with the generator as it
+ * was before u was drawn, which draws the same u. Touches only scratch. */
+int32_t sampler_dev_finish(struct sampler_scratch *s, int V, const struct sampler_seq *q,
+                           const struct sampler_dev_plan *p, const struct sampler_dev_row *d, double u,
+                           struct vllmc_logprob *chosen, struct vllmc_logprob *top);
 
 /* ---- for tests and debugging --------------------------------------------
  * The same code paths as sampler_sample, stopped early. */

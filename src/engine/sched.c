@@ -10,6 +10,13 @@
  * the waiting queue). Waiting sequences are admitted in arrival order, with
  * their longest cached prefix, only in steps that preempted nothing.
  *
+ * Sampling: one item per logits row, on the backend's host threads
+ * (sampler.c). Where the backend offers sample_rows (a device), the forward
+ * leaves the logits there, the rows the sampler can finish from a few
+ * numbers and a short candidate list (sampler_dev_plan) get their
+ * vocabulary passes on the device, and only the other rows (logit
+ * processors, top_p without top_k, prompt logprobs) are downloaded whole.
+ *
  * Runs only on the engine thread; touches a request's channel only under
  * its mutex. */
 #include <math.h>
@@ -282,6 +289,18 @@ struct samp_ctx {
     int n;
 };
 
+/* The sampler's view of sequence s for its sampling row. */
+static void seq_view(const struct vllmc_engine *e, const struct seq *s, struct sampler_seq *q) {
+    const struct vllmc_request *r = s->req;
+    *q = (struct sampler_seq){
+        .sp = &r->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
+        .output = s->tokens + s->n_prompt, .n_output = s->n_output,
+        .eos_ids = (const int32_t *)e->model->hp.eos_token_ids, .n_eos = e->model->hp.n_eos,
+        .bad_words = (const int32_t *const *)r->bw, .bad_words_len = r->bw_len, .n_bad_words = r->n_bw,
+    };
+    memcpy(q->rng, s->rng, sizeof q->rng);
+}
+
 static void samp_fn(void *arg, int ith, int nth) {
     struct samp_ctx *c = arg;
     struct vllmc_engine *e = c->e;
@@ -289,6 +308,7 @@ static void samp_fn(void *arg, int ith, int nth) {
     struct sampler_scratch *scr = e->scratch[ith < e->n_scratch ? ith : 0];
     for (int i = ith; i < c->n; i += nth) {
         struct samp_item *it = &e->items[i];
+        if (it->done) continue;
         struct seq *s = it->s;
         struct vllmc_request *r = s->req;
         float *row = e->logits + (size_t)it->row * V;
@@ -299,16 +319,103 @@ static void samp_fn(void *arg, int ith, int nth) {
             r->plp[it->pos].n_top = kk;
             continue;
         }
-        struct sampler_seq q = {
-            .sp = &r->sp, .prompt = s->tokens, .n_prompt = s->n_prompt,
-            .output = s->tokens + s->n_prompt, .n_output = s->n_output,
-            .eos_ids = (const int32_t *)e->model->hp.eos_token_ids, .n_eos = e->model->hp.n_eos,
-            .bad_words = (const int32_t *const *)r->bw, .bad_words_len = r->bw_len, .n_bad_words = r->n_bw,
-        };
-        memcpy(q.rng, s->rng, sizeof q.rng);
+        struct sampler_seq q;
+        seq_view(e, s, &q);
         it->tok = sampler_sample(scr, row, V, &q, &it->chosen, it->top);
         memcpy(it->rng, q.rng, sizeof q.rng);
     }
+}
+
+/* Device sampling: the sampling rows the backend's sample_rows can take
+ * (sampler_dev_plan) get their vocabulary passes where the logits lg are,
+ * one upload of the requests and one download of the results; the sampler
+ * finishes them here (sampler_dev_finish) and they are marked done. Each
+ * random row's draw is made here from a copy of its generator, so a row the
+ * results do not settle (left for samp_fn, as are prompt-logprob rows) draws
+ * the same number again from the original. 0, or -1 with err. */
+static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char *err, size_t errlen) {
+    static const int32_t bk_mode[] = { [SAMPLER_DEV_ARGMAX] = BK_SAMPLE_ARGMAX, [SAMPLER_DEV_DRAW] = BK_SAMPLE_DRAW,
+                                       [SAMPLER_DEV_CANDS] = BK_SAMPLE_NONE };
+    const int V = e->model->hp.n_vocab;
+    int n = 0, slots = 0;
+    GROWI(e->dreq, e->cap_dreq, n_items);
+    GROWI(e->dres, e->cap_dres, n_items);
+    for (int i = 0; i < n_items; i++) {
+        struct samp_item *it = &e->items[i];
+        it->dev = -1;
+        if (it->pos >= 0) continue;
+        struct sampler_seq q;
+        seq_view(e, it->s, &q);
+        sampler_dev_plan(&q, V, &it->plan);
+        if (it->plan.mode == SAMPLER_DEV_HOST) continue;
+        memcpy(it->rng, q.rng, sizeof it->rng);
+        it->u = it->plan.draws ? sampler_uniform(it->rng) : 0;
+        e->dreq[n] = (struct bk_sample_req){
+            .row = it->row, .mode = bk_mode[it->plan.mode], .k = it->plan.k, .lp = it->plan.lp,
+            .inv_t = it->plan.inv_t, .min_p = it->plan.min_p, .u = it->u, .cand_off = slots, .cand_cap = it->plan.cap,
+        };
+        slots += it->plan.cap;
+        it->dev = n++;
+    }
+    if (n == 0) return 0;
+    GROWI(e->dcid, e->cap_dcid, MAX(slots, 1));
+    GROWI(e->dcv, e->cap_dcv, MAX(slots, 1));
+    if (bk_sample_rows(e->bk, lg, V, e->dreq, n, e->dres, e->dcid, e->dcv, slots, err, errlen)) return -1;
+    for (int i = 0; i < n_items; i++) {
+        struct samp_item *it = &e->items[i];
+        if (it->dev < 0) continue;
+        const struct bk_sample_req *rq = &e->dreq[it->dev];
+        const struct bk_sample_res *rs = &e->dres[it->dev];
+        const struct sampler_dev_row d = {
+            .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
+            .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
+        };
+        struct sampler_seq q;
+        seq_view(e, it->s, &q);
+        int32_t tok = sampler_dev_finish(e->scratch[0], V, &q, &it->plan, &d, it->u, &it->chosen, it->top);
+        if (tok < 0) {
+            e->dev_fallbacks++;
+            continue;
+        }
+        it->tok = tok;
+        it->done = true;
+        e->dev_rows++;
+    }
+    return 0;
+}
+
+/* The rows still to sample on the host, from the backend's memory into
+ * e->logits (runs of consecutive rows in one copy). */
+static int fetch_rows(struct vllmc_engine *e, const float *lg, int n_items, char *err, size_t errlen) {
+    const size_t V = (size_t)e->model->hp.n_vocab;
+    for (int i = 0; i < n_items;) {
+        if (e->items[i].done) {
+            i++;
+            continue;
+        }
+        int r0 = e->items[i].row, r1 = r0 + 1, j = i + 1;
+        for (; j < n_items && !e->items[j].done && e->items[j].row == r1; j++) r1++;
+        if (bk_download(e->bk, e->logits + (size_t)r0 * V, lg + (size_t)r0 * V, (size_t)(r1 - r0) * V * sizeof(float),
+                        err, errlen))
+            return -1;
+        i = j;
+    }
+    return 0;
+}
+
+/* A step whose forward or sampling failed: its sequences end with the error. */
+static int step_failed(struct vllmc_engine *e, int n_sched, const char *err) {
+    for (int k = 0; k < n_sched; k++) {
+        struct vllmc_request *r = e->sched[k]->req;
+        pthread_mutex_lock(&r->mu);
+        snprintf(r->error, sizeof r->error, "%s", err);
+        r->has_error = true;
+        pthread_mutex_unlock(&r->mu);
+        engine_finish_seq(e, e->sched[k], VLLMC_FINISH_ERROR);
+    }
+    remove_finished(e->running, &e->n_running);
+    engine_publish(e);
+    return 1;
 }
 
 static int want_plp(const struct seq *s) { return s->req->sp.prompt_logprobs >= 0 && s->index == 0 && !s->plp_done; }
@@ -469,22 +576,12 @@ int engine_step(struct vllmc_engine *e) {
     };
     char err[256];
     double tf = time_now();
-    int frc = model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
+    const float *lg = e->logits; /* where the logits rows are: host memory, or the backend's (dev_sampling) */
+    int frc = e->dev_sampling ? model_forward_keep(e->model, &b, &e->kv, e->logits, &lg, err, sizeof err)
+                              : model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
     e->st.forward_seconds += time_now() - tf;
-    if (frc) {
-        /* the batch was built from validated ids: treat as a failure of these requests */
-        for (int k = 0; k < n_sched; k++) {
-            struct vllmc_request *r = e->sched[k]->req;
-            pthread_mutex_lock(&r->mu);
-            snprintf(r->error, sizeof r->error, "%s", err);
-            r->has_error = true;
-            pthread_mutex_unlock(&r->mu);
-            engine_finish_seq(e, e->sched[k], VLLMC_FINISH_ERROR);
-        }
-        remove_finished(e->running, &e->n_running);
-        engine_publish(e);
-        return 1;
-    }
+    /* the batch was built from validated ids: a failure fails these requests */
+    if (frc) return step_failed(e, n_sched, err);
 
     /* sampling and prompt logprobs: one item per logits row, spread over
      * the backend's threads (each with its own scratch; a sequence's RNG is
@@ -497,9 +594,14 @@ int engine_step(struct vllmc_engine *e) {
             e->items[n_items++] = (struct samp_item){ .s = s, .row = s->plp_row0 + i, .pos = s->n_computed + i + 1 };
         if (s->logit_row >= 0) e->items[n_items++] = (struct samp_item){ .s = s, .row = s->logit_row, .pos = -1 };
     }
+    if (e->dev_sampling && (dev_sample(e, lg, n_items, err, sizeof err) ||
+                            (!e->bk->host_mem && fetch_rows(e, lg, n_items, err, sizeof err))))
+        return step_failed(e, n_sched, err);
+    int n_host = 0;
+    for (int i = 0; i < n_items; i++) n_host += !e->items[i].done;
     struct samp_ctx sc = { .e = e, .n = n_items };
-    if (n_items > 1) bk_host_parallel(e->bk, samp_fn, &sc);
-    else samp_fn(&sc, 0, 1);
+    if (n_host > 1) bk_host_parallel(e->bk, samp_fn, &sc);
+    else if (n_host == 1) samp_fn(&sc, 0, 1);
     for (int k = 0, it = 0; k < n_sched; k++) {
         struct seq *s = e->sched[k];
         struct vllmc_request *r = s->req;

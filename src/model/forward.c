@@ -17,7 +17,9 @@
  * staged on the host and uploaded in one copy, the logits rows are gathered
  * on the device and the logits come back with one bk_download; on the CPU
  * the host arrays are used as they are. Small decode steps replay recorded
- * graphs where the backend offers them (run_graph below). */
+ * graphs where the backend offers them (run_graph below). model_forward_keep
+ * skips the download and leaves the logits rows in the scratch, for a
+ * backend that samples where they are (sample_rows). */
 #include "model/model.h"
 
 #include <stdlib.h>
@@ -275,8 +277,10 @@ static void run_graph(struct model *m, const struct step *st) {
     *slot = (struct model_graph){ .g = bk->ops->graph_end(bk), .T = T, .mb = mb, .gen = m->gen, .kv = kvk };
 }
 
-int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits, char *err,
-                  size_t errlen) {
+/* The forward; keep != NULL: the logits stay in the backend's memory and
+ * *keep points at them (see model_forward_keep). */
+static int forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits,
+                   const float **keep, char *err, size_t errlen) {
     if (batch_check(m, b, kv, err, errlen)) return -1;
     const struct hparams *hp = &m->hp;
     struct backend *bk = m->bk;
@@ -317,8 +321,22 @@ int model_forward(struct model *m, const struct model_batch *b, const struct mod
         return -1;
     if (graph) run_graph(m, &st);
     else run_ops(m, &st);
+    if (keep) {
+        *keep = st.lg;
+        return 0;
+    }
     if (R > 0 && st.lg != logits &&
         bk_download(bk, logits, st.lg, (size_t)R * hp->n_vocab * sizeof(float), err, errlen))
         return -1;
     return 0;
+}
+
+int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits, char *err,
+                  size_t errlen) {
+    return forward(m, b, kv, logits, NULL, err, errlen);
+}
+
+int model_forward_keep(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits,
+                       const float **out, char *err, size_t errlen) {
+    return forward(m, b, kv, logits, out, err, errlen);
 }

@@ -169,6 +169,12 @@ enum dtype model_default_kv_dtype(const struct hparams *hp);
  * batch input (token id out of range, slot out of range). */
 int model_forward(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits,
                   char *err, size_t errlen);
+/* model_forward, but on a device backend the logits rows stay in the
+ * backend's memory: *out points at [n_logits][V] floats there, valid until
+ * the next forward (they live in its scratch); logits is not written. On a
+ * host_mem backend this is model_forward and *out = logits. */
+int model_forward_keep(struct model *m, const struct model_batch *b, const struct model_kv *kv, float *logits,
+                       const float **out, char *err, size_t errlen);
 
 /* rope.c: build the inv_freq table for cfg over rot_dim dims, for a sequence
  * of seq_len tokens (only dynamic NTK and longrope depend on it). */

@@ -8,7 +8,8 @@
  * did not write fails.
  *
  * Without a CUDA device, or in a build without CUDA (make without CUDA=1),
- * every test reports skipped, not passed. */
+ * every test reports skipped, not passed (but sample_rows_cpu_version, the
+ * CPU backend's version of the device-sampling op, runs anywhere). */
 #include <math.h>
 
 #include "backend/backend.h"
@@ -497,6 +498,24 @@ TEST(attention_fa_prefill) {
         printf("      %s: max |err| %.2e (bf16 KV), %.2e (f16 KV)\n", variants[v], worst[0], worst[1]);
         bk_destroy(g);
     }
+    bk_destroy(c);
+}
+
+/* sample_rows (device sampling) with the sampler's finish against sampler_sample
+ * (sample_rows_check.h); the CPU backend's plain C version of the op runs here
+ * without a GPU too. */
+#include "sample_rows_check.h"
+
+TEST(sample_rows_match_sampler) {
+    struct backend *g = gpu();
+    sr_check_all(g);
+    bk_destroy(g);
+}
+
+TEST(sample_rows_cpu_version) {
+    setenv("VLLMC_CPU_SAMPLE_ROWS", "1", 1);
+    struct backend *c = cpu();
+    sr_check_all(c);
     bk_destroy(c);
 }
 

@@ -648,4 +648,116 @@ TEST(seeded_sampling_reproduces_in_any_batch) {
     vllmc_engine_close(e);
 }
 
+/* ---- device sampling (backend sample_rows) ---- */
+
+struct dcase {
+    float temperature, top_p, min_p, rep;
+    int top_k, logprobs, n;
+};
+
+struct dout {
+    int32_t tok[3][12];
+    struct vllmc_logprob chosen[3][12], top[3][12][5];
+    int n_tok[3];
+};
+
+static void dcase_run(vllmc_engine *e, const struct dcase *c, uint64_t seed, struct dout *o) {
+    int32_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = (int32_t)(17 + 11 * i + seed) % 300;
+    struct vllmc_request_params rp = { .prompt = ids, .n_prompt = 12 };
+    vllmc_sampling_params_default(e, &rp.sampling);
+    rp.sampling.temperature = c->temperature;
+    rp.sampling.top_p = c->top_p;
+    rp.sampling.top_k = c->top_k;
+    rp.sampling.min_p = c->min_p;
+    rp.sampling.repetition_penalty = c->rep;
+    rp.sampling.logprobs = c->logprobs;
+    rp.sampling.n = c->n;
+    rp.sampling.has_seed = 1;
+    rp.sampling.seed = seed;
+    rp.sampling.max_tokens = 12;
+    rp.sampling.ignore_eos = 1;
+    vllmc_request *r;
+    char err[256];
+    REQUIRE(vllmc_submit(e, &rp, &r, err, sizeof err) == 0);
+    memset(o, 0, sizeof *o);
+    struct vllmc_output out;
+    while (vllmc_request_next(r, &out, 60000) == 1) {
+        for (int i = 0; i < out.n_seqs; i++) {
+            const struct vllmc_seq_output *so = &out.seqs[i];
+            int x = so->index;
+            for (int t = 0; t < so->n_tokens && o->n_tok[x] < 12; t++) {
+                int j = o->n_tok[x]++;
+                o->tok[x][j] = so->tokens[t];
+                if (so->logprobs) {
+                    o->chosen[x][j] = so->logprobs[t].chosen;
+                    for (int q = 0; q < so->logprobs[t].n_top && q < 5; q++) o->top[x][j][q] = so->logprobs[t].top[q];
+                }
+            }
+        }
+        if (out.finished) break;
+    }
+    vllmc_request_free(r);
+}
+
+/* The engine with the backend's sample_rows (on the CPU its plain C version,
+ * VLLMC_CPU_SAMPLE_ROWS=1) against the same engine sampling whole rows on
+ * the host (VLLMC_DEVICE_SAMPLING=0): the same tokens, logprobs, ranks and
+ * top lists for every mode, one request at a time (the same batches). */
+TEST(device_sampling_matches_host) {
+    setenv("VLLMC_CPU_SAMPLE_ROWS", "1", 1);
+    vllmc_engine *a = open_engine(fixture_dir("qwen3_f32"), 0, 64, 1, NULL);
+    setenv("VLLMC_DEVICE_SAMPLING", "0", 1);
+    vllmc_engine *b = open_engine(fixture_dir("qwen3_f32"), 0, 64, 1, NULL);
+    unsetenv("VLLMC_DEVICE_SAMPLING");
+    REQUIRE(a->dev_sampling && !b->dev_sampling);
+    const struct dcase cases[] = {
+        { 0, 1, 0, 1, 0, 5, 1 },       /* greedy + top 5 */
+        { 0.8f, 1, 0, 1, 0, 3, 1 },    /* dense draw */
+        { 0.7f, 1, 0.05f, 1, 0, -1, 1 }, /* + min_p */
+        { 1, 1, 0, 1, 5, -1, 1 },      /* top_k */
+        { 1.2f, 0.8f, 0.02f, 1, 20, 2, 1 }, /* top_k + top_p + min_p */
+        { 1, 1, 0, 1, 1, 1, 1 },       /* top_k 1: the chosen is the k-th */
+        { 1, 0.9f, 0, 1, 0, 0, 1 },    /* top_p alone: host */
+        { 1, 1, 0, 1.2f, 10, 0, 1 },   /* penalties: host */
+        { 1, 1, 0, 1, 40, 0, 3 },      /* n = 3 */
+        { 0.001f, 1, 0, 1, 0, 0, 1 },  /* below 0.01: T = 0.01 */
+    };
+    int fails = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (uint64_t seed = 1; seed <= 2; seed++) {
+            struct dout x, y;
+            dcase_run(a, &cases[c], seed, &x);
+            dcase_run(b, &cases[c], seed, &y);
+            for (int i = 0; i < cases[c].n; i++) {
+                if (x.n_tok[i] != 12 || y.n_tok[i] != 12 || memcmp(x.tok[i], y.tok[i], sizeof x.tok[i])) {
+                    fprintf(stderr, "  case %zu seed %d seq %d: tokens differ\n", c, (int)seed, i);
+                    fails++;
+                    continue;
+                }
+                for (int t = 0; t < 12 && cases[c].logprobs >= 0; t++) {
+                    const struct vllmc_logprob *p = &x.chosen[i][t], *q = &y.chosen[i][t];
+                    int bad = p->token != q->token || p->rank != q->rank || !(fabsf(p->logprob - q->logprob) <= 1e-5f);
+                    for (int k = 0; k < cases[c].logprobs && k < 5; k++) {
+                        const struct vllmc_logprob *u = &x.top[i][t][k], *v = &y.top[i][t][k];
+                        bad |= u->token != v->token || u->rank != v->rank || !(fabsf(u->logprob - v->logprob) <= 1e-5f);
+                    }
+                    if (bad) {
+                        fprintf(stderr, "  case %zu seed %d seq %d token %d: logprobs differ (%d %g rank %d / %d %g rank %d)\n",
+                                c, (int)seed, i, t, p->token, p->logprob, p->rank, q->token, q->logprob, q->rank);
+                        fails++;
+                        break;
+                    }
+                }
+            }
+        }
+    CHECK(fails == 0);
+    printf("      %lld rows sampled from the device's results, %lld needed the whole row\n", (long long)a->dev_rows,
+           (long long)a->dev_fallbacks);
+    CHECK(a->dev_rows >= 2 * 12 * 10); /* 8 cases on the device, n = 3 counting three: 10 rows a step, 2 seeds */
+    CHECK(b->dev_rows == 0);
+    vllmc_engine_close(a);
+    vllmc_engine_close(b);
+}
+
 TEST_MAIN()

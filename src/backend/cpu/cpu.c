@@ -46,6 +46,7 @@ struct mm_share {
 
 struct cpu_backend {
     struct backend base;
+    struct backend_ops ops; /* cpu_ops, + sample_rows with VLLMC_CPU_SAMPLE_ROWS=1 */
     const struct cpu_kernels *k;
     bool bf16_dot; /* pass bf16 activations to matmul for BF16 weights */
     struct threadpool *pool;
@@ -521,7 +522,10 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     struct threadpool *pool = threadpool_create(n_threads);
     if (!pool) return errf(err, errlen, "cpu backend: cannot start %d threads", n_threads);
     struct cpu_backend *c = xcalloc(1, sizeof *c);
-    c->base.ops = &cpu_ops;
+    c->ops = cpu_ops;
+    const char *sr = getenv("VLLMC_CPU_SAMPLE_ROWS");
+    if (sr && !strcmp(sr, "1")) c->ops.sample_rows = cpu_sample_rows;
+    c->base.ops = &c->ops;
     c->base.n_threads = threadpool_size(pool);
     c->base.host_mem = true;
     c->k = ch.k;

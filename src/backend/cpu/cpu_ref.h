@@ -23,5 +23,9 @@ float ref_act(float x, enum bk_act act);
  * neox: cs[i], sn[i] for i < rot_dim/2; interleaved: cs[2i] = cs[2i+1] = cos,
  * sn[2i] = -sin, sn[2i+1] = sin (sign folded so one loop shape fits both). */
 void ref_rope_table(float *cs, float *sn, int32_t pos, const struct bk_rope *r);
+/* backend.h sample_rows in plain C (sample_cpu.c; VLLMC_CPU_SAMPLE_ROWS=1) */
+int cpu_sample_rows(struct backend *bk, const float *logits, int V, const struct bk_sample_req *req, int n,
+                    struct bk_sample_res *res, int32_t *cand_id, float *cand_val, int n_slots, char *err,
+                    size_t errlen);
 
 #endif

@@ -5,7 +5,7 @@
  * matmul plans (layouts + heuristic algorithm per shape), scratch for 16-bit
  * activations and split-KV partials (grown to the largest step seen, so steady
  * decode allocates nothing), and a host thread pool for host_parallel
- * (sampling still runs on the host: the logits come back with bk_download).
+ * (the sampling rows the device does not finish run on the host).
  *
  * Matmul: up to CK_GEMV_MAX_T tokens (decode) our GEMV reads each weight row
  * once with f32 activations; more tokens go to cuBLASLt (f32 sums). F32
@@ -34,14 +34,19 @@
  * fa1 and fa2 fix the FA kernel's tile shape (ck_attention_fa; fa, the
  * default, lets it choose).
  *
- * What this does not do: quantized (affine) weights, device-side sampling,
- * overlapping host scheduling with the device — later steps. */
+ * Sampling: sample_rows (sample.cu) runs the vocabulary passes of the rows
+ * the engine's sampler can finish from a few numbers and candidates.
+ *
+ * What this does not do: quantized (affine) weights, top_p and logit
+ * processors on the device, overlapping host scheduling with the device —
+ * later steps. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "util/threadpool.h"
 
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -77,6 +82,8 @@ struct cuda_backend {
     size_t part_len;
     struct mm_plan plans[N_PLANS];
     int next_plan;
+    void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
+    size_t samp_len;
     bool graphs;         /* graph_* ops on (VLLMC_CUDA_GRAPHS != 0) */
     unsigned gen;        /* bumped when xb or part move: recorded graphs then point at freed memory */
     bool failed;
@@ -413,6 +420,50 @@ static int cu_weight_check(struct backend *bk, const struct bk_weight *w, char *
     return 0;
 }
 
+/* ---- sampling passes (sample.cu) --------------------------------------------------------- */
+
+_Static_assert(sizeof(struct ck_sample_req) == sizeof(struct bk_sample_req) &&
+                   offsetof(struct ck_sample_req, u) == offsetof(struct bk_sample_req, u) &&
+                   offsetof(struct ck_sample_req, cand_cap) == offsetof(struct bk_sample_req, cand_cap) &&
+                   sizeof(struct ck_sample_res) == sizeof(struct bk_sample_res) &&
+                   offsetof(struct ck_sample_res, n_cand) == offsetof(struct bk_sample_res, n_cand),
+               "sample_rows layouts");
+
+/* One upload of the requests, the kernel, one download of results and candidates. */
+static int cu_sample_rows(struct backend *bk, const float *logits, int V, const struct bk_sample_req *req, int n,
+                          struct bk_sample_res *res, int32_t *cand_id, float *cand_val, int n_slots, char *err,
+                          size_t errlen) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    if (n <= 0 || c->failed) return c->failed ? errf(err, errlen, "%s", c->err) : 0;
+    const size_t rq = (size_t)n * sizeof *req, rs = (size_t)n * sizeof *res, cs = (size_t)n_slots * sizeof(float);
+    const size_t o_res = (rq + 255) & ~(size_t)255, o_id = o_res + ((rs + 255) & ~(size_t)255);
+    const size_t o_val = o_id + ((cs + 255) & ~(size_t)255), need = o_val + cs;
+    if (need > c->samp_len) { /* grown by half again; nothing recorded uses it */
+        cudaFree(c->samp);
+        cudaFreeHost(c->samp_host);
+        c->samp = c->samp_host = NULL;
+        c->samp_len = 0;
+        if (!ok(c, cudaMalloc(&c->samp, need + need / 2), "sample_rows") ||
+            !ok(c, cudaMallocHost(&c->samp_host, need + need / 2), "sample_rows"))
+            return errf(err, errlen, "%s", c->err);
+        c->samp_len = need + need / 2;
+    }
+    char *d = c->samp, *h = c->samp_host;
+    memcpy(h, req, rq);
+    if (ok(c, cudaMemcpyAsync(d, h, rq, cudaMemcpyHostToDevice, c->st), "sample_rows upload") &&
+        ok(c, ck_sample_rows(c->st, logits, V, (const struct ck_sample_req *)d, n, (struct ck_sample_res *)(d + o_res),
+                             (int32_t *)(d + o_id), (float *)(d + o_val)),
+           "sample_rows") &&
+        ok(c, cudaMemcpyAsync(h + o_res, d + o_res, need - o_res, cudaMemcpyDeviceToHost, c->st), "sample_rows download"))
+        ok(c, cudaStreamSynchronize(c->st), "sample_rows");
+    if (c->failed) return errf(err, errlen, "%s", c->err);
+    memcpy(res, h + o_res, rs);
+    memcpy(cand_id, h + o_id, cs);
+    memcpy(cand_val, h + o_val, cs);
+    return 0;
+}
+
 /* ---- recorded steps (CUDA graphs) ------------------------------------------------------- */
 
 struct cu_graph {
@@ -477,6 +528,8 @@ static void cu_destroy(struct backend *bk) {
     cudaFree(c->ws);
     cudaFree(c->xb);
     cudaFree(c->part);
+    cudaFree(c->samp);
+    cudaFreeHost(c->samp_host);
     cudaStreamDestroy(c->st);
     threadpool_destroy(c->pool);
     free(c);
@@ -489,7 +542,7 @@ static const struct backend_ops cuda_ops = {
     .host_threads = cu_host_threads, .alloc = cu_alloc, .free = cu_free, .upload = cu_upload,
     .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
     .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch,
-    .graph_free = cu_graph_free,
+    .graph_free = cu_graph_free, .sample_rows = cu_sample_rows,
 };
 
 int backend_cuda_devices(void) {

@@ -87,6 +87,23 @@ int ck_attention_fa_runs(enum ck_type kt, const struct ck_attn *a, const void *q
 int ck_attention_fa(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
                     const struct ck_attn *a, int max_q, int variant, int n_sm);
 
+/* sample.cu: backend.h sample_rows over logits rows [.][V] (one block per
+ * request); the same layouts as bk_sample_req / bk_sample_res (cuda.c checks). */
+enum { CK_SAMPLE_NONE = 0, CK_SAMPLE_ARGMAX = 1, CK_SAMPLE_DRAW = 2 };
+struct ck_sample_req {
+    int32_t row, mode, k, lp;
+    float inv_t, min_p;
+    double u;
+    int32_t cand_off, cand_cap;
+};
+struct ck_sample_res {
+    int32_t token, rank;
+    float logprob, m, L, kth, floor;
+    int32_t n_cand;
+};
+int ck_sample_rows(ck_stream st, const float *logits, int V, const struct ck_sample_req *req, int n,
+                   struct ck_sample_res *res, int32_t *cand_id, float *cand_val);
+
 #ifdef __cplusplus
 }
 #endif
