@@ -15,6 +15,11 @@
  * activation precision as on the CPU; VLLMC_CUDA_MATMUL=bf16 skips the
  * second GEMM (plain 16-bit activations, as bf16 inference usually does).
  * F16 activations saturate beyond 65504 (F16 weights only).
+ * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
+ * GEMV of quant.cu up to CK_GEMV_MAX_T tokens; beyond, tiles of rows
+ * dequantized to bf16 hi (+ lo) in one scratch buffer (wq), then cuBLASLt
+ * as above (see matmul_affine). Embedding lookups dequantize the rows they
+ * read.
  *
  * Memory: bk_alloc is cudaMalloc (never managed memory) zero-filled on the
  * stream; upload and download are stream-ordered copies that wait for the
@@ -23,7 +28,7 @@
  *
  * Graphs: graph_begin/end record the ops queued between them by stream
  * capture (the forward records whole decode steps, forward.c); a recording
- * remembers the scratch generation, and a replay after xb or part moved
+ * remembers the scratch generation, and a replay after xb, part or wq moved
  * reports itself stale. VLLMC_CUDA_GRAPHS=0 turns recording off.
  *
  * Attention: steps whose longest query range has CUDA_FA_MIN_Q rows or more
@@ -37,9 +42,9 @@
  * Sampling: sample_rows (sample.cu) runs the vocabulary passes of the rows
  * the engine's sampler can finish from a few numbers and candidates.
  *
- * What this does not do: quantized (affine) weights, top_p and logit
- * processors on the device, overlapping host scheduling with the device —
- * later steps. */
+ * What this does not do: quantized formats other than affine, top_p and
+ * logit processors on the device, overlapping host scheduling with the
+ * device — later steps. */
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "util/threadpool.h"
@@ -52,12 +57,13 @@
 
 #define LT_WORKSPACE ((size_t)32 << 20)
 #define CUDA_FA_MIN_Q 16 /* query rows of a sequence from which the FA kernel runs the step */
+#define QTILE_BYTES ((size_t)64 << 20) /* affine prefill: dequantized rows per tile (hi + lo) at most */
 #define N_PLANS 64
 
 struct mm_plan {
     bool used;
     cudaDataType_t type;
-    int N, K, T;
+    int N, K, T, ldc;
     uint32_t align[3];
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
@@ -80,12 +86,14 @@ struct cuda_backend {
     size_t xb_len;
     float *part;         /* split-KV partial results */
     size_t part_len;
+    void *wq;            /* affine prefill: a tile of dequantized weight rows, bf16 hi then lo */
+    size_t wq_len;
     struct mm_plan plans[N_PLANS];
     int next_plan;
     void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
     size_t samp_len;
     bool graphs;         /* graph_* ops on (VLLMC_CUDA_GRAPHS != 0) */
-    unsigned gen;        /* bumped when xb or part move: recorded graphs then point at freed memory */
+    unsigned gen;        /* bumped when xb, part or wq move: recorded graphs then point at freed memory */
     bool failed;
     char err[256];
 };
@@ -160,18 +168,20 @@ static void plan_drop(struct mm_plan *p) {
     p->used = false;
 }
 
-/* y[T][N] = x[T][K] · W^T in column-major terms: Y (N x T) = op_T(W: K x N) · X (K x T). */
-static struct mm_plan *plan_get(struct cuda_backend *c, cudaDataType_t type, int N, int K, int T, const uint32_t al[3]) {
+/* y[T][N] = x[T][K] · W^T in column-major terms: Y (N x T) = op_T(W: K x N) · X (K x T).
+ * ldc: Y's column stride (N, or the full width when N rows are a tile of a wider Y). */
+static struct mm_plan *plan_get(struct cuda_backend *c, cudaDataType_t type, int N, int K, int T, int ldc,
+                                const uint32_t al[3]) {
     for (int i = 0; i < N_PLANS; i++) {
         struct mm_plan *p = &c->plans[i];
-        if (p->used && p->type == type && p->N == N && p->K == K && p->T == T && p->align[0] == al[0] &&
-            p->align[1] == al[1] && p->align[2] == al[2])
+        if (p->used && p->type == type && p->N == N && p->K == K && p->T == T && p->ldc == ldc &&
+            p->align[0] == al[0] && p->align[1] == al[1] && p->align[2] == al[2])
             return p;
     }
     struct mm_plan *p = &c->plans[c->next_plan];
     c->next_plan = (c->next_plan + 1) % N_PLANS;
     plan_drop(p);
-    *p = (struct mm_plan){ .type = type, .N = N, .K = K, .T = T, .align = { al[0], al[1], al[2] } };
+    *p = (struct mm_plan){ .type = type, .N = N, .K = K, .T = T, .ldc = ldc, .align = { al[0], al[1], al[2] } };
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     if (!lt_ok(c, cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "matmul desc")) return NULL;
     p->used = true; /* from here plan_drop frees what was made (the layouts may be NULL: destroy accepts it) */
@@ -179,7 +189,7 @@ static struct mm_plan *plan_get(struct cuda_backend *c, cudaDataType_t type, int
     cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     if (!lt_ok(c, cublasLtMatrixLayoutCreate(&p->a, type, (uint64_t)K, (uint64_t)N, K), "layout") ||
         !lt_ok(c, cublasLtMatrixLayoutCreate(&p->b, type, (uint64_t)K, (uint64_t)T, K), "layout") ||
-        !lt_ok(c, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)N, (uint64_t)T, N), "layout")) {
+        !lt_ok(c, cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, (uint64_t)N, (uint64_t)T, ldc), "layout")) {
         plan_drop(p);
         return NULL;
     }
@@ -211,15 +221,69 @@ static struct mm_plan *plan_get(struct cuda_backend *c, cudaDataType_t type, int
     return p;
 }
 
-static void lt_gemm(struct cuda_backend *c, cudaDataType_t type, const void *w, const void *x, float *y, int N, int K,
-                    int T, float beta) {
+static void lt_gemm_ld(struct cuda_backend *c, cudaDataType_t type, const void *w, const void *x, float *y, int N,
+                       int K, int T, int ldc, float beta) {
     const uint32_t al[3] = { align_of(w), align_of(x), align_of(y) };
-    struct mm_plan *p = plan_get(c, type, N, K, T, al);
+    struct mm_plan *p = plan_get(c, type, N, K, T, ldc, al);
     if (!p) return;
     const float alpha = 1.0f;
     lt_ok(c, cublasLtMatmul(c->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo, c->ws,
                             LT_WORKSPACE, c->st),
           "cublasLtMatmul");
+}
+
+static void lt_gemm(struct cuda_backend *c, cudaDataType_t type, const void *w, const void *x, float *y, int N, int K,
+                    int T, float beta) {
+    lt_gemm_ld(c, type, w, x, y, N, K, T, N, beta);
+}
+
+/* ---- affine-quantized weights ------------------------------------------------------- */
+
+static bool qweight_of(const struct bk_weight *w, struct ck_qweight *q) {
+    enum ck_type sdt;
+    if (w->fmt != BK_W_AFFINE || type_of(w->dtype, &sdt)) return false;
+    *q = (struct ck_qweight){ .codes = w->data, .scales = w->scales, .biases = w->biases, .sdt = sdt,
+                              .bits = w->bits, .group_size = w->group_size };
+    return true;
+}
+
+/* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu). Beyond, tiles
+ * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
+ * and go through cuBLASLt. The dequantized weight is exact in f32, so with
+ * the default hi + lo activations it is split the same way (w = w_hi + w_lo)
+ * and y = W_hi·x_hi + W_hi·x_lo + W_lo·x_hi: both sides keep ~16 bits, as in
+ * the dense split (W_lo·x_lo, ~2^-18 of the sum, is left out).
+ * VLLMC_CUDA_MATMUL=bf16: W_hi·x_hi alone. */
+static void matmul_affine(struct cuda_backend *c, float *y, const float *x, const struct bk_weight *w, int T) {
+    struct ck_qweight q;
+    if (!qweight_of(w, &q)) {
+        fail(c, "matmul", "unsupported scale dtype of an affine weight");
+        return;
+    }
+    const int N = (int)w->rows, K = (int)w->cols;
+    if (T <= CK_GEMV_MAX_T) {
+        ok(c, ck_qgemv(c->st, y, x, &q, N, K, T), "quantized gemv");
+        return;
+    }
+    const size_t parts = c->split ? 2 : 1;
+    size_t rows = QTILE_BYTES / (parts * (size_t)K * 2) / 64 * 64; /* tiles start on 256-byte boundaries of y */
+    rows = MIN(MAX(rows, (size_t)64), (size_t)N);
+    const size_t n = (size_t)T * (size_t)K, n_al = (n + 127) & ~(size_t)127;
+    uint16_t *hi = grow(c, &c->xb, &c->xb_len, parts * n_al * sizeof(uint16_t));
+    if (!hi) return;
+    uint16_t *wh = grow(c, &c->wq, &c->wq_len, parts * rows * (size_t)K * sizeof(uint16_t));
+    if (!wh) return;
+    uint16_t *lo = c->split ? hi + n_al : NULL, *wl = c->split ? wh + rows * (size_t)K : NULL;
+    if (!ok(c, ck_split(c->st, hi, lo, x, CK_BF16, n), "split")) return;
+    for (int n0 = 0; n0 < N; n0 += (int)rows) {
+        const int m = MIN((int)rows, N - n0);
+        if (!ok(c, ck_qdequant(c->st, wh, wl, &q, K, n0, m), "dequantize")) return;
+        lt_gemm_ld(c, CUDA_R_16BF, wh, hi, y + n0, m, K, T, N, 0.0f);
+        if (lo) {
+            lt_gemm_ld(c, CUDA_R_16BF, wh, lo, y + n0, m, K, T, N, 1.0f);
+            lt_gemm_ld(c, CUDA_R_16BF, wl, hi, y + n0, m, K, T, N, 1.0f);
+        }
+    }
 }
 
 /* ---- ops -------------------------------------------------------------------------- */
@@ -229,6 +293,10 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
     enter(c);
     enum ck_type wt;
     if (T <= 0) return;
+    if (w->fmt == BK_W_AFFINE) {
+        matmul_affine(c, y, x, w, T);
+        return;
+    }
     if (w->fmt != BK_W_DENSE || type_of(w->dtype, &wt)) {
         fail(c, "matmul", "unsupported weight format");
         return;
@@ -256,6 +324,11 @@ static void cu_embed(struct backend *bk, float *out, const struct bk_weight *t, 
     struct cuda_backend *c = cb(bk);
     enter(c);
     enum ck_type tt;
+    struct ck_qweight q;
+    if (t->fmt == BK_W_AFFINE && qweight_of(t, &q)) { /* only the looked-up rows are dequantized */
+        ok(c, ck_qembed(c->st, out, &q, ids, T, (int)t->cols, scale), "quantized embed");
+        return;
+    }
     if (t->fmt != BK_W_DENSE || type_of(t->dtype, &tt)) {
         fail(c, "embed", "unsupported table format");
         return;
@@ -414,8 +487,22 @@ static int cu_mem_info(struct backend *bk, size_t *free_bytes, size_t *total_byt
 
 static int cu_weight_check(struct backend *bk, const struct bk_weight *w, char *err, size_t errlen) {
     enum ck_type t;
-    if (w->fmt != BK_W_DENSE)
-        return errf(err, errlen, "the cuda backend does not run affine-quantized (MLX/AWQ) weights yet");
+    if (w->fmt == BK_W_AFFINE) {
+        if (w->bits < 2 || w->bits > 8 || w->bits == 7)
+            return errf(err, errlen, "the cuda backend runs affine weights of 2, 3, 4, 5, 6 or 8 bits, not %d",
+                        w->bits);
+        if (w->group_size != 32 && w->group_size != 64 && w->group_size != 128)
+            return errf(err, errlen, "the cuda backend runs affine weights in groups of 32, 64 or 128, not %d",
+                        w->group_size);
+        if (type_of(w->dtype, &t))
+            return errf(err, errlen, "the cuda backend runs affine weights with F32, BF16 or F16 scales, not %s",
+                        dtype_name(w->dtype));
+        if (w->cols % w->group_size)
+            return errf(err, errlen, "affine weight of %lld columns: not a multiple of the group size %d",
+                        (long long)w->cols, w->group_size);
+        return 0;
+    }
+    if (w->fmt != BK_W_DENSE) return errf(err, errlen, "the cuda backend does not know weight format %d", (int)w->fmt);
     if (type_of(w->dtype, &t)) return errf(err, errlen, "the cuda backend runs F32, BF16 and F16 weights only");
     return 0;
 }
@@ -530,6 +617,7 @@ static void cu_destroy(struct backend *bk) {
     cudaFree(c->part);
     cudaFree(c->samp);
     cudaFreeHost(c->samp_host);
+    cudaFree(c->wq);
     cudaStreamDestroy(c->st);
     threadpool_destroy(c->pool);
     free(c);

@@ -1,7 +1,7 @@
 /* cuda_kernels.h — the CUDA kernels of the CUDA backend, as plain C entry
- * points (kernels.cu, compiled by nvcc) that cuda.c calls. Each one queues
- * its kernel(s) on the given stream and returns the launch's error (0 =
- * cudaSuccess); none waits for the device.
+ * points (kernels.cu, attn_fa.cu, sample.cu and quant.cu, compiled by nvcc)
+ * that cuda.c calls. Each one queues its kernel(s) on the given stream and
+ * returns the launch's error (0 = cudaSuccess); none waits for the device.
  *
  * All pointers are device memory except the small parameter structs, which
  * travel by value in the launch. Element types are named by the codes below
@@ -103,6 +103,28 @@ struct ck_sample_res {
 };
 int ck_sample_rows(ck_stream st, const float *logits, int V, const struct ck_sample_req *req, int n,
                    struct ck_sample_res *res, int32_t *cand_id, float *cand_val);
+
+/* ---- affine-quantized weights (quant.cu) ----
+ * Codes as backend.h's BK_W_AFFINE (MLX bit streams, BITS 2, 3, 4, 5, 6 or
+ * 8; groups of 32, 64 or 128 columns; scales and biases [N][K / group] in
+ * sdt). Codes must be aligned to their load: 16 bytes for 4 and 8 bits, 8
+ * for 2 and 6, 4 for 3 and 5 (cudaMalloc'd weights are). An unsupported
+ * weight returns cudaErrorInvalidValue, a misaligned one
+ * cudaErrorMisalignedAddress. */
+struct ck_qweight {
+    const void *codes, *scales, *biases;
+    enum ck_type sdt;
+    int bits, group_size;
+};
+/* y[T][N] = x[T][K] · W^T for T <= CK_GEMV_MAX_T: each packed row read once,
+ * f32 activations, f32 sums. */
+int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T);
+/* rows [n0, n0 + rows) of W to hi[rows][K] = bf16(w) and, if lo is not NULL,
+ * lo[rows][K] = bf16(w - hi) (w = s * q + b in f32; hi and lo 16-byte
+ * aligned) */
+int ck_qdequant(ck_stream st, void *hi, void *lo, const struct ck_qweight *w, int K, int n0, int rows);
+/* out[t][k] = w[ids[t]][k] * scale, rows dequantized as the CPU does */
+int ck_qembed(ck_stream st, float *out, const struct ck_qweight *w, const int32_t *ids, int T, int K, float scale);
 
 #ifdef __cplusplus
 }
