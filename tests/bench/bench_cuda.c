@@ -17,9 +17,16 @@
  *     variants (VLLMC_CUDA_GEMV 0 and 1), rotating over copies that
  *     overflow L2: time per call and GB/s, and their sum over a token.
  * Prints markdown tables. Nothing here is a pass/fail test.
+ * -q BITS (4 or 8): the model's matrices, embedding table and head included
+ * (as mlx-community checkpoints quantize them), are MLX affine BITS-bit in
+ * groups of 64 with bf16 scales and biases (random codes made on the host,
+ * uploaded); bytes per token then count codes + scales + biases. The GEMM
+ * peak stays the dense bf16 ceiling; the GEMV table has one column (the
+ * quantized GEMV has one variant).
  *
- * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] (-L fewer layers for a
- * quick look; the table says how many). Without CUDA it says so and exits 0. */
+ * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] [-q bits] (-L fewer
+ * layers for a quick look; the table says how many). Without CUDA it says so
+ * and exits 0. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +48,7 @@ static char err[512];
 static uint16_t *rnd;            /* random bf16 block on the host */
 static const size_t RND = 1 << 24; /* elements */
 static size_t dev_bytes;
+static int qbits; /* -q: affine weights of this many bits, groups of 64 (0: bf16) */
 
 static void die(const char *what) {
     fprintf(stderr, "bench_cuda: %s: %s\n", what, err);
@@ -86,14 +94,42 @@ static struct bk_weight wmat(int64_t rows, int64_t cols) {
     return w;
 }
 
+/* a weight of the model: bf16, or with -q affine codes (the random block's
+ * bytes) and bf16 scales and biases (its values, |v| < 0.02) */
+static struct bk_weight wmodel(int64_t rows, int64_t cols) {
+    if (!qbits) return wmat(rows, cols);
+    struct bk_weight w = { .dtype = DT_BF16, .rows = rows, .cols = cols, .fmt = BK_W_AFFINE, .bits = qbits,
+                           .group_size = 64 };
+    const size_t cb = (size_t)rows * bk_affine_row_bytes(&w), ng = (size_t)rows * (size_t)(cols / 64);
+    uint8_t *d = bk_alloc(g, cb);
+    if (!d) die("alloc");
+    for (size_t o = 0; o < cb; o += RND * 2) {
+        size_t k = cb - o < RND * 2 ? cb - o : RND * 2;
+        if (bk_upload(g, d + o, rnd, k, err, sizeof err)) die("upload");
+    }
+    dev_bytes += cb;
+    w.data = d;
+    w.scales = dev_rand(ng);
+    w.biases = dev_rand(ng);
+    return w;
+}
+
+static void wfree(struct bk_weight *w) {
+    bk_free(g, (void *)w->data), bk_free(g, (void *)w->scales), bk_free(g, (void *)w->biases);
+    dev_bytes -= bk_weight_bytes(w);
+}
+
 int main(int argc, char **argv) {
     int P = 4096, G = 64, layers = 32, opt;
-    while ((opt = getopt(argc, argv, "P:G:L:")) != -1) {
+    while ((opt = getopt(argc, argv, "P:G:L:q:")) != -1) {
         if (opt == 'P') P = atoi(optarg);
+        else if (opt == 'q') qbits = atoi(optarg);
         else if (opt == 'G') G = atoi(optarg);
         else if (opt == 'L') layers = atoi(optarg);
         else return 2;
     }
+    if (qbits && qbits != 4 && qbits != 8) return 2;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines reach a pipe as they are printed */
     if (backend_cuda_create(&g, 0, 4, err, sizeof err)) {
         printf("bench_cuda: skipped (%s)\n", err);
         return 0;
@@ -162,15 +198,19 @@ int main(int argc, char **argv) {
         }
         unsetenv("VLLMC_CUDA_GEMV");
         float *x = dev_const(14336, 0.5f), *y = bk_alloc(g, 128256 * 4);
-        printf("\n| decode GEMV, bf16, T = 1 | variant 0 (split rows) | variant 1 (warp per row) |\n|---|---|---|\n");
+        const int nv = qbits ? 1 : 2; /* the quantized GEMV has one variant */
+        if (qbits) printf("\n| decode GEMV, MLX %d-bit g64 (bf16 scales), T = 1 | time, bandwidth (codes + scales + biases) |\n|---|---|\n", qbits);
+        else printf("\n| decode GEMV, bf16, T = 1 | variant 0 (split rows) | variant 1 (warp per row) |\n|---|---|---|\n");
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             const int N = shapes[i][0], K = shapes[i][1];
-            const size_t bytes = (size_t)N * K * 2;
-            int copies = (int)((((size_t)256 << 20) + bytes - 1) / bytes);
             struct bk_weight w[64];
-            for (int cI = 0; cI < copies; cI++) w[cI] = wmat(N, K);
+            w[0] = wmodel(N, K);
+            const size_t bytes = bk_weight_bytes(&w[0]);
+            int copies = (int)((((size_t)256 << 20) + bytes - 1) / bytes);
+            copies = copies > 64 ? 64 : copies; /* 64 x the smallest (2.4 MB at 4 bits) still overflows L2 */
+            for (int cI = 1; cI < copies; cI++) w[cI] = wmodel(N, K);
             double us[2];
-            for (int v = 0; v < 2; v++) {
+            for (int v = 0; v < nv; v++) {
                 const int reps = 8 * copies < 64 ? 64 : 8 * copies;
                 for (int r = 0; r < copies; r++) bk_matmul(gv[v], y, x, &w[r], 1);
                 float f;
@@ -182,13 +222,16 @@ int main(int argc, char **argv) {
                 const double per_token = shapes[i][2] == 1 ? 1 : shapes[i][2] * layers / 32.0; /* the head once */
                 gemv_token[v] += us[v] * per_token;
             }
-            printf("| %d x %d (%.0f MB) | %.1f us, %.0f GB/s | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0],
-                   bytes / us[0] / 1e3, us[1], bytes / us[1] / 1e3);
-            for (int cI = 0; cI < copies; cI++) bk_free(g, (void *)w[cI].data);
-            dev_bytes -= (size_t)copies * bytes;
+            if (qbits) printf("| %d x %d (%.1f MB) | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0], bytes / us[0] / 1e3);
+            else
+                printf("| %d x %d (%.0f MB) | %.1f us, %.0f GB/s | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0],
+                       bytes / us[0] / 1e3, us[1], bytes / us[1] / 1e3);
+            for (int cI = 0; cI < copies; cI++) wfree(&w[cI]);
         }
-        printf("| all GEMVs of one token (32 layers + head) | %.2f ms | %.2f ms |\n", gemv_token[0] / 1e3,
-               gemv_token[1] / 1e3);
+        if (qbits) printf("| all GEMVs of one token (32 layers + head) | %.2f ms |\n", gemv_token[0] / 1e3);
+        else
+            printf("| all GEMVs of one token (32 layers + head) | %.2f ms | %.2f ms |\n", gemv_token[0] / 1e3,
+                   gemv_token[1] / 1e3);
         bk_free(g, x), bk_free(g, y);
         bk_destroy(gv[0]), bk_destroy(gv[1]);
     }
@@ -206,20 +249,20 @@ int main(int argc, char **argv) {
     for (int i = 0; i < layers; i++) hp->layer_rope[i] = 1;
     m->bk = g;
     const int d = 4096, qd = 4096, kvd = 1024, F = 14336, V = 128256;
-    m->tok_emb = wmat(V, d);
-    m->lm_head = wmat(V, d);
+    m->tok_emb = wmodel(V, d);
+    m->lm_head = wmodel(V, d);
     m->final_norm = dev_const((size_t)d, 1.0f);
     m->layers = xcalloc((size_t)layers, sizeof *m->layers);
     for (int l = 0; l < layers; l++) {
         struct layer_weights *L = &m->layers[l];
-        L->wq = wmat(qd, d), L->wk = wmat(kvd, d), L->wv = wmat(kvd, d), L->wo = wmat(d, qd);
-        L->w_gate = wmat(F, d), L->w_up = wmat(F, d), L->w_down = wmat(d, F);
+        L->wq = wmodel(qd, d), L->wk = wmodel(kvd, d), L->wv = wmodel(kvd, d), L->wo = wmodel(d, qd);
+        L->w_gate = wmodel(F, d), L->w_up = wmodel(F, d), L->w_down = wmodel(d, F);
         L->attn_norm = dev_const((size_t)d, 1.0f), L->ffn_norm = dev_const((size_t)d, 1.0f);
     }
     m->inv_freq = xcalloc(64, sizeof(float));
     rope_inv_freq(&hp->rope, 128, hp->max_pos, 0, m->inv_freq, &m->rope_attn_factor);
     m->freq_host = xcalloc(128, sizeof(float));
-    const double w_bytes = (double)dev_bytes; /* every weight is bf16 and read once per step */
+    const double w_bytes = (double)dev_bytes; /* every weight is read once per step (codes, scales, biases) */
     const double mm_params = (double)layers * ((double)d * (qd + 2 * kvd) + (double)qd * d + 3.0 * d * F) + (double)V * d;
 
     /* KV: one sequence of P + G tokens, blocks of 16, bf16, block 0 the null block */
@@ -316,9 +359,13 @@ int main(int argc, char **argv) {
     }
     const int timed = G - 2;
     const double per_tok = t_dec / timed, tps = 1.0 / per_tok;
-    const double bytes_tok = w_bytes - (double)V * d * 2 /* the embedding table: one row read */ + kv_read / timed;
+    const double bytes_tok = w_bytes - (double)bk_weight_bytes(&m->tok_emb) /* the embedding table: one row read */ +
+                             kv_read / timed;
 
-    printf("\n| %s, Llama-3.1-8B shapes (%d layers), bf16 weights, bf16 KV | value |\n|---|---|\n", card, layers);
+    char wname[64];
+    if (qbits) snprintf(wname, sizeof wname, "MLX %d-bit g64 weights (embedding and head too)", qbits);
+    else snprintf(wname, sizeof wname, "bf16 weights");
+    printf("\n| %s, Llama-3.1-8B shapes (%d layers), %s, bf16 KV | value |\n|---|---|\n", card, layers, wname);
     printf("| copy bandwidth (in-place scale of 4 GiB, read + write) | %.0f GB/s |\n", bandwidth / 1e9);
     printf("| GEMM peak (8192^3, as above) | %.0f TFLOP/s |\n", peak / 1e12);
     printf("| weights | %.2f GB |\n", w_bytes / 1e9);
