@@ -35,7 +35,10 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "  --prefix-caching-hash-algo sha256|xxhash  block hash (default sha256)\n"                  \
     "  --generation-config auto|vllm  sampling defaults from generation_config.json (auto)\n"   \
     "  --seed N                  seed for requests that give none (default 0)\n"                 \
-    "  --hf-overrides JSON       JSON object merged over config.json\n"
+    "  --hf-overrides JSON       JSON object merged over config.json\n"                       \
+    "  --device D                auto (CUDA if built with it and a GPU is present), cpu,\n"     \
+    "                            cuda, cuda:N\n"                                                \
+    "  --gpu-memory-utilization F  CUDA: fraction of GPU memory to use (default 0.9)\n"
 
 /* "key 'K' has the wrong type" into err; returns -1. */
 int errf_cli(char *err, size_t errlen, const char *key);

@@ -130,14 +130,12 @@ static void bench_kv_free(struct bench_kv *t) {
     free(t->table);
 }
 
-static size_t weight_bytes(const struct bk_weight *w) {
-    return (size_t)w->rows * (size_t)w->cols * dtype_size(w->dtype);
-}
+static size_t weight_bytes(const struct bk_weight *w) { return bk_weight_bytes(w); }
 
 /* Bytes of matrices one decode step reads. */
 static size_t decode_weight_bytes(const struct model *m) {
     size_t b = weight_bytes(&m->lm_head);
-    b += (size_t)m->tok_emb.cols * dtype_size(m->tok_emb.dtype); /* one embedding row */
+    b += weight_bytes(&m->tok_emb) / (size_t)m->tok_emb.rows; /* one embedding row (codes + scales + biases if quantized) */
     for (int l = 0; l < m->hp.n_layer; l++) {
         const struct layer_weights *L = &m->layers[l];
         b += weight_bytes(&L->wq) + weight_bytes(&L->wk) + weight_bytes(&L->wv) + weight_bytes(&L->wo) +
