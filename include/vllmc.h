@@ -205,7 +205,9 @@ struct vllmc_engine_stats {
     int64_t requests_finished[5]; /* by enum vllmc_finish */
     int64_t steps;
     double busy_seconds;         /* time spent in steps */
-    double forward_seconds;      /* of which in the model's forward (the rest: scheduling, sampling, text) */
+    double forward_seconds;      /* of which in the model's forward (on a device: until its results are
+                                    back, device-side sampling included; the rest: scheduling, host
+                                    sampling, text) */
     int engine_dead;             /* the engine thread failed */
 };
 void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);

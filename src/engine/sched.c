@@ -579,7 +579,9 @@ int engine_step(struct vllmc_engine *e) {
     const float *lg = e->logits; /* where the logits rows are: host memory, or the backend's (dev_sampling) */
     int frc = e->dev_sampling ? model_forward_keep(e->model, &b, &e->kv, e->logits, &lg, err, sizeof err)
                               : model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
-    e->st.forward_seconds += time_now() - tf;
+    /* on a device the forward only queues work: the wait for it is in the
+     * first download (dev_sample's), which counts as forward time below */
+    if (!e->dev_sampling) e->st.forward_seconds += time_now() - tf;
     /* the batch was built from validated ids: a failure fails these requests */
     if (frc) return step_failed(e, n_sched, err);
 
@@ -597,6 +599,7 @@ int engine_step(struct vllmc_engine *e) {
     if (e->dev_sampling && (dev_sample(e, lg, n_items, err, sizeof err) ||
                             (!e->bk->host_mem && fetch_rows(e, lg, n_items, err, sizeof err))))
         return step_failed(e, n_sched, err);
+    if (e->dev_sampling) e->st.forward_seconds += time_now() - tf;
     int n_host = 0;
     for (int i = 0; i < n_items; i++) n_host += !e->items[i].done;
     struct samp_ctx sc = { .e = e, .n = n_items };
