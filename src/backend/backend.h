@@ -128,6 +128,17 @@ struct bk_rope {
 
 enum bk_act { BK_ACT_SILU = 0, BK_ACT_GELU_TANH, BK_ACT_GELU, BK_ACT_RELU };
 
+/* The attention inputs of one layer for qkv_prep (the optional op below). */
+struct bk_qkv {
+    float *q, *k, *v;                /* [T][H][D], [T][Hkv][D], [T][Hkv][D]: changed in place */
+    const float *b_q, *b_k, *b_v;    /* biases [H*D], [Hkv*D], [Hkv*D]; NULL: none */
+    const float *q_norm, *k_norm;    /* per-head RMSNorm weights [D]; NULL: no norm */
+    float eps;
+    const struct bk_rope *rope;      /* NULL: no rotation (NoPE layers) */
+    const int32_t *pos, *slots;      /* [T]: positions, KV slots (as kv_store) */
+    int T, H, Hkv, D;
+};
+
 /* One logits row for sample_rows (the optional op below). Host memory; the
  * layout is shared with the CUDA kernel (cuda_kernels.h ck_sample_req). */
 enum bk_sample_mode { BK_SAMPLE_NONE = 0, BK_SAMPLE_ARGMAX = 1, BK_SAMPLE_DRAW = 2 };
@@ -242,6 +253,19 @@ struct backend_ops {
     int (*sample_rows)(struct backend *bk, const float *logits, int V, const struct bk_sample_req *req, int n,
                        struct bk_sample_res *res, int32_t *cand_id, float *cand_val, int n_slots, char *err,
                        size_t errlen);
+
+    /* ---- optional (NULL: not offered): fused ops (fewer launches per layer) ----
+     * Each equals the sequence of plain ops named, in that order; the model
+     * uses it where its layer has that shape and runs the plain ops
+     * otherwise.
+     * add_rmsnorm: add_scaled(x, o, s, R * n), then rmsnorm(h, x, w, R, n,
+     * eps). h may alias o. */
+    void (*add_rmsnorm)(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
+                        int n, float eps);
+    /* qkv_prep: add_bias of b_q, b_k, b_v; rmsnorm(q, q, q_norm, T * H, D,
+     * eps) and the same for k; rope(q), rope(k) at pos; kv_store(kv, k, v,
+     * slots, T) — each step only where its field is set. */
+    void (*qkv_prep)(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a);
 };
 
 struct backend {
@@ -259,6 +283,9 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
 /* VLLMC_CPU_SAMPLE_ROWS=1 at create: the CPU backend offers sample_rows too
  * (a plain C version of the device op, so the engine's device-sampling path
  * runs and is tested without a GPU). */
+/* VLLMC_CPU_FUSED=1 at create: the CPU backend offers add_rmsnorm and
+ * qkv_prep as the plain sequences they equal (so the model's fused path
+ * runs and is tested without a GPU). */
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);
 /* Name of the kernel set for affine quantized weights ("avx512-vnni-amx",
@@ -272,7 +299,9 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * GEMMs, as bf16 inference usually does; by default they are split into
  * hi + lo parts (two GEMMs) so results keep f32-like activation precision, as
  * on the CPU (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
- * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV. */
+ * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
+ * VLLMC_CUDA_FUSE=0 leaves out the fused ops, VLLMC_CUDA_DEC=0 or 1 and
+ * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split. */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);

@@ -11,6 +11,10 @@
  *   o = a·Wo (+b); [post-attn norm]; x += r·o
  *   h = norm(x); f = down(act(gate(h)) * up(h)); [post-ffn norm]; x += r·f
  * Logits only for b->logits_rows: final norm, head, scale, softcap.
+ * Where the backend offers the fused ops (backend.h), a residual add and the
+ * norm after it (the next layer's attention norm too) are one add_rmsnorm,
+ * and the biases, q/k norms, RoPE and KV store one qkv_prep (not for RoPE
+ * tables that depend on the sequence length).
  *
  * Memory goes through the backend (backend.h): the scratch is a bk_alloc
  * buffer. On a device backend (not host_mem) the step's index arrays are
@@ -143,6 +147,19 @@ static void apply_rope(struct model *m, const struct model_batch *b, const int32
     }
 }
 
+/* x += resid_scale * o; h = norm(x) * w: one op where the backend fuses
+ * them (add_rmsnorm), else the two. */
+static void add_norm(struct model *m, float *x, const float *o, float *h, const float *w, int T) {
+    const struct hparams *hp = &m->hp;
+    struct backend *bk = m->bk;
+    if (bk->ops->add_rmsnorm) {
+        bk->ops->add_rmsnorm(bk, x, o, hp->resid_scale, h, w, T, hp->d_model, hp->norm_eps);
+        return;
+    }
+    bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * hp->d_model);
+    bk_rmsnorm(bk, h, x, w, T, hp->d_model, hp->norm_eps);
+}
+
 /* One step's buffers and index arrays as the ops see them (the backend's
  * memory), and the host batch (sequence structure, RoPE tables). */
 struct step {
@@ -165,23 +182,36 @@ static void run_ops(struct model *m, const struct step *st) {
     float *o = h; /* attention/ffn outputs reuse h once it is consumed */
 
     bk_embed(bk, x, &m->tok_emb, st->tokens, T, hp->emb_scale);
+    bk_rmsnorm(bk, h, x, m->layers[0].attn_norm, T, d, hp->norm_eps);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const struct layer_weights *L = &m->layers[il];
-        const bool sliding = hp->layer_sliding[il];
+        const bool sliding = hp->layer_sliding[il], local = sliding && hp->has_rope_local;
+        const struct rope_cfg *rc = local ? &hp->rope_local : &hp->rope;
 
-        bk_rmsnorm(bk, h, x, L->attn_norm, T, d, hp->norm_eps);
+        /* h = attn_norm(x) here (the previous layer's last op made it) */
         bk_matmul(bk, q, h, &L->wq, T);
         bk_matmul(bk, k, h, &L->wk, T);
         bk_matmul(bk, v, h, &L->wv, T);
-        if (L->bq) bk_add_bias(bk, q, L->bq, T, qd);
-        if (L->bk) bk_add_bias(bk, k, L->bk, T, kvd);
-        if (L->bv) bk_add_bias(bk, v, L->bv, T, kvd);
-        if (L->q_norm) bk_rmsnorm(bk, q, q, L->q_norm, T * H, D, hp->norm_eps);
-        if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
-        if (hp->layer_rope[il]) apply_rope(m, b, st->positions, q, k, sliding && hp->has_rope_local, m->freq_host);
-
-        bk_kv_store(bk, &st->kv->layers[il], k, v, st->slots, T);
+        if (bk->ops->qkv_prep && !(hp->layer_rope[il] && rope_depends_on_len(rc))) {
+            /* biases, q/k norms, RoPE and the KV store in one op */
+            struct bk_rope r = { .inv_freq = local ? m->inv_freq_local : m->inv_freq, .rot_dim = hp->rot_dim,
+                                 .attn_factor = local ? m->rope_local_attn_factor : m->rope_attn_factor,
+                                 .neox = true };
+            const struct bk_qkv qa = { .q = q, .k = k, .v = v, .b_q = L->bq, .b_k = L->bk, .b_v = L->bv,
+                                       .q_norm = L->q_norm, .k_norm = L->k_norm, .eps = hp->norm_eps,
+                                       .rope = hp->layer_rope[il] ? &r : NULL, .pos = st->positions,
+                                       .slots = st->slots, .T = T, .H = H, .Hkv = Hkv, .D = D };
+            bk->ops->qkv_prep(bk, &st->kv->layers[il], &qa);
+        } else {
+            if (L->bq) bk_add_bias(bk, q, L->bq, T, qd);
+            if (L->bk) bk_add_bias(bk, k, L->bk, T, kvd);
+            if (L->bv) bk_add_bias(bk, v, L->bv, T, kvd);
+            if (L->q_norm) bk_rmsnorm(bk, q, q, L->q_norm, T * H, D, hp->norm_eps);
+            if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
+            if (hp->layer_rope[il]) apply_rope(m, b, st->positions, q, k, local, m->freq_host);
+            bk_kv_store(bk, &st->kv->layers[il], k, v, st->slots, T);
+        }
         struct bk_attn_params ap = {
             .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
             .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
@@ -191,9 +221,8 @@ static void run_ops(struct model *m, const struct step *st) {
         bk_matmul(bk, o, att, &L->wo, T);
         if (L->bo) bk_add_bias(bk, o, L->bo, T, d);
         if (L->post_attn_norm) bk_rmsnorm(bk, o, o, L->post_attn_norm, T, d, hp->norm_eps);
-        bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
+        add_norm(m, x, o, h, L->ffn_norm, T);
 
-        bk_rmsnorm(bk, h, x, L->ffn_norm, T, d, hp->norm_eps);
         bk_matmul(bk, g, h, &L->w_gate, T);
         bk_matmul(bk, u, h, &L->w_up, T);
         if (L->b_gate) bk_add_bias(bk, g, L->b_gate, T, F);
@@ -202,7 +231,8 @@ static void run_ops(struct model *m, const struct step *st) {
         bk_matmul(bk, o, a, &L->w_down, T);
         if (L->b_down) bk_add_bias(bk, o, L->b_down, T, d);
         if (L->post_ffn_norm) bk_rmsnorm(bk, o, o, L->post_ffn_norm, T, d, hp->norm_eps);
-        bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
+        if (il + 1 < hp->n_layer) add_norm(m, x, o, h, m->layers[il + 1].attn_norm, T); /* the next layer's norm */
+        else bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
     }
 
     if (R == 0) return;

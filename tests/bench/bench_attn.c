@@ -10,7 +10,14 @@
  * * sum over queries of the keys it sees: 4 T^2/2 D H for a whole prompt) and
  * the largest difference from the warp kernel's output. No pass/fail.
  *
- * Usage: bench_attn [-P prompt]. Without CUDA it says so and exits 0. */
+ * First the decode kernels (attn_dec.cu's two variants, the second at split
+ * targets of 1..8 CTAs per multiprocessor, against the warp kernel): batch 1 at context 4096 and
+ * 32768 (D 64/128/256, GQA 4 and 8), 8 sequences of 4 query rows, batch 64
+ * and 256 at context 600; time per call (20 calls back to back) and K/V
+ * bytes read per second.
+ *
+ * Usage: bench_attn [-P prompt] [-d] (-d: decode only). Without CUDA it says
+ * so and exits 0. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +31,14 @@ static char err[512];
 static const char *modes[] = { "warp", "fa", "fa0", "fa1", "fa2" };
 #define N_MODES 5
 static struct backend *bks[N_MODES];
+/* decode: the warp kernel, then attn_dec.cu's variants (VLLMC_CUDA_DEC 1:
+ * registers, 2: cp.async tiles) at split targets of 1..8 CTAs per
+ * multiprocessor (VLLMC_CUDA_DEC_CTAS; the default 3) */
+static const char *dmodes[] = { "warp", "v1", "v2", "v2 c1", "v2 c2", "v2 c4", "v2 c6", "v2 c8" };
+static const char *ddec[] = { NULL, "1", "2", "2", "2", "2", "2", "2" };
+static const char *dctas[] = { NULL, NULL, NULL, "1", "2", "4", "6", "8" };
+#define N_DMODES 8
+static struct backend *dbks[N_DMODES];
 
 static double now(void) {
     struct timespec ts;
@@ -53,8 +68,11 @@ static void sync_bk(struct backend *g, float *probe) {
     if (bk_download(g, &f, probe, sizeof f, err, sizeof err)) die("sync");
 }
 
-/* S sequences: ctx[s] tokens after the step, nq[s] of them queries now */
-static void run_case(const char *name, int S, const int *ctx, const int *nq, int H, int Hkv, int D, bool with_warp) {
+/* S sequences: ctx[s] tokens after the step, nq[s] of them queries now;
+ * dec: the decode kernels (time per call of 20 back to back, K/V bytes read
+ * per second) instead of the prefill ones */
+static void run_case_set(const char *name, int S, const int *ctx, const int *nq, int H, int Hkv, int D,
+                         bool with_warp, bool dec) {
     const int B = 16;
     int max_blocks = 0, max_q = 0, max_len = 0, T = 0;
     double flops = 0;
@@ -88,10 +106,12 @@ static void run_case(const char *name, int S, const int *ctx, const int *nq, int
     float *ref = malloc(qn * 4), *got = malloc(qn * 4);
     if (!out) die("alloc");
     bool have_ref = false;
+    double kv_bytes = 0;
+    for (int s = 0; s < S; s++) kv_bytes += 2.0 * ctx[s] * Hkv * D * 2;
     printf("| %s, H %d/%d, D %d |", name, H, Hkv, D);
-    for (int m = with_warp ? 0 : 1; m < N_MODES; m++) {
-        if (D == 256 && m >= 3) break; /* D 256 has one tile shape */
-        struct backend *g = bks[m];
+    for (int m = with_warp ? 0 : 1; m < (dec ? N_DMODES : N_MODES); m++) {
+        if (!dec && D == 256 && m >= 3) break; /* D 256 has one tile shape */
+        struct backend *g = dec ? dbks[m] : bks[m];
         bk_attention(g, out, q, &kv, &ab, &ap); /* warm-up (and the output compared) */
         sync_bk(g, out);
         if (bk_download(g, m == 0 ? ref : got, out, qn * 4, err, sizeof err)) die("download");
@@ -99,15 +119,16 @@ static void run_case(const char *name, int S, const int *ctx, const int *nq, int
         if (m == 0) have_ref = true;
         else if (have_ref)
             for (size_t i = 0; i < qn; i++) diff = fmax(diff, fabs((double)got[i] - ref[i]));
-        const int reps = m == 0 ? 2 : 10;
+        const int reps = m == 0 ? 2 : dec ? 5 : 10, inner = dec ? 20 : 1;
         double best = 1e9;
         for (int r = 0; r < reps; r++) {
             double t0 = now();
-            bk_attention(g, out, q, &kv, &ab, &ap);
+            for (int i = 0; i < inner; i++) bk_attention(g, out, q, &kv, &ab, &ap);
             sync_bk(g, out);
-            best = fmin(best, now() - t0);
+            best = fmin(best, (now() - t0) / inner);
         }
-        printf(" %s %.3f ms, %.0f TFLOP/s", modes[m], best * 1e3, flops / best / 1e12);
+        if (dec) printf(" %s %.1f us, %.0f GB/s", dmodes[m], best * 1e6, kv_bytes / best / 1e9);
+        else printf(" %s %.3f ms, %.0f TFLOP/s", modes[m], best * 1e3, flops / best / 1e12);
         if (m > 0 && have_ref) printf(" (max diff %.1e)", diff);
         printf(" |");
     }
@@ -118,10 +139,24 @@ static void run_case(const char *name, int S, const int *ctx, const int *nq, int
     free(qs), free(bt), free(kh), free(qh), free(ref), free(got);
 }
 
+static void run_case(const char *name, int S, const int *ctx, const int *nq, int H, int Hkv, int D, bool with_warp) {
+    run_case_set(name, S, ctx, nq, H, Hkv, D, with_warp, false);
+}
+
+/* S sequences of ctx tokens, nq query rows each, through the decode kernels */
+static void run_decode(const char *name, int S, int ctx, int nq, int H, int Hkv, int D) {
+    int *c = malloc((size_t)S * sizeof(int)), *n = malloc((size_t)S * sizeof(int));
+    for (int s = 0; s < S; s++) c[s] = ctx, n[s] = nq;
+    run_case_set(name, S, c, n, H, Hkv, D, true, true);
+    free(c), free(n);
+}
+
 int main(int argc, char **argv) {
     int P = 4096, opt;
-    while ((opt = getopt(argc, argv, "P:")) != -1) {
+    bool only_dec = false;
+    while ((opt = getopt(argc, argv, "P:d")) != -1) {
         if (opt == 'P') P = atoi(optarg);
+        else if (opt == 'd') only_dec = true;
         else return 2;
     }
     for (int m = 0; m < N_MODES; m++) {
@@ -132,6 +167,28 @@ int main(int argc, char **argv) {
         }
     }
     unsetenv("VLLMC_CUDA_ATTN");
+    for (int m = 0; m < N_DMODES; m++) {
+        if (m == 0) setenv("VLLMC_CUDA_ATTN", "warp", 1);
+        if (dctas[m]) setenv("VLLMC_CUDA_DEC_CTAS", dctas[m], 1);
+        if (ddec[m]) setenv("VLLMC_CUDA_DEC", ddec[m], 1);
+        if (backend_cuda_create(&dbks[m], 0, 1, err, sizeof err)) die("create");
+        unsetenv("VLLMC_CUDA_ATTN");
+        unsetenv("VLLMC_CUDA_DEC_CTAS");
+        unsetenv("VLLMC_CUDA_DEC");
+    }
+    printf("| %s: decode attention alone, bf16 paged KV (blocks of 16) | time per call (20 back to back), K/V read "
+           "per second, per kernel |\n|---|---|\n",
+           backend_cuda_name(bks[0]));
+    run_decode("batch 1, context 4096", 1, 4096, 1, 32, 8, 128);
+    run_decode("batch 1, context 32768", 1, 32768, 1, 32, 8, 128);
+    run_decode("batch 1, context 4096", 1, 4096, 1, 64, 8, 128);
+    run_decode("batch 1, context 4096", 1, 4096, 1, 32, 8, 64);
+    run_decode("batch 1, context 4096", 1, 4096, 1, 16, 8, 256);
+    run_decode("batch 8 x 4 query rows, context 4096", 8, 4096, 4, 32, 8, 128);
+    run_decode("batch 64, context 600", 64, 600, 1, 32, 8, 128);
+    run_decode("batch 256, context 600", 256, 600, 1, 32, 8, 128);
+    printf("\n");
+    if (only_dec) goto done;
     printf("| %s: attention alone, bf16 paged KV (blocks of 16) | time, causal TFLOP/s per kernel |\n|---|---|\n",
            backend_cuda_name(bks[0]));
     {
@@ -154,6 +211,8 @@ int main(int argc, char **argv) {
         for (int s = 1; s < 65; s++) c[s] = P, n[s] = 1;
         run_case("mixed: P/4-query chunk + 64 decode rows at P", 65, c, n, 32, 8, 128, true);
     }
+done:
     for (int m = 0; m < N_MODES; m++) bk_destroy(bks[m]);
+    for (int m = 0; m < N_DMODES; m++) bk_destroy(dbks[m]);
     return 0;
 }

@@ -15,7 +15,9 @@
  *     bytes read per token (all weights + the KV read) * tok/s / bandwidth.
  *   - the decode GEMV alone on each weight shape (T = 1), both kernel
  *     variants (VLLMC_CUDA_GEMV 0 and 1), rotating over copies that
- *     overflow L2: time per call and GB/s, and their sum over a token.
+ *     overflow L2: time per call and GB/s, and their sum over a token;
+ *   - the other decode ops one at a time (32 calls, launch gaps included),
+ *     the fused add_rmsnorm and qkv_prep where the backend offers them.
  * Prints markdown tables. Nothing here is a pass/fail test.
  * -q BITS (4 or 8): the model's matrices, embedding table and head included
  * (as mlx-community checkpoints quantize them), are MLX affine BITS-bit in
@@ -314,9 +316,13 @@ int main(int argc, char **argv) {
         struct bk_attn_params ap = { .n_heads = 32, .n_kv_heads = 8, .head_dim = 128, .scale = hp->attn_scale };
         struct bk_rope rp = { .inv_freq = m->inv_freq, .rot_dim = 128, .attn_factor = 1, .neox = true };
         printf("\n| decode op (T = 1, context %d), x %d layers | us per call |\n|---|---|\n", P, layers);
-        for (int op = 0; op < 7; op++) {
+        const struct bk_qkv qa = { .q = q, .k = k, .v = v, .rope = &rp, .pos = dp, .slots = dp, .T = 1, .H = 32,
+                                   .Hkv = 8, .D = 128 };
+        for (int op = 0; op < 9; op++) {
             static const char *names[] = { "rmsnorm", "rope q + k", "kv_store", "attention", "add_scaled",
-                                           "glu", "matmul wq (gemv)" };
+                                           "glu", "matmul wq (gemv)", "qkv_prep (rope q + k, kv_store fused)",
+                                           "add_rmsnorm (add_scaled + rmsnorm fused)" };
+            if ((op == 7 && !g->ops->qkv_prep) || (op == 8 && !g->ops->add_rmsnorm)) continue;
             double best_op = 1e9;
             for (int r = 0; r < 3; r++) {
                 sync_dev();
@@ -330,6 +336,8 @@ int main(int argc, char **argv) {
                     case 4: bk_add_scaled(g, x, h, 1.0f, (size_t)d); break;
                     case 5: bk_glu(g, a, gt, u, 1, F, F, BK_ACT_SILU); break;
                     case 6: bk_matmul(g, q, h, &m->layers[l].wq, 1); break;
+                    case 7: g->ops->qkv_prep(g, &kl[l], &qa); break;
+                    case 8: g->ops->add_rmsnorm(g, x, att, 1.0f, h, m->layers[l].ffn_norm, 1, d, 1e-5f); break;
                     }
                 }
                 sync_dev();

@@ -3,9 +3,11 @@
  * random inputs: odd sizes, F32/BF16/F16 weights and KV caches, GQA, sliding
  * windows, softcaps, paged block tables with shuffled blocks, prefill, chunked
  * prefill and split-KV decode in one varlen batch, the tensor-core prefill
- * attention (its own tolerance: 16-bit q and P); affine-quantized weights
- * (every width, group and scale dtype) in matmul and embed; and the memory
- * ops.
+ * attention (its own tolerance: 16-bit q and P), the decode attention for
+ * 16-bit caches (both variants, few and many key splits); the fused ops
+ * add_rmsnorm and qkv_prep against the plain sequences they replace;
+ * affine-quantized weights (every width, group and scale dtype) in matmul
+ * and embed; and the memory ops.
  * Outputs are poisoned with NaN before each GPU run, so an element the GPU
  * did not write fails.
  *
@@ -375,6 +377,10 @@ struct attn_case {
     int ctx[8], nq[8]; /* per sequence: context after the step, query rows */
 };
 
+/* extra block-table columns (null blocks) for the next check, as a recorded
+ * decode step pads its table; the GPU then bounds the keys by the width */
+static int table_pad;
+
 /* the GPU's attention on the case against the CPU's; |got - ref| <= tol_abs +
  * tol_rel |ref|. Returns max |got - ref|. */
 static double check_attention_tol(struct backend *g, struct backend *c, const struct attn_case *ac, double tol_abs,
@@ -390,8 +396,8 @@ static double check_attention_tol(struct backend *g, struct backend *c, const st
         max_q = MAX(max_q, ac->nq[s]);
         max_len = MAX(max_len, ac->ctx[s]);
     }
-    const int T = qs[S], nblocks = 1 + S * max_blocks;
-    int32_t *bt = xcalloc((size_t)S * max_blocks, sizeof(int32_t));
+    const int T = qs[S], nblocks = 1 + S * max_blocks, width = max_blocks + table_pad;
+    int32_t *bt = xcalloc((size_t)S * width, sizeof(int32_t));
     /* blocks in a shuffled order, never block 0 */
     int32_t *perm = xmalloc((size_t)S * max_blocks * sizeof(int32_t));
     for (int i = 0; i < S * max_blocks; i++) perm[i] = 1 + i;
@@ -400,10 +406,10 @@ static double check_attention_tol(struct backend *g, struct backend *c, const st
         int32_t t = perm[i];
         perm[i] = perm[j], perm[j] = t;
     }
-    memcpy(bt, perm, (size_t)S * max_blocks * sizeof(int32_t));
+    for (int s = 0; s < S; s++) memcpy(bt + (size_t)s * width, perm + (size_t)s * max_blocks, (size_t)max_blocks * 4);
     struct bk_kv kh = host_kv(ac->dt, nblocks, B, ac->Hkv, ac->D, true), kd = dev_kv(g, &kh);
     struct bk_attn_batch b = { .n_seqs = S, .query_start = qs, .seq_len = seq_len, .block_table = bt,
-                               .max_blocks = max_blocks };
+                               .max_blocks = width };
     struct bk_attn_params p = { .n_heads = ac->H, .n_kv_heads = ac->Hkv, .head_dim = ac->D,
                                 .scale = 1.0f / sqrtf((float)ac->D), .sliding_window = ac->window,
                                 .softcap = ac->softcap };
@@ -413,8 +419,8 @@ static double check_attention_tol(struct backend *g, struct backend *c, const st
     struct bk_attn_batch bd = b;
     bd.query_start = up(g, qs, (size_t)(S + 1) * 4);
     bd.seq_len = up(g, seq_len, (size_t)S * 4);
-    bd.block_table = up(g, bt, (size_t)S * max_blocks * 4);
-    bd.max_seq_len = max_len;
+    bd.block_table = up(g, bt, (size_t)S * width * 4);
+    bd.max_seq_len = table_pad ? width * B : max_len;
     bd.max_query_len = max_q;
     float *qd = up(g, q, len * 4), *od = poisoned(g, len);
     bk_attention(g, od, qd, &kd, &bd, &p);
@@ -465,6 +471,152 @@ TEST(attention_split_kv_decode) {
         { 4, 1, 256, 0, 20.0f, DT_BF16, 16, 2, { 5000, 17 }, { 1, 1 } },
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_attention(g, c, &cases[i]);
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* The decode kernels for 16-bit caches (attn_dec.cu) that run steps of
+ * fewer than 16 query rows per sequence: GQA 1/4/7/8/16 (row chunks of 8),
+ * D 64/128/256, blocks of 8/16/32, bf16/f16, windows (1, narrower and wider
+ * than the context), softcaps, sequences of different lengths (1 token, long
+ * contexts), 1 to 15 query rows, a padded table (the bound a recorded step
+ * splits by); the default (cp.async tiles) and variant 1 (registers,
+ * VLLMC_CUDA_DEC=1), and few and many splits (VLLMC_CUDA_DEC_CTAS 1 and
+ * 16). Exact f32 arithmetic: the warp kernel's tolerance. */
+TEST(attention_decode_kernel) {
+    static const struct attn_case cases[] = {
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 1, { 4096 }, { 1 } },
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 5, { 600, 1, 17, 1000, 33 }, { 1, 1, 1, 1, 1 } },
+        { 8, 2, 64, 0, 0, DT_F16, 8, 4, { 3000, 129, 2, 2500 }, { 1, 2, 1, 3 } },
+        { 28, 4, 128, 0, 50.0f, DT_BF16, 32, 3, { 700, 64, 1500 }, { 1, 1, 4 } },
+        { 16, 2, 256, 100, 0, DT_BF16, 16, 3, { 1000, 50, 99 }, { 1, 2, 1 } },
+        { 4, 4, 128, 1, 0, DT_F16, 16, 2, { 500, 3 }, { 1, 2 } },
+        { 64, 8, 128, 0, 0, DT_BF16, 16, 2, { 2049, 777 }, { 2, 1 } },
+        { 8, 1, 64, 33, 30.0f, DT_BF16, 8, 3, { 100, 40, 5000 }, { 15, 1, 1 } },
+        { 6, 2, 256, 0, 0, DT_F16, 32, 2, { 4100, 1 }, { 1, 1 } },
+        { 12, 12, 64, 0, 0, DT_BF16, 16, 1, { 20000 }, { 1 } },
+        { 32, 2, 128, 3000, 0, DT_F16, 16, 2, { 300, 4000 }, { 1, 1 } },
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 8, { 1, 2, 3, 4, 5, 6, 7, 4097 }, { 1, 1, 1, 1, 1, 1, 1, 1 } },
+    };
+    static const int pads[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 7 };
+    static const char *ctas[] = { NULL, NULL, "1", "16" }, *dec[] = { NULL, "1", NULL, NULL };
+    struct backend *c = cpu();
+    for (size_t v = 0; v < ARRAY_LEN(ctas); v++) {
+        if (ctas[v]) setenv("VLLMC_CUDA_DEC_CTAS", ctas[v], 1);
+        if (dec[v]) setenv("VLLMC_CUDA_DEC", dec[v], 1);
+        struct backend *g = gpu();
+        unsetenv("VLLMC_CUDA_DEC_CTAS");
+        unsetenv("VLLMC_CUDA_DEC");
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+            table_pad = pads[i];
+            check_attention(g, c, &cases[i]);
+        }
+        table_pad = 0;
+        bk_destroy(g);
+    }
+    bk_destroy(c);
+}
+
+/* add_rmsnorm (fused.cu) against the CPU's add_scaled then rmsnorm: rows of
+ * odd widths, with and without a weight, h apart from and aliasing o. */
+TEST(add_rmsnorm_fused) {
+    struct backend *g = gpu(), *c = cpu();
+    REQUIRE(g->ops->add_rmsnorm != NULL);
+    const int ns[] = { 4096, 1000, 37 }, Rs[] = { 1, 13 };
+    for (size_t i = 0; i < ARRAY_LEN(ns); i++)
+        for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++)
+            for (int mode = 0; mode < 3; mode++) { /* 0: weight, h apart; 1: no weight; 2: weight, h = o */
+                const int R = Rs[ri], n = ns[i];
+                const size_t len = (size_t)R * n;
+                float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = mode != 1 ? randf((size_t)n, 2.0f) : NULL;
+                float *xr = xmalloc(len * 4), *hr = xmalloc(len * 4), *xg = xmalloc(len * 4), *hg = xmalloc(len * 4);
+                memcpy(xr, x, len * 4);
+                bk_add_scaled(c, xr, o, 0.7f, len);
+                bk_rmsnorm(c, hr, xr, w, R, n, 1e-6f);
+                float *xd = up(g, x, len * 4), *od = up(g, o, len * 4), *wd = w ? up(g, w, (size_t)n * 4) : NULL;
+                float *hd = mode == 2 ? od : poisoned(g, len);
+                g->ops->add_rmsnorm(g, xd, od, 0.7f, hd, wd, R, n, 1e-6f);
+                down(g, xg, xd, len * 4);
+                down(g, hg, hd, len * 4);
+                CHECK_CLOSE(xg, xr, NULL, len, 1e-6, 1e-6, "add_rmsnorm x n=%d R=%d mode=%d", n, R, mode);
+                CHECK_CLOSE(hg, hr, NULL, len, 1e-6, 1e-5, "add_rmsnorm h n=%d R=%d mode=%d", n, R, mode);
+                bk_free(g, xd), bk_free(g, od), bk_free(g, wd);
+                if (mode != 2) bk_free(g, hd);
+                free(x), free(o), free(w), free(xr), free(hr), free(xg), free(hg);
+            }
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* qkv_prep (fused.cu) against the CPU's plain sequence (add_bias, rmsnorm,
+ * rope, kv_store): every KV dtype, with and without biases and q/k norms,
+ * RoPE neox / interleaved / partial / none, GQA and MHA, D 64/80/128/256.
+ * q, k and v to the f32 tolerances of rmsnorm and rope; the caches within a
+ * rounding step of the KV type (the sums of squares run in another order). */
+TEST(qkv_prep_fused) {
+    struct backend *g = gpu(), *c = cpu();
+    REQUIRE(g->ops->qkv_prep != NULL);
+    const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
+    static const int shapes[][3] = { { 32, 8, 128 }, { 5, 5, 80 }, { 28, 4, 64 }, { 8, 2, 256 } }; /* H, Hkv, D */
+    int n_case = 0;
+    for (size_t di = 0; di < ARRAY_LEN(dts); di++)
+        for (size_t si = 0; si < ARRAY_LEN(shapes); si++)
+            for (int var = 0; var < 5; var++) {
+                /* var: 0 plain neox rope; 1 biases + norms + neox; 2 norms + interleaved rope;
+                 * 3 biases + partial neox rope; 4 norms, no rope */
+                const int H = shapes[si][0], Hkv = shapes[si][1], D = shapes[si][2], T = var == 1 ? 1 : 7;
+                const int nb = 12, B = 8, rot = var == 3 ? D / 2 : D;
+                const bool bias = var == 1 || var == 3, norm = var == 1 || var == 2 || var == 4;
+                float inv_freq[128];
+                for (int i = 0; i < rot / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * (float)i / (float)rot);
+                struct bk_rope r = { inv_freq, rot, 1.1f, var != 2 };
+                int32_t pos[7], slots[7];
+                for (int t = 0; t < T; t++) pos[t] = (int32_t)(test_rng_next_(&rng) % 5000), slots[t] = B + 3 * t + 1;
+                const size_t nq = (size_t)T * H * D, nk = (size_t)T * Hkv * D;
+                float *q = randf(nq, 2.0f), *k = randf(nk, 2.0f), *v = randf(nk, 2.0f);
+                float *bq = bias ? randf((size_t)H * D, 1.0f) : NULL, *bkk = bias ? randf((size_t)Hkv * D, 1.0f) : NULL;
+                float *bv = bias ? randf((size_t)Hkv * D, 1.0f) : NULL;
+                float *qn = norm ? randf((size_t)D, 1.5f) : NULL, *kn = norm ? randf((size_t)D, 1.5f) : NULL;
+                struct bk_kv kh = host_kv(dts[di], nb, B, Hkv, D, false), kd = dev_kv(g, &kh);
+                /* the CPU: the plain sequence (forward.c's unfused path) */
+                float *qr = xmalloc(nq * 4), *kr = xmalloc(nk * 4), *vr = xmalloc(nk * 4);
+                memcpy(qr, q, nq * 4), memcpy(kr, k, nk * 4), memcpy(vr, v, nk * 4);
+                if (bias) bk_add_bias(c, qr, bq, T, H * D), bk_add_bias(c, kr, bkk, T, Hkv * D), bk_add_bias(c, vr, bv, T, Hkv * D);
+                if (norm) bk_rmsnorm(c, qr, qr, qn, T * H, D, 1e-6f), bk_rmsnorm(c, kr, kr, kn, T * Hkv, D, 1e-6f);
+                if (var != 4) bk_rope(c, qr, pos, T, H, D, &r), bk_rope(c, kr, pos, T, Hkv, D, &r);
+                bk_kv_store(c, &kh, kr, vr, slots, T);
+                /* the GPU: one op */
+                float *qd = up(g, q, nq * 4), *kdd = up(g, k, nk * 4), *vd = up(g, v, nk * 4);
+                float *bqd = bias ? up(g, bq, (size_t)H * D * 4) : NULL, *bkd = bias ? up(g, bkk, (size_t)Hkv * D * 4) : NULL;
+                float *bvd = bias ? up(g, bv, (size_t)Hkv * D * 4) : NULL;
+                float *qnd = norm ? up(g, qn, (size_t)D * 4) : NULL, *knd = norm ? up(g, kn, (size_t)D * 4) : NULL;
+                int32_t *pd = up(g, pos, sizeof pos), *sd = up(g, slots, sizeof slots);
+                const struct bk_qkv a = { .q = qd, .k = kdd, .v = vd, .b_q = bqd, .b_k = bkd, .b_v = bvd, .q_norm = qnd,
+                                          .k_norm = knd, .eps = 1e-6f, .rope = var != 4 ? &r : NULL, .pos = pd,
+                                          .slots = sd, .T = T, .H = H, .Hkv = Hkv, .D = D };
+                g->ops->qkv_prep(g, &kd, &a);
+                float *qg = xmalloc(nq * 4), *kg = xmalloc(nk * 4), *vg = xmalloc(nk * 4);
+                down(g, qg, qd, nq * 4), down(g, kg, kdd, nk * 4), down(g, vg, vd, nk * 4);
+                CHECK_CLOSE(qg, qr, NULL, nq, 1e-5, 2e-5, "qkv_prep q %s H=%d D=%d var=%d", dtype_name(dts[di]), H, D, var);
+                CHECK_CLOSE(kg, kr, NULL, nk, 1e-5, 2e-5, "qkv_prep k %s H=%d D=%d var=%d", dtype_name(dts[di]), H, D, var);
+                CHECK_CLOSE(vg, vr, NULL, nk, 1e-12, 0, "qkv_prep v %s H=%d D=%d var=%d", dtype_name(dts[di]), H, D, var);
+                const size_t cn = (size_t)nb * B * Hkv * D, cbytes = cn * dtype_size(dts[di]);
+                void *ck = xmalloc(cbytes), *cv = xmalloc(cbytes);
+                down(g, ck, kd.k, cbytes), down(g, cv, kd.v, cbytes);
+                float *fk[2] = { xmalloc(cn * 4), xmalloc(cn * 4) }, *fr[2] = { xmalloc(cn * 4), xmalloc(cn * 4) };
+                for (size_t i = 0; i < cn; i++) {
+                    fk[0][i] = dtype_read_f32(ck, dts[di], i), fk[1][i] = dtype_read_f32(cv, dts[di], i);
+                    fr[0][i] = dtype_read_f32(kh.k, dts[di], i), fr[1][i] = dtype_read_f32(kh.v, dts[di], i);
+                }
+                const double rel = dts[di] == DT_BF16 ? 8e-3 : dts[di] == DT_F16 ? 1e-3 : 2e-5;
+                CHECK_CLOSE(fk[0], fr[0], NULL, cn, 1e-5, rel, "qkv_prep k cache %s H=%d D=%d var=%d", dtype_name(dts[di]), H, D, var);
+                CHECK_CLOSE(fk[1], fr[1], NULL, cn, 1e-12, 0, "qkv_prep v cache %s H=%d D=%d var=%d", dtype_name(dts[di]), H, D, var);
+                n_case++;
+                void *dev[] = { qd, kdd, vd, bqd, bkd, bvd, qnd, knd, pd, sd, kd.k, kd.v };
+                for (size_t i = 0; i < ARRAY_LEN(dev); i++) bk_free(g, dev[i]);
+                free(q), free(k), free(v), free(bq), free(bkk), free(bv), free(qn), free(kn), free(qr), free(kr), free(vr);
+                free(qg), free(kg), free(vg), free(ck), free(cv), free(kh.k), free(kh.v);
+                free(fk[0]), free(fk[1]), free(fr[0]), free(fr[1]);
+            }
+    printf("      %d cases\n", n_case);
     bk_destroy(g), bk_destroy(c);
 }
 

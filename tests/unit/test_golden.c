@@ -13,7 +13,9 @@
  * VLLMC_FIXTURES overrides the fixture directory; VLLMC_TEST_ISA forces a
  * kernel set (the Arm CI run uses it); VLLMC_TEST_DEVICE=cuda runs the
  * fixtures on the CUDA backend (GPU machine) at the bf16 tolerance, 1e-2,
- * for every fixture (the worst difference is printed). */
+ * for every fixture (the worst difference is printed). One run goes through
+ * the model's fused-op path with the CPU's plain versions of those ops
+ * (VLLMC_CPU_FUSED=1). */
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
@@ -271,6 +273,17 @@ static int for_each_fixture(const char *isa, int threads) {
 
 TEST(golden_all_fixtures_auto_isa) {
     CHECK(for_each_fixture(getenv("VLLMC_TEST_ISA"), 0) == 0);
+}
+
+/* The forward's fused path (add_rmsnorm, qkv_prep) on the CPU: the CPU
+ * backend offers them as the plain sequences they equal (VLLMC_CPU_FUSED=1),
+ * so this checks how the model uses them (the norms carried across layer
+ * boundaries, which layers take qkv_prep) without a GPU. */
+TEST(golden_all_fixtures_cpu_fused_ops) {
+    if (getenv("VLLMC_TEST_DEVICE")) SKIP("device forced by VLLMC_TEST_DEVICE");
+    setenv("VLLMC_CPU_FUSED", "1", 1);
+    CHECK(for_each_fixture(getenv("VLLMC_TEST_ISA"), 0) == 0);
+    unsetenv("VLLMC_CPU_FUSED");
 }
 
 TEST(golden_all_fixtures_portable_one_thread) {

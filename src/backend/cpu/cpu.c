@@ -46,7 +46,7 @@ struct mm_share {
 
 struct cpu_backend {
     struct backend base;
-    struct backend_ops ops; /* cpu_ops, + sample_rows with VLLMC_CPU_SAMPLE_ROWS=1 */
+    struct backend_ops ops; /* cpu_ops, + sample_rows with VLLMC_CPU_SAMPLE_ROWS=1, fused ops with VLLMC_CPU_FUSED=1 */
     const struct cpu_kernels *k;
     bool bf16_dot; /* pass bf16 activations to matmul for BF16 weights */
     struct threadpool *pool;
@@ -468,6 +468,26 @@ static int cpu_copy(struct backend *bk, void *dst, const void *src, size_t bytes
 }
 static int cpu_mem_info(struct backend *bk, size_t *free_bytes, size_t *total_bytes) { return -1; }
 
+/* VLLMC_CPU_FUSED=1: the fused ops as the plain sequences they equal
+ * (backend.h), so the model's fused path runs and is tested without a GPU. */
+static void cpu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
+                            int n, float eps) {
+    cpu_add_scaled(bk, x, o, s, (size_t)R * (size_t)n);
+    cpu_rmsnorm(bk, h, x, w, R, n, eps);
+}
+static void cpu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a) {
+    if (a->b_q) cpu_add_bias(bk, a->q, a->b_q, a->T, a->H * a->D);
+    if (a->b_k) cpu_add_bias(bk, a->k, a->b_k, a->T, a->Hkv * a->D);
+    if (a->b_v) cpu_add_bias(bk, a->v, a->b_v, a->T, a->Hkv * a->D);
+    if (a->q_norm) cpu_rmsnorm(bk, a->q, a->q, a->q_norm, a->T * a->H, a->D, a->eps);
+    if (a->k_norm) cpu_rmsnorm(bk, a->k, a->k, a->k_norm, a->T * a->Hkv, a->D, a->eps);
+    if (a->rope) {
+        cpu_rope(bk, a->q, a->pos, a->T, a->H, a->D, a->rope);
+        cpu_rope(bk, a->k, a->pos, a->T, a->Hkv, a->D, a->rope);
+    }
+    cpu_kv_store(bk, kv, a->k, a->v, a->slots, a->T);
+}
+
 static const struct backend_ops cpu_ops = {
     .name = "cpu", .destroy = cpu_destroy, .matmul = cpu_matmul, .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .glu = cpu_glu, .add_scaled = cpu_add_scaled,
@@ -525,6 +545,8 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     c->ops = cpu_ops;
     const char *sr = getenv("VLLMC_CPU_SAMPLE_ROWS");
     if (sr && !strcmp(sr, "1")) c->ops.sample_rows = cpu_sample_rows;
+    const char *fu = getenv("VLLMC_CPU_FUSED");
+    if (fu && !strcmp(fu, "1")) c->ops.add_rmsnorm = cpu_add_rmsnorm, c->ops.qkv_prep = cpu_qkv_prep;
     c->base.ops = &c->ops;
     c->base.n_threads = threadpool_size(pool);
     c->base.host_mem = true;

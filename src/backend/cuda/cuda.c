@@ -34,10 +34,17 @@
  * Attention: steps whose longest query range has CUDA_FA_MIN_Q rows or more
  * (prefill, chunked prefill, and the decode rows batched with them) run the
  * tensor-core kernel (attn_fa.cu) where it applies (BF16/F16 KV, D 64, 128
- * or 256); the rest run the warp-per-row kernel, split over the keys for
- * decode. VLLMC_CUDA_ATTN=warp keeps the warp kernel for everything; fa0,
- * fa1 and fa2 fix the FA kernel's tile shape (ck_attention_fa; fa, the
- * default, lets it choose).
+ * or 256); decode steps on 16-bit caches (D 64, 128, 256) run attn_dec.cu,
+ * split over the keys until the CTAs fill the GPU VLLMC_CUDA_DEC_CTAS times
+ * per multiprocessor (default 2; VLLMC_CUDA_DEC=1 its register-load
+ * variant, 0 the warp kernel); the rest run the warp-per-row kernel, split
+ * over the keys for decode. VLLMC_CUDA_ATTN=warp keeps the warp kernel for
+ * everything; fa0, fa1 and fa2 fix the FA kernel's tile shape
+ * (ck_attention_fa; fa, the default, lets it choose).
+ *
+ * Fused ops (fused.cu): add_rmsnorm and qkv_prep (backend.h), which the
+ * forward uses instead of the plain sequences; VLLMC_CUDA_FUSE=0 leaves them
+ * out of the op table.
  *
  * Sampling: sample_rows (sample.cu) runs the vocabulary passes of the rows
  * the engine's sampler can finish from a few numbers and candidates.
@@ -72,6 +79,7 @@ struct mm_plan {
 
 struct cuda_backend {
     struct backend base;
+    struct backend_ops ops; /* cuda_ops, less the fused ops with VLLMC_CUDA_FUSE=0 */
     int device, n_sm;
     char name[256];
     cudaStream_t st;
@@ -82,6 +90,8 @@ struct cuda_backend {
     int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
     bool attn_warp;      /* VLLMC_CUDA_ATTN=warp: the warp kernel only */
     int fa_variant;      /* else ck_attention_fa's variant (-1: its choice) */
+    int dec;             /* decode steps on 16-bit caches: attn_dec.cu's variant (VLLMC_CUDA_DEC; 0: warp kernel) */
+    int dec_ctas;        /* its split target: CTAs per multiprocessor (VLLMC_CUDA_DEC_CTAS) */
     void *xb;            /* 16-bit activations: hi then lo */
     size_t xb_len;
     float *part;         /* split-KV partial results */
@@ -409,6 +419,21 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
         return;
     }
     const int T_bound = b->n_seqs * max_q;
+    if (!c->attn_warp && c->dec && max_q < CUDA_FA_MIN_Q && ck_attention_dec_runs(kt, &a, kv->k, kv->v)) {
+        /* as many key ranges as bring the CTAs to dec_ctas per multiprocessor,
+         * each at least 32 keys */
+        const size_t ctas = (size_t)ck_attention_dec_ctas(&a, max_q), target = (size_t)c->n_sm * c->dec_ctas;
+        int n_split = 1;
+        if (ctas < target && keys > 32) n_split = (int)MAX(1, MIN(MIN((size_t)(keys + 31) / 32, (target + ctas - 1) / ctas), 128));
+        float *part = NULL;
+        if (n_split > 1) {
+            size_t need = (size_t)n_split * T_bound * (size_t)p->n_heads * (size_t)(p->head_dim + 2) * sizeof(float);
+            if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
+        }
+        ok(c, ck_attention_dec(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, max_q, n_split, part, c->dec),
+           "attention (dec)");
+        return;
+    }
     /* split the keys when the rows alone leave the GPU idle (decode): each
      * range at least 64 keys, about 32 warps per multiprocessor in all */
     const size_t items = (size_t)T_bound * (size_t)p->n_heads, target = (size_t)c->n_sm * 32;
@@ -423,6 +448,32 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
         if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
     }
     ok(c, ck_attention(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, n_split, part), "attention");
+}
+
+static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
+                           int n, float eps) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    ok(c, ck_add_rmsnorm(c->st, x, o, s, h, w, R, n, eps), "add_rmsnorm");
+}
+
+static void cu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    enum ck_type kt;
+    if (type_of(kv->dtype, &kt) || (a->rope && a->rope->rot_dim / 2 > CK_ROPE_MAX_HALF)) {
+        fail(c, "qkv_prep", "unsupported KV dtype or rotary dims");
+        return;
+    }
+    struct ck_rope kr = { .rot_dim = 0 };
+    if (a->rope) {
+        kr.rot_dim = a->rope->rot_dim, kr.attn_factor = a->rope->attn_factor, kr.neox = a->rope->neox;
+        memcpy(kr.inv_freq, a->rope->inv_freq, (size_t)(a->rope->rot_dim / 2) * sizeof(float));
+    }
+    const struct ck_qkv k = { .q = a->q, .k = a->k, .v = a->v, .bq = a->b_q, .bk = a->b_k, .bv = a->b_v,
+                              .qn = a->q_norm, .kn = a->k_norm, .pos = a->pos, .slots = a->slots, .T = a->T,
+                              .H = a->H, .Hkv = a->Hkv, .D = a->D, .eps = a->eps, .rope = a->rope != NULL };
+    ok(c, ck_qkv_prep(c->st, &k, &kr, kv->k, kv->v, kt), "qkv_prep");
 }
 
 static void cu_softcap(struct backend *bk, float *x, size_t n, float cap) {
@@ -630,7 +681,8 @@ static const struct backend_ops cuda_ops = {
     .host_threads = cu_host_threads, .alloc = cu_alloc, .free = cu_free, .upload = cu_upload,
     .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
     .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch,
-    .graph_free = cu_graph_free, .sample_rows = cu_sample_rows,
+    .graph_free = cu_graph_free, .sample_rows = cu_sample_rows, .add_rmsnorm = cu_add_rmsnorm,
+    .qkv_prep = cu_qkv_prep,
 };
 
 int backend_cuda_devices(void) {
@@ -668,7 +720,10 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
         return errf(err, errlen, "cuda backend: device %d: %s", device, cudaGetErrorString(e));
     }
     struct cuda_backend *c = xcalloc(1, sizeof *c);
-    c->base.ops = &cuda_ops;
+    c->ops = cuda_ops;
+    const char *fuse = getenv("VLLMC_CUDA_FUSE");
+    if (fuse && !strcmp(fuse, "0")) c->ops.add_rmsnorm = NULL, c->ops.qkv_prep = NULL;
+    c->base.ops = &c->ops;
     c->base.host_mem = false;
     c->device = device;
     c->n_sm = prop.multiProcessorCount;
@@ -676,6 +731,10 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->fa_variant = fa_variant;
     c->attn_warp = attn && !strcmp(attn, "warp");
+    c->dec = getenv("VLLMC_CUDA_DEC") ? atoi(getenv("VLLMC_CUDA_DEC")) : 2;
+    if (c->dec < 0 || c->dec > 2) c->dec = 2;
+    c->dec_ctas = getenv("VLLMC_CUDA_DEC_CTAS") ? atoi(getenv("VLLMC_CUDA_DEC_CTAS")) : 2;
+    if (c->dec_ctas < 1) c->dec_ctas = 1;
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
     snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||

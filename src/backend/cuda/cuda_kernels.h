@@ -1,7 +1,8 @@
 /* cuda_kernels.h — the CUDA kernels of the CUDA backend, as plain C entry
- * points (kernels.cu, attn_fa.cu, sample.cu and quant.cu, compiled by nvcc)
- * that cuda.c calls. Each one queues its kernel(s) on the given stream and
- * returns the launch's error (0 = cudaSuccess); none waits for the device.
+ * points (kernels.cu, attn_fa.cu, attn_dec.cu, fused.cu, sample.cu and
+ * quant.cu, compiled by nvcc) that cuda.c calls. Each one queues its
+ * kernel(s) on the given stream and returns the launch's error (0 =
+ * cudaSuccess); none waits for the device.
  *
  * All pointers are device memory except the small parameter structs, which
  * travel by value in the launch. Element types are named by the codes below
@@ -73,6 +74,36 @@ struct ck_attn {
  * the token count. */
 int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
                  const struct ck_attn *a, int T_bound, int n_split, float *part);
+
+/* The decode kernels for 16-bit caches (attn_dec.cu): same contract as
+ * ck_attention, for steps of few query rows (max_q >= every sequence's),
+ * BF16/F16 KV with D 64, 128 or 256 and 16-byte aligned pools
+ * (ck_attention_dec_runs says whether a call qualifies). One CTA per (split,
+ * KV head, chunk of up to 8 (token, query head) rows of that KV head,
+ * sequence): ck_attention_dec_ctas CTAs per split; n_split <= 128 ranges of
+ * keys merged by a second kernel (part: n_split * T_bound * H * (D + 2)
+ * floats when n_split > 1). variant 1: K/V loaded into registers; 2: tiles
+ * copied into shared memory by cp.async, two stages. */
+int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, const void *kc, const void *vc);
+int ck_attention_dec_ctas(const struct ck_attn *a, int max_q);
+int ck_attention_dec(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
+                     const struct ck_attn *a, int T_bound, int max_q, int n_split, float *part, int variant);
+
+/* fused.cu: backend.h add_rmsnorm (x[R][n] += s * o; h = rmsnorm(x) * w, w
+ * NULL: none; h may alias o) and qkv_prep (the fields below as struct
+ * bk_qkv; rope != 0: rotate by r; k, v stored to pools [slots][Hkv * D] of
+ * kt). */
+int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R, int n,
+                   float eps);
+struct ck_qkv {
+    float *q, *k, *v;
+    const float *bq, *bk, *bv, *qn, *kn;
+    const int32_t *pos, *slots;
+    int T, H, Hkv, D;
+    float eps;
+    int rope;
+};
+int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, void *kc, void *vc, enum ck_type kt);
 
 /* The tensor-core (FlashAttention-2-style) kernel for steps with long query
  * ranges (attn_fa.cu): same contract as ck_attention with n_split = 1, q and

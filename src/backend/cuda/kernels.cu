@@ -13,8 +13,9 @@
  * accumulates its own head dims of P·V. Long contexts with few query rows
  * (decode) split the keys into ranges run by separate warps and merged by a
  * second kernel (split-KV, as FlashDecoding). This is the simple, exact
- * version: it runs decode steps, f32 KV caches and odd head dims; prefill
- * steps go to the tensor-core kernel (attn_fa.cu) where it applies.
+ * version: it runs f32 KV caches and odd head dims; decode steps on 16-bit
+ * caches go to attn_dec.cu and prefill steps to the tensor-core kernel
+ * (attn_fa.cu) where they apply.
  *
  * What this does not do: allocate, synchronise, or call cuBLAS. */
 #include "backend/cuda/cuda_kernels.h"

@@ -1,0 +1,158 @@
+/* fused.cu — the CUDA backend's fused small ops of a layer (backend.h
+ * add_rmsnorm and qkv_prep), so that a decode step launches fewer kernels:
+ *   - add_rmsnorm: x += s * o, then h = rmsnorm(x) * w, one block per row
+ *     (the residual add and the next norm: two launches become one);
+ *   - qkv_prep: the biases, per-head q/k RMSNorm (Qwen3, Gemma 3), RoPE on q
+ *     and k, and the paged KV store in one kernel, one warp per (token, head)
+ *     with the head staged in shared memory (up to eight launches become
+ *     one).
+ * Each does what the plain ops do in the same order with the same
+ * expressions (kernels.cu): f32 throughout, rope angles (float)pos *
+ * inv_freq with the accurate cosf/sinf, f32 -> bf16/f16 rounded to nearest
+ * even; only the order of the sums of squares differs.
+ *
+ * What this does not do: GEMV prologues/epilogues (the norm inside the
+ * matmul that follows), RoPE tables that depend on the sequence length (the
+ * model runs the plain ops there). */
+#include "backend/cuda/cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+namespace {
+
+constexpr unsigned FULL = 0xffffffffu;
+constexpr int PREP_WARPS = 4;
+
+struct SF32 {
+    using T = float;
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = v; }
+};
+struct SBF16 {
+    using T = uint16_t;
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) {
+        p[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    }
+};
+struct SF16 {
+    using T = uint16_t;
+    static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = __half_as_ushort(__float2half_rn(v)); }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+
+/* one block per row; h may alias o or x (each element is read and written
+ * by the same thread) */
+__global__ void add_rmsnorm_k(float *x, const float *o, float s, float *h, const float *w, int n, float eps) {
+    __shared__ float part[32];
+    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
+    const float *orow = o + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i];
+        v += s * orow[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    const float inv = 1.0f / sqrtf(part[0] / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) hr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+}
+
+/* one warp per (token t, head slot): slots [0, H) are q heads, [H, H + Hkv)
+ * k heads, whose warp also stores k and v of that head */
+template <class W>
+__global__ void __launch_bounds__(PREP_WARPS * 32)
+qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W::T *vc) {
+    extern __shared__ float sh[]; /* [PREP_WARPS][D] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int NH = a.H + a.Hkv, D = a.D;
+    const int item = blockIdx.x * PREP_WARPS + warp;
+    if (item >= a.T * NH) return; /* whole warps: no block barrier below */
+    const int t = item / NH, hs = item % NH;
+    const bool isq = hs < a.H;
+    const int h = isq ? hs : hs - a.H;
+    float *x = isq ? a.q + ((size_t)t * a.H + h) * D : a.k + ((size_t)t * a.Hkv + h) * D;
+    const float *b = isq ? a.bq : a.bk, *nw = isq ? a.qn : a.kn;
+    float *xs = sh + (size_t)warp * D;
+    float ss = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+        float v = x[d];
+        if (b) v += b[(size_t)h * D + d];
+        xs[d] = v;
+        ss += v * v;
+    }
+    if (nw) {
+        ss = warp_sum(ss);
+        const float inv = 1.0f / sqrtf(ss / (float)D + a.eps);
+        for (int d = lane; d < D; d += 32) xs[d] = xs[d] * inv * nw[d];
+    }
+    __syncwarp();
+    if (a.rope) {
+        const int half = r.rot_dim / 2;
+        const float p = (float)a.pos[t];
+        for (int i = lane; i < half; i += 32) {
+            const float ang = p * r.inv_freq[i];
+            const float c = cosf(ang) * r.attn_factor, sn = sinf(ang) * r.attn_factor;
+            const int ia = r.neox ? i : 2 * i, ib = r.neox ? i + half : 2 * i + 1;
+            const float x0 = xs[ia], x1 = xs[ib];
+            xs[ia] = x0 * c - x1 * sn;
+            xs[ib] = x1 * c + x0 * sn;
+        }
+        __syncwarp();
+    }
+    for (int d = lane; d < D; d += 32) x[d] = xs[d];
+    if (isq) return;
+    const size_t dst = (size_t)a.slots[t] * a.Hkv * D + (size_t)h * D;
+    float *v = a.v + ((size_t)t * a.Hkv + h) * D;
+    for (int d = lane; d < D; d += 32) {
+        W::store(kc, dst + d, xs[d]);
+        float vv = v[d];
+        if (a.bv) {
+            vv += a.bv[(size_t)h * D + d];
+            v[d] = vv;
+        }
+        W::store(vc, dst + d, vv);
+    }
+}
+
+} // namespace
+
+extern "C" int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R, int n,
+                              float eps) {
+    if (R <= 0) return 0;
+    const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
+    add_rmsnorm_k<<<(unsigned)R, threads, 0, st>>>(x, o, s, h, w, n, eps);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, void *kc, void *vc,
+                           enum ck_type kt) {
+    if (a->T <= 0) return 0;
+    if (a->D <= 0 || a->D > 3072 || (a->rope && (r->rot_dim > a->D || r->rot_dim / 2 > CK_ROPE_MAX_HALF)))
+        return (int)cudaErrorInvalidValue;
+    const size_t smem = (size_t)PREP_WARPS * a->D * sizeof(float);
+    const unsigned grid = (unsigned)(((size_t)a->T * (a->H + a->Hkv) + PREP_WARPS - 1) / PREP_WARPS);
+    static const struct ck_rope none = { { 0 }, 0, 0, 0 };
+    const struct ck_rope &rr = a->rope ? *r : none;
+    switch (kt) {
+    case CK_F32: qkv_prep_k<SF32><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (float *)kc, (float *)vc); break;
+    case CK_BF16: qkv_prep_k<SBF16><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (uint16_t *)kc, (uint16_t *)vc); break;
+    case CK_F16: qkv_prep_k<SF16><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (uint16_t *)kc, (uint16_t *)vc); break;
+    default: return (int)cudaErrorInvalidValue;
+    }
+    return (int)cudaGetLastError();
+}
