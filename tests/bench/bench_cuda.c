@@ -23,8 +23,11 @@
  * (as mlx-community checkpoints quantize them), are MLX affine BITS-bit in
  * groups of 64 with bf16 scales and biases (random codes made on the host,
  * uploaded); bytes per token then count codes + scales + biases. The GEMM
- * peak stays the dense bf16 ceiling; the GEMV table has one column (the
- * quantized GEMV has one variant).
+ * peak stays the dense bf16 ceiling; the GEMV table then times T = 1, 2, 4
+ * and 8 tokens (int8 activations) and T = 1 with VLLMC_CUDA_QGEMV=f32 (the
+ * kernel before them), each as replays of a recorded graph of the calls
+ * over the copies (as decode runs them: two kernels per call); the model
+ * runs with VLLMC_CUDA_QGEMV as set (f32: decode with the kernel before).
  *
  * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] [-q bits] (-L fewer
  * layers for a quick look; the table says how many). Without CUDA it says so
@@ -195,13 +198,17 @@ int main(int argc, char **argv) {
             { 4096, 4096, 64 }, { 1024, 4096, 64 }, { 14336, 4096, 64 }, { 4096, 14336, 32 }, { 128256, 4096, 1 } };
         struct backend *gv[2];
         for (int v = 0; v < 2; v++) {
-            setenv("VLLMC_CUDA_GEMV", v ? "1" : "0", 1);
+            if (qbits) setenv("VLLMC_CUDA_QGEMV", v ? "f32" : "int8", 1);
+            else setenv("VLLMC_CUDA_GEMV", v ? "1" : "0", 1);
             if (backend_cuda_create(&gv[v], 0, 1, err, sizeof err)) die("create");
         }
-        unsetenv("VLLMC_CUDA_GEMV");
-        float *x = dev_const(14336, 0.5f), *y = bk_alloc(g, 128256 * 4);
-        const int nv = qbits ? 1 : 2; /* the quantized GEMV has one variant */
-        if (qbits) printf("\n| decode GEMV, MLX %d-bit g64 (bf16 scales), T = 1 | time, bandwidth (codes + scales + biases) |\n|---|---|\n", qbits);
+        unsetenv("VLLMC_CUDA_GEMV"), unsetenv("VLLMC_CUDA_QGEMV");
+        float *x = dev_const(8 * 14336, 0.5f), *y = bk_alloc(g, 8 * 128256 * 4);
+        const int nv = 2;
+        if (qbits)
+            printf("\n| decode GEMV, MLX %d-bit g64 (bf16 scales); bandwidth of codes + scales + biases; CUDA graphs "
+                   "| T = 1, f32 activations (before) | T = 1 | T = 2 | T = 4 | T = 8 |\n|---|---|---|---|---|---|\n",
+                   qbits);
         else printf("\n| decode GEMV, bf16, T = 1 | variant 0 (split rows) | variant 1 (warp per row) |\n|---|---|---|\n");
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
             const int N = shapes[i][0], K = shapes[i][1];
@@ -212,6 +219,34 @@ int main(int argc, char **argv) {
             copies = copies > 64 ? 64 : copies; /* 64 x the smallest (2.4 MB at 4 bits) still overflows L2 */
             for (int cI = 1; cI < copies; cI++) w[cI] = wmodel(N, K);
             double us[2];
+            if (qbits) { /* the quantized GEMV as decode runs it: replays of a recorded graph */
+                static const int Tq[] = { 0, 1, 2, 4, 8 }; /* 0: T = 1 with f32 activations */
+                printf("| %d x %d (%.1f MB) |", N, K, bytes / 1e6);
+                for (int ti = 0; ti < 5; ti++) {
+                    struct backend *b = gv[ti ? 0 : 1];
+                    const int T = Tq[ti] ? Tq[ti] : 1, reps = copies < 8 ? 64 / copies : 8;
+                    for (int r = 0; r < copies; r++) bk_matmul(b, y, x, &w[r], T); /* scratch grown before recording */
+                    void *gr = NULL;
+                    if (b->ops->graph_begin(b) == 0) {
+                        for (int r = 0; r < copies; r++) bk_matmul(b, y, x, &w[r], T);
+                        gr = b->ops->graph_end(b);
+                    }
+                    if (!gr) die("graph");
+                    float f;
+                    b->ops->graph_launch(b, gr);
+                    if (bk_download(b, &f, y, 4, err, sizeof err)) die("gemv");
+                    double t0 = now();
+                    for (int r = 0; r < reps; r++) b->ops->graph_launch(b, gr);
+                    if (bk_download(b, &f, y, 4, err, sizeof err)) die("gemv");
+                    const double t = (now() - t0) / (reps * copies) * 1e6;
+                    b->ops->graph_free(b, gr);
+                    printf(" %.1f us, %.0f GB/s |", t, bytes / t / 1e3);
+                    if (T == 1) gemv_token[ti ? 0 : 1] += t * (shapes[i][2] == 1 ? 1 : shapes[i][2] * layers / 32.0);
+                }
+                printf("\n");
+                for (int cI = 0; cI < copies; cI++) wfree(&w[cI]);
+                continue;
+            }
             for (int v = 0; v < nv; v++) {
                 const int reps = 8 * copies < 64 ? 64 : 8 * copies;
                 for (int r = 0; r < copies; r++) bk_matmul(gv[v], y, x, &w[r], 1);
@@ -224,13 +259,13 @@ int main(int argc, char **argv) {
                 const double per_token = shapes[i][2] == 1 ? 1 : shapes[i][2] * layers / 32.0; /* the head once */
                 gemv_token[v] += us[v] * per_token;
             }
-            if (qbits) printf("| %d x %d (%.1f MB) | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0], bytes / us[0] / 1e3);
-            else
-                printf("| %d x %d (%.0f MB) | %.1f us, %.0f GB/s | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0],
+            printf("| %d x %d (%.0f MB) | %.1f us, %.0f GB/s | %.1f us, %.0f GB/s |\n", N, K, bytes / 1e6, us[0],
                        bytes / us[0] / 1e3, us[1], bytes / us[1] / 1e3);
             for (int cI = 0; cI < copies; cI++) wfree(&w[cI]);
         }
-        if (qbits) printf("| all GEMVs of one token (32 layers + head) | %.2f ms |\n", gemv_token[0] / 1e3);
+        if (qbits)
+            printf("| all GEMVs of one token (32 layers + head), T = 1 | %.2f ms | %.2f ms | | | |\n",
+                   gemv_token[1] / 1e3, gemv_token[0] / 1e3);
         else
             printf("| all GEMVs of one token (32 layers + head) | %.2f ms | %.2f ms |\n", gemv_token[0] / 1e3,
                    gemv_token[1] / 1e3);

@@ -712,11 +712,19 @@ static void qw_free(struct backend *g, struct qw *q) {
     free(q->mem);
 }
 
+/* The 4- and 8-bit GEMV rounds activations to two int8 parts per block of
+ * 32 (unless VLLMC_CUDA_QGEMV=f32): at most max|x| / 65024 per element,
+ * ~6e-5 of sum |x w| here if every error had the same sign; they do not,
+ * and the f32 tolerance holds. The worst seen is printed. */
+static double qgemv_worst; /* error / sum |x w| */
+
 /* y = x · W^T on the GPU against the portable CPU path (dequantize rows, f32
  * dot), error relative to sum_k |x w| as for dense weights; x_off shifts x
  * off its 16-byte alignment (the GEMV's scalar activation loads). */
 static void check_affine(struct backend *g, struct backend *c, int bits, int gs, enum dtype sdt, int N, int K,
                          const int *Ts, int nT, double tol, int x_off) {
+    const char *qv = getenv("VLLMC_CUDA_QGEMV");
+    const bool int8_gemv = (bits == 4 || bits == 8) && !(qv && !strcmp(qv, "f32"));
     struct qw q = qw_make(g, bits, gs, sdt, N, K);
     /* |W| dequantized by the CPU (its embedding lookup of every row), as a dense f32 weight */
     int32_t *all = xmalloc((size_t)N * 4);
@@ -739,6 +747,8 @@ static void check_affine(struct backend *g, struct backend *c, int bits, int gs,
         float *yd = poisoned(g, (size_t)T * N);
         bk_matmul(g, yd, xd, &q.d, T);
         down(g, got, yd, (size_t)T * N * 4);
+        if (int8_gemv && T <= 8 /* the GEMV (CK_GEMV_MAX_T) */)
+            qgemv_worst = fmax(qgemv_worst, worst_ratio(got, ref, mag, (size_t)T * N, 0, 1));
         CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, tol, "affine matmul %d-bit g%d %s N=%d K=%d T=%d x+%d", bits,
                     gs, dtype_name(sdt), N, K, T, x_off);
         bk_free(g, xbuf), bk_free(g, yd);
@@ -777,7 +787,20 @@ TEST(affine_matmul_real_widths) {
     check_affine(g, c, 4, 128, DT_F32, 129, 14336, T1, (int)ARRAY_LEN(T1), 2e-5, 0);
     check_affine(g, c, 3, 64, DT_F16, 99, 2048, Ts, (int)ARRAY_LEN(Ts), 2e-5, 1);
     check_affine(g, c, 4, 64, DT_BF16, 8321, 8192, T1, (int)ARRAY_LEN(T1), 2e-5, 1); /* 4 tiles of 2048 rows + 129 */
+    printf("      GEMV with int8 activation parts: worst error %.2e of sum |x w|\n", qgemv_worst);
     bk_destroy(g), bk_destroy(c);
+}
+
+/* VLLMC_CUDA_QGEMV=f32: the 4- and 8-bit GEMV with f32 activations (the
+ * kernel of the other widths) */
+TEST(affine_matmul_f32_gemv) {
+    setenv("VLLMC_CUDA_QGEMV", "f32", 1);
+    struct backend *g = gpu(), *c = cpu();
+    static const int Ts[] = { 1, 3, 8 };
+    check_affine(g, c, 4, 64, DT_BF16, 1001, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
+    check_affine(g, c, 8, 32, DT_F16, 67, 384, Ts, (int)ARRAY_LEN(Ts), 2e-5, 1);
+    bk_destroy(g), bk_destroy(c);
+    unsetenv("VLLMC_CUDA_QGEMV");
 }
 
 /* VLLMC_CUDA_MATMUL=bf16: the dequantized weight and the activations rounded once */

@@ -16,7 +16,9 @@
  * second GEMM (plain 16-bit activations, as bf16 inference usually does).
  * F16 activations saturate beyond 65504 (F16 weights only).
  * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
- * GEMV of quant.cu up to CK_GEMV_MAX_T tokens; beyond, tiles of rows
+ * GEMV of quant.cu up to CK_GEMV_MAX_T tokens (4 and 8 bits: activations
+ * rounded to two int8 parts, ~16 bits, in scratch qx; VLLMC_CUDA_QGEMV=f32
+ * keeps them f32 as the other widths do); beyond, tiles of rows
  * dequantized to bf16 hi (+ lo) in one scratch buffer (wq), then cuBLASLt
  * as above (see matmul_affine). Embedding lookups dequantize the rows they
  * read.
@@ -28,7 +30,7 @@
  *
  * Graphs: graph_begin/end record the ops queued between them by stream
  * capture (the forward records whole decode steps, forward.c); a recording
- * remembers the scratch generation, and a replay after xb, part or wq moved
+ * remembers the scratch generation, and a replay after xb, part, wq or qx moved
  * reports itself stale. VLLMC_CUDA_GRAPHS=0 turns recording off.
  *
  * Attention: steps whose longest query range has CUDA_FA_MIN_Q rows or more
@@ -98,12 +100,15 @@ struct cuda_backend {
     size_t part_len;
     void *wq;            /* affine prefill: a tile of dequantized weight rows, bf16 hi then lo */
     size_t wq_len;
+    void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
+    size_t qx_len;
+    int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
     struct mm_plan plans[N_PLANS];
     int next_plan;
     void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
     size_t samp_len;
     bool graphs;         /* graph_* ops on (VLLMC_CUDA_GRAPHS != 0) */
-    unsigned gen;        /* bumped when xb, part or wq move: recorded graphs then point at freed memory */
+    unsigned gen;        /* bumped when xb, part, wq or qx move: recorded graphs then point at freed memory */
     bool failed;
     char err[256];
 };
@@ -272,7 +277,8 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
     }
     const int N = (int)w->rows, K = (int)w->cols;
     if (T <= CK_GEMV_MAX_T) {
-        ok(c, ck_qgemv(c->st, y, x, &q, N, K, T), "quantized gemv");
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
+        if (qx) ok(c, ck_qgemv(c->st, y, x, &q, N, K, T, qx, c->qgemv_variant), "quantized gemv");
         return;
     }
     const size_t parts = c->split ? 2 : 1;
@@ -669,6 +675,7 @@ static void cu_destroy(struct backend *bk) {
     cudaFree(c->samp);
     cudaFreeHost(c->samp_host);
     cudaFree(c->wq);
+    cudaFree(c->qx);
     cudaStreamDestroy(c->st);
     threadpool_destroy(c->pool);
     free(c);
@@ -713,6 +720,9 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     else if (attn && !strcmp(attn, "fa2")) fa_variant = 2;
     else if (attn && strcmp(attn, "fa") && strcmp(attn, "warp"))
         return errf(err, errlen, "cuda backend: VLLMC_CUDA_ATTN='%s': expected fa, fa0, fa1, fa2 or warp", attn);
+    const char *qv = getenv("VLLMC_CUDA_QGEMV");
+    if (qv && strcmp(qv, "f32") && strcmp(qv, "int8"))
+        return errf(err, errlen, "cuda backend: VLLMC_CUDA_QGEMV='%s': expected int8 or f32", qv);
     struct cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaFree(NULL)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
@@ -729,6 +739,7 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->n_sm = prop.multiProcessorCount;
     c->split = !(mode && !strcmp(mode, "bf16"));
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
+    c->qgemv_variant = qv && !strcmp(qv, "f32");
     c->fa_variant = fa_variant;
     c->attn_warp = attn && !strcmp(attn, "warp");
     c->dec = getenv("VLLMC_CUDA_DEC") ? atoi(getenv("VLLMC_CUDA_DEC")) : 2;

@@ -148,8 +148,15 @@ struct ck_qweight {
     int bits, group_size;
 };
 /* y[T][N] = x[T][K] · W^T for T <= CK_GEMV_MAX_T: each packed row read once,
- * f32 activations, f32 sums. */
-int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T);
+ * f32 sums. 4 and 8 bits (variant 0): the activations are first rounded to
+ * two int8 parts per block of 32 (x = d (256 hi + lo), error <= max |x| of
+ * the block / 65024 per element) in scratch (ck_qgemv_scratch(K, T) bytes,
+ * 256-byte aligned, stream ordered: free again when the call's kernels are
+ * done), which the codes meet in dp4a. Other widths and variant 1 keep f32
+ * activations (scratch unused). */
+size_t ck_qgemv_scratch(int K, int T);
+int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch,
+             int variant);
 /* rows [n0, n0 + rows) of W to hi[rows][K] = bf16(w) and, if lo is not NULL,
  * lo[rows][K] = bf16(w - hi) (w = s * q + b in f32; hi and lo 16-byte
  * aligned) */

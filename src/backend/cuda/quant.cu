@@ -19,26 +19,30 @@
  * once the loops over a unit are unrolled, so every path is the same code
  * for every width.
  *
- * GEMV (T <= CK_GEMV_MAX_T): a thread owns QG_R = 4 rows and reads the same
- * unit of each, so the activations it loads (8 floats per token at a time)
- * serve 4 rows. For T < 4 the products are factored per unit,
- * y += s * sum(x q) + b * sum(x) (sum(x) shared by the 4 rows): about four
- * instructions per code at T = 1; for T >= 4 the weight is dequantized once
- * per code (w = s q + b) and reused by the T tokens. Sums are f32 with f32
- * activations; the threads of a row set (32..128, by K) split its units and
- * meet in shared memory. Blocks stay resident and loop over row sets, each
- * thread loading its next unit before it computes the current one.
- * On an H100 this reaches 0.6-1.1 TB/s at 4 bits (BENCHMARKS.md): the time
- * follows the number of codes more than the bytes (8 bits is barely slower),
- * so the per-code work and its latency, not DRAM, bound it today.
+ * GEMV (T <= CK_GEMV_MAX_T), 4 and 8 bits: the activations are first
+ * rounded to two int8 parts per block of 32 (qx_k; x = d (256 hi + lo),
+ * ~16 bits, as the CPU's SIMD kernels do), then the codes meet them in dp4a
+ * (qg_k): exact integer sums per 16 bytes of codes, one f32 multiply-add by
+ * s * d each, the bias once per group against the exact sum of x. About
+ * one instruction per code at T = 1 (it was four with f32 activations);
+ * a warp streams 512 contiguous bytes of a row per load, one or two rows
+ * per warp, so a T = 1 call has as many warps in flight as registers allow.
+ * H100 (BENCHMARKS.md): 1.3-2.6 TB/s at 4 bits and 1.9-3.0 at 8 for T = 1,
+ * about twice the f32 kernel. Other widths (2, 3, 5, 6) and
+ * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
+ * rows and reads the same unit of each, codes unpacked to floats as above;
+ * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
+ * sum(x); for T >= 4 the weight is dequantized once per code and reused by
+ * the T tokens. Blocks stay resident and loop over row sets, each thread
+ * loading its next unit before it computes the current one.
  *
  * Dequantization (prefill) and embedding compute w = s * q + b with separate
  * rounding of the product and the sum, as the portable CPU path does
  * (quant_cpu.c), so embedding rows are bit-identical to it.
  *
- * What this does not do: allocate, synchronise, call cuBLAS, read
- * activations in 16 bits or int8 (the GEMV keeps them f32 as the dense GEMV
- * does), or a tensor-core quantized GEMM (prefill dequantizes, cuda.c). */
+ * What this does not do: allocate (the int8 activations live in the
+ * caller's scratch), synchronise, call cuBLAS, or a tensor-core quantized
+ * GEMM (prefill dequantizes, cuda.c; T = 4..8 would want one too). */
 #include "backend/cuda/cuda_kernels.h"
 
 #include <cuda_bf16.h>
@@ -48,8 +52,9 @@
 namespace {
 
 constexpr unsigned FULL = 0xffffffffu;
-/* Measured on an H100 (BENCHMARKS.md) against 256 threads, 2 or 8 rows per
- * thread and 2 or 4 units per thread per group: these were best or even. */
+/* the f32 GEMV (qgemv_k). Measured on an H100 (BENCHMARKS.md) against 256
+ * threads, 2 or 8 rows per thread and 2 or 4 units per thread per group:
+ * these were best or even. */
 constexpr int QG_THREADS = 128; /* threads per GEMV block (fine-grained occupancy at ~100 registers) */
 constexpr int QG_R = 4;         /* rows per thread */
 
@@ -105,7 +110,7 @@ __device__ __forceinline__ float code_f(const uint32_t (&w)[BITS], int j) {
 /* s * q + b rounded twice, as the portable CPU path computes it */
 __device__ __forceinline__ float deq(float s, float q, float b) { return __fadd_rn(__fmul_rn(s, q), b); }
 
-/* ---- GEMV ------------------------------------------------------------------------ */
+/* ---- GEMV with f32 activations ---------------------------------------------------- */
 
 /* One unit of QG_R rows: codes, scales and biases (what is loaded ahead). */
 template <int BITS>
@@ -285,6 +290,312 @@ int qgemv_bits(ck_stream st, float *y, const float *x, const ck_qweight *w, int 
     }
 }
 
+/* ---- GEMV with int8 activation parts (4 and 8 bits) ----------------------------------- */
+
+/* The activations, rounded once per call (qx_k) into the scratch given to
+ * ck_qgemv, T x K each, as two int8 parts per value (as the CPU's SIMD
+ * kernels do): with a = x * 127 / amax over a block of 32,
+ *   xh  round(a)                 |xh| <= 127
+ *   xl  round((a - xh) * 256)    |xl| <= 128, clamped to 127
+ * so x = d (256 xh + xl) with d = amax / 127 / 256 and an error of at most
+ * amax / 65024 per element (~16 bits, about bf16 hi + lo; twice that where
+ * a - xh is exactly 1/2 and xl clamps), as the CPU's bound. For 4-bit
+ * weights each run of 8 is stored as x0 x2 x4 x6 x1 x3 x5 x7, the order of a
+ * code word's low and high nibbles (below). Per block of 32: xd = d; per
+ * weight group: xs = the sum of the unrounded x (the bias term). Then
+ *   y = sum over groups of s * sum_blocks(d * (256 sum(q xh) + sum(q xl))) + b * xs
+ * with exact integer sums (dp4a): the only rounding beyond f32 sums is x's. */
+struct QxLayout {
+    int8_t *xh, *xl;
+    float *xd, *xs;
+};
+
+__host__ __device__ inline QxLayout qx_layout(void *scratch, int K, int T) {
+    uint8_t *p = static_cast<uint8_t *>(scratch);
+    const size_t nq = ((size_t)T * K + 255) & ~(size_t)255, nb = (size_t)T * (K / 32);
+    return QxLayout{ reinterpret_cast<int8_t *>(p), reinterpret_cast<int8_t *>(p + nq),
+                     reinterpret_cast<float *>(p + 2 * nq), reinterpret_cast<float *>(p + 2 * nq + 4 * nb) };
+}
+
+/* programmatic dependent launch (sm_90): the GEMV is launched while qx_k
+ * runs, loads its first weights, and waits here for qx_k's results */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ uint2 pack8(const int (&b)[8], bool nibbles) {
+    uint32_t u[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) u[j] = (uint32_t)b[j] & 0xffu;
+    if (nibbles)
+        return make_uint2(u[0] | u[2] << 8 | u[4] << 16 | u[6] << 24, u[1] | u[3] << 8 | u[5] << 16 | u[7] << 24);
+    return make_uint2(u[0] | u[1] << 8 | u[2] << 16 | u[3] << 24, u[4] | u[5] << 8 | u[6] << 16 | u[7] << 24);
+}
+
+/* one thread per 8 activations, 4 per block of 32, gs / 8 per group (all
+ * in one warp: K is a multiple of the group, 256 of a warp) */
+template <bool NIBBLES>
+__global__ void qx_k(QxLayout o, const float *__restrict__ x, int K, int gs, int n8, bool xv) {
+    pdl_trigger();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+    float v[8];
+    if (i < n8 && xv) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x) + 2 * i;
+        const float4 a = __ldg(x4), b = __ldg(x4 + 1);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = i < n8 ? __ldg(x + 8 * (size_t)i + j) : 0.0f;
+    }
+    float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j])), sum += v[j];
+    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 2));
+    for (int m = 1; m < gs / 8; m <<= 1) sum += __shfl_xor_sync(FULL, sum, m);
+    if (i >= n8) return;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int h[8], l[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float a = v[j] * inv, r = rintf(a);
+        h[j] = (int)r; /* |a| <= 127 */
+        l[j] = max(-127, min(127, __float2int_rn((a - r) * 256.0f)));
+    }
+    reinterpret_cast<uint2 *>(o.xh)[i] = pack8(h, NIBBLES);
+    reinterpret_cast<uint2 *>(o.xl)[i] = pack8(l, NIBBLES);
+    if ((lane & 3) == 0) o.xd[i >> 2] = amax / 127.0f / 256.0f;
+    if ((lane & (gs / 8 - 1)) == 0) o.xs[(size_t)i * 8 / gs] = sum;
+}
+
+__device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) { /* unsigned bytes of a x signed bytes of b */
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ uint4 ld_codes16(const uint8_t *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* sums v[0..M) of every lane over the warp, M a power of two <= 32: halves
+ * exchanged (M - 1 shuffles for M values, not 5 M); lane l ends with the sum
+ * of value l / (32 / M) */
+template <int M>
+__device__ __forceinline__ float warp_sum_scatter(float (&v)[M], int lane) {
+    int m = M;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        if (m > 1) {
+            const bool up = lane & o;
+#pragma unroll
+            for (int i = 0; i < M / 2; i++)
+                if (i < m / 2) {
+                    const float send = up ? v[i] : v[i + m / 2], keep = up ? v[i + m / 2] : v[i];
+                    v[i] = keep + __shfl_xor_sync(FULL, send, o);
+                }
+            m >>= 1;
+        } else v[0] += __shfl_xor_sync(FULL, v[0], o);
+    }
+    return v[0];
+}
+
+__host__ __device__ constexpr int pow2_at_least(int n) { return n <= 1 ? 1 : 2 * pow2_at_least((n + 1) / 2); }
+
+struct QgArgs {
+    float *y;
+    QxLayout x;
+    const uint8_t *w;
+    const void *sc, *bi;
+    int sdt, N, K, gsh, S; /* gsh: log2 of the group size */
+};
+
+/* A warp owns R rows (S warps split them: warp p of a set takes chunks p U,
+ * p U + 1 .., then + S U); a chunk is 512 bytes of each row, 16 per lane,
+ * U chunks loaded before any is used. A lane's 16 bytes (a granule: 32
+ * codes at 4 bits, 16 at 8) lie in one block of 32 activations and one
+ * group; the lane at a group's first code adds the bias term. */
+template <int BITS, int T, int R, int U>
+__global__ void __launch_bounds__(256) qg_k(QgArgs a) {
+    constexpr int M = pow2_at_least(R * T), CPG = 128 / BITS, NW = CPG / 4; /* codes, code words per granule */
+    __shared__ float red[8][M];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, S = a.S, sets = (blockDim.x >> 5) / S;
+    const int set = warp / S, part = warp % S, n0 = (blockIdx.x * sets + set) * R;
+    const int N = a.N, K = a.K, gsh = a.gsh, G = K >> gsh, B32 = K >> 5;
+    const int rb = K / 8 * BITS, nch = (rb + 511) >> 9;
+    const uint8_t *wr[R];
+    size_t gr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const size_t n = (size_t)min(n0 + r, N - 1);
+        wr[r] = a.w + n * rb, gr[r] = n * G;
+    }
+    float acc[R][T];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
+    bool waited = false;
+    for (int c0 = part * U; c0 < nch; c0 += S * U) {
+        uint4 q[U][R];
+        float s[U][R], b[U][R];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int o = ((c0 + u) << 9) + 16 * lane, k0 = o / BITS * 8, g = k0 >> gsh;
+            const bool v = c0 + u < nch && o < rb, first = v && (k0 & ((1 << gsh) - 1)) == 0;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                q[u][r] = v ? ld_codes16(wr[r] + o) : make_uint4(0, 0, 0, 0);
+                s[u][r] = v ? ld_sb(a.sc, gr[r] + g, a.sdt) : 0.0f;
+                b[u][r] = first ? ld_sb(a.bi, gr[r] + g, a.sdt) : 0.0f;
+            }
+        }
+        if (!waited) pdl_wait(), waited = true;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int o = ((c0 + u) << 9) + 16 * lane, k0 = o / BITS * 8, g = k0 >> gsh;
+            if (!(c0 + u < nch && o < rb)) continue;
+            const bool first = (k0 & ((1 << gsh) - 1)) == 0;
+            /* codes as bytes: at 4 bits the low nibbles of a word (codes 0 2 4 6)
+             * then the high ones (1 3 5 7), the order of xh and xl */
+            uint32_t cw[R][NW];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint32_t w4[4] = { q[u][r].x, q[u][r].y, q[u][r].z, q[u][r].w };
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if constexpr (BITS == 4)
+                        cw[r][2 * j] = w4[j] & 0x0f0f0f0fu, cw[r][2 * j + 1] = (w4[j] >> 4) & 0x0f0f0f0fu;
+                    else cw[r][j] = w4[j];
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < T; t++) {
+                const size_t xo = (size_t)t * K + k0;
+                int xh[NW], xl[NW];
+#pragma unroll
+                for (int j = 0; j < NW; j += 4) {
+                    const int4 h4 = __ldg(reinterpret_cast<const int4 *>(a.x.xh + xo) + j / 4);
+                    xh[j] = h4.x, xh[j + 1] = h4.y, xh[j + 2] = h4.z, xh[j + 3] = h4.w;
+                    const int4 l4 = __ldg(reinterpret_cast<const int4 *>(a.x.xl + xo) + j / 4);
+                    xl[j] = l4.x, xl[j + 1] = l4.y, xl[j + 2] = l4.z, xl[j + 3] = l4.w;
+                }
+                const float d = __ldg(a.x.xd + (size_t)t * B32 + (k0 >> 5));
+                const float xs = first ? __ldg(a.x.xs + (size_t)t * G + g) : 0.0f;
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    int si = 0;
+#pragma unroll
+                    for (int j = 0; j < NW; j++)
+                        si = BITS == 4 ? __dp4a((int)cw[r][j], xh[j], si) : dp4a_us(cw[r][j], xh[j], si);
+                    si <<= 8; /* < 2^31: 16 codes x 255 x 127 x 256 at most */
+#pragma unroll
+                    for (int j = 0; j < NW; j++)
+                        si = BITS == 4 ? __dp4a((int)cw[r][j], xl[j], si) : dp4a_us(cw[r][j], xl[j], si);
+                    acc[r][t] = fmaf(s[u][r] * d, (float)si, fmaf(b[u][r], xs, acc[r][t]));
+                }
+            }
+        }
+    }
+    if (!waited) pdl_wait();
+    float v[M];
+#pragma unroll
+    for (int i = 0; i < M; i++) v[i] = i < R * T ? acc[i / T][i % T] : 0.0f;
+    const float sum = warp_sum_scatter<M>(v, lane);
+    const int idx = lane / (32 / M);
+    const bool writer = lane % (32 / M) == 0 && idx < R * T;
+    if (S > 1) {
+        if (writer) red[warp][idx] = sum;
+        __syncthreads();
+        if (part || lane >= R * T) return;
+        float tot = 0.0f;
+        for (int p = 0; p < S; p++) tot += red[set * S + p][lane];
+        const int r = lane / T, t = lane % T;
+        if (n0 + r < N) a.y[(size_t)t * N + n0 + r] = tot;
+    } else if (writer) {
+        const int r = idx / T, t = idx % T;
+        if (n0 + r < N) a.y[(size_t)t * N + n0 + r] = sum;
+    }
+}
+
+/* the launch shape besides R and U: W warps per block, S warps per row
+ * set; pdl: launched while qx_k runs */
+struct QgCfg {
+    int R, U, W, S, pdl;
+};
+
+template <int BITS, int T, int R, int U>
+int qg_launch(ck_stream st, const QgArgs &a, const QgCfg &c) {
+    const int sets = c.W / c.S, warps = (a.N + R - 1) / R;
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = dim3((unsigned)((warps + sets - 1) / sets));
+    lc.blockDim = dim3((unsigned)(32 * c.W));
+    lc.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = at;
+    lc.numAttrs = c.pdl ? 1 : 0;
+    return (int)cudaLaunchKernelEx(&lc, qg_k<BITS, T, R, U>, a);
+}
+
+/* The shape by token count and rows, from sweeps on an H100 (BENCHMARKS.md):
+ * one row per warp and one chunk at a time up to 2 tokens (the most warps in
+ * flight: ~40 registers; 2 chunks or 2-4 rows were slower), 2 rows from 3
+ * tokens (activation loads shared), 2 chunks for 3-4 tokens of <= 4096
+ * rows; 2 warps per row where rows are few (k/v; 8-bit rows of 4096; 4096
+ * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
+ * (4-bit decode 3.98 -> 4.44 ms/token). */
+QgCfg qg_cfg(int N, int T, int bits) {
+    if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1, 1 };
+    if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1, 1 };
+    return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1, 1 };
+}
+
+template <int BITS, int T>
+int qg_rows(ck_stream st, const QgArgs &a, const QgCfg &c) {
+    if constexpr (T <= 2) return qg_launch<BITS, T, 1, 1>(st, a, c);
+    else if constexpr (T <= 4) {
+        if (c.U == 2) return qg_launch<BITS, T, 2, 2>(st, a, c);
+        return qg_launch<BITS, T, 2, 1>(st, a, c);
+    } else return qg_launch<BITS, T, 2, 1>(st, a, c);
+}
+
+template <int BITS>
+int qg_bits(ck_stream st, const QgArgs &a, const QgCfg &c, int T) {
+    switch (T) {
+#define CASE(n) case n: return qg_rows<BITS, n>(st, a, c);
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return (int)cudaErrorInvalidValue;
+}
+
+int qg_run(ck_stream st, float *y, const float *x, const ck_qweight *w, int N, int K, int T, void *scratch) {
+    const QgCfg c = qg_cfg(N, T, w->bits);
+    const QxLayout o = qx_layout(scratch, K, T);
+    const int n8 = T * K / 8;
+    const bool xv = ((uintptr_t)x & 15) == 0;
+    const unsigned grid = (unsigned)((n8 + 255) / 256);
+    if (w->bits == 4) qx_k<true><<<grid, 256, 0, st>>>(o, x, K, w->group_size, n8, xv);
+    else qx_k<false><<<grid, 256, 0, st>>>(o, x, K, w->group_size, n8, xv);
+    if (cudaError_t e = cudaGetLastError()) return (int)e;
+    const int gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
+    const QgArgs a{ y, o, static_cast<const uint8_t *>(w->codes), w->scales, w->biases, (int)w->sdt, N, K, gsh, c.S };
+    return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
+}
+
 /* ---- dequantization (prefill) and embedding ------------------------------------------ */
 
 __device__ __forceinline__ uint32_t bf16x2(float lo_elem, float hi_elem) {
@@ -367,10 +678,19 @@ int check(const ck_qweight *w, int K) {
 
 /* ---- entry points ------------------------------------------------------------------ */
 
-extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T) {
+extern "C" size_t ck_qgemv_scratch(int K, int T) {
+    return 2 * (((size_t)T * K + 255) & ~(size_t)255) + 8 * (size_t)T * (K / 32) + 256;
+}
+
+extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T,
+                        void *scratch, int variant) {
     if (T < 1 || T > CK_GEMV_MAX_T) return (int)cudaErrorInvalidValue;
     if (int rc = check(w, K)) return rc;
     if (N <= 0) return 0;
+    if ((w->bits == 4 || w->bits == 8) && variant != 1) {
+        if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
+        return qg_run(st, y, x, w, N, K, T, scratch);
+    }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
     return 0;
 }
