@@ -248,6 +248,17 @@ __device__ __forceinline__ void dec_finish(float (&m)[R], float (&l)[R], float (
     }
 }
 
+/* Empty online-softmax state of R rows: running max, sum and 8 output dims. */
+template <int R>
+__device__ __forceinline__ void online_init(float (&m)[R], float (&l)[R], float (&acc)[R][8]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+        m[i] = -INFINITY, l[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[i][e] = 0.0f;
+    }
+}
+
 /* Variant 1: each lane loads its K/V bytes straight into registers, U keys
  * per step (all loads of a step in flight before its math). */
 template <class KV, int LPR, int R, int U>
@@ -267,12 +278,7 @@ attn_dec_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t 
     const int B = a.block_size;
     const size_t rowst = (size_t)a.Hkv * D, hoff = (size_t)hk * D + (size_t)dl * 8;
     float m[R], l[R], acc[R][8];
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        m[i] = -INFINITY, l[i] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[i][e] = 0.0f;
-    }
+    online_init<R>(m, l, acc);
     for (int j0 = w.k0 + warp * STEP + kg; j0 - kg < w.k1; j0 += DEC_WARPS * STEP) {
         uint4 kr[U], vr[U];
 #pragma unroll
@@ -318,12 +324,7 @@ attn_dec2_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
     const size_t rowst = (size_t)a.Hkv * D;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(tiles);
     float m[R], l[R], acc[R][8];
-#pragma unroll
-    for (int i = 0; i < R; i++) {
-        m[i] = -INFINITY, l[i] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[i][e] = 0.0f;
-    }
+    online_init<R>(m, l, acc);
     const int ntiles = w.k1 > w.k0 ? (w.k1 - w.k0 + TK - 1) / TK : 0;
     auto issue = [&](int tile) {
         const int tk0 = w.k0 + tile * TK, stage = tile & 1;

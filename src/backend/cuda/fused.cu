@@ -15,6 +15,7 @@
  * matmul that follows), RoPE tables that depend on the sequence length (the
  * model runs the plain ops there). */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/ck_device.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -23,7 +24,6 @@
 
 namespace {
 
-constexpr unsigned FULL = 0xffffffffu;
 constexpr int PREP_WARPS = 4;
 
 struct SF32 {
@@ -41,10 +41,7 @@ struct SF16 {
     static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = __half_as_ushort(__float2half_rn(v)); }
 };
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
-    return v;
-}
+__device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
 
 /* one block per row; h may alias o or x (each element is read and written
  * by the same thread) */
@@ -59,16 +56,7 @@ __global__ void add_rmsnorm_k(float *x, const float *o, float s, float *h, const
         xr[i] = v;
         ss += v * v;
     }
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        v = warp_sum(v);
-        if (threadIdx.x == 0) part[0] = v;
-    }
-    __syncthreads();
-    const float inv = 1.0f / sqrtf(part[0] / (float)n + eps);
+    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) hr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
 }
 

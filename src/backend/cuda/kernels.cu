@@ -19,6 +19,7 @@
  *
  * What this does not do: allocate, synchronise, or call cuBLAS. */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/ck_device.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -73,10 +74,7 @@ struct TF16 {
     default: return (int)cudaErrorInvalidValue;       \
     }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
-    return v;
-}
+__device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
     return v;
@@ -239,16 +237,7 @@ __global__ void rmsnorm_k(float *y, const float *x, const float *w, int n, float
     float *yr = y + (size_t)blockIdx.x * n;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        v = warp_sum(v);
-        if (threadIdx.x == 0) part[0] = v;
-    }
-    __syncthreads();
-    const float inv = 1.0f / sqrtf(part[0] / (float)n + eps);
+    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
 }
 

@@ -44,6 +44,7 @@
  * caller's scratch), synchronise, call cuBLAS, or a tensor-core quantized
  * GEMM (prefill dequantizes, cuda.c; T = 4..8 would want one too). */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/ck_device.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -58,10 +59,7 @@ constexpr unsigned FULL = 0xffffffffu;
 constexpr int QG_THREADS = 128; /* threads per GEMV block (fine-grained occupancy at ~100 registers) */
 constexpr int QG_R = 4;         /* rows per thread */
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
-    return v;
-}
+__device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
 
 /* one scale or bias, widened to f32 */
 __device__ __forceinline__ float ld_sb(const void *p, size_t i, int dt) {
