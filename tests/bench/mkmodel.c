@@ -144,6 +144,32 @@ static void plan_add(struct plan *p, const char *name, int64_t d0, int64_t d1) {
     p->n++;
 }
 
+/* Every tensor of the checkpoint, in HF's names and the generation order
+ * both writers follow (the quantized one draws the same weights). */
+static void plan_model(struct plan *pl, const struct shape_spec *sp) {
+    const int D = sp->head_dim, H = sp->n_head, Hkv = sp->n_kv_head, C = sp->d_model, F = sp->d_ff;
+    plan_add(pl, "model.embed_tokens.weight", sp->n_vocab, C);
+    for (int l = 0; l < sp->n_layer; l++) {
+        char n[96];
+#define L(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
+        plan_add(pl, L("input_layernorm.weight"), C, 0);
+        plan_add(pl, L("self_attn.q_proj.weight"), (int64_t)H * D, C);
+        plan_add(pl, L("self_attn.k_proj.weight"), (int64_t)Hkv * D, C);
+        plan_add(pl, L("self_attn.v_proj.weight"), (int64_t)Hkv * D, C);
+        plan_add(pl, L("self_attn.o_proj.weight"), C, (int64_t)H * D);
+        if (sp->qk_norm) {
+            plan_add(pl, L("self_attn.q_norm.weight"), D, 0);
+            plan_add(pl, L("self_attn.k_norm.weight"), D, 0);
+        }
+        plan_add(pl, L("post_attention_layernorm.weight"), C, 0);
+        plan_add(pl, L("mlp.gate_proj.weight"), F, C);
+        plan_add(pl, L("mlp.up_proj.weight"), F, C);
+        plan_add(pl, L("mlp.down_proj.weight"), C, F);
+#undef L
+    }
+    plan_add(pl, "model.norm.weight", C, 0);
+}
+
 static int write_model(const struct shape_spec *sp, const char *dir) {
     char err[1024], path[4200], tmp[4300];
     if (mkdir(dir, 0755) && errno != EEXIST) {
@@ -151,27 +177,7 @@ static int write_model(const struct shape_spec *sp, const char *dir) {
         return 1;
     }
     static struct plan p;
-    const int D = sp->head_dim, H = sp->n_head, Hkv = sp->n_kv_head, C = sp->d_model, F = sp->d_ff;
-    plan_add(&p, "model.embed_tokens.weight", sp->n_vocab, C);
-    for (int l = 0; l < sp->n_layer; l++) {
-        char n[96];
-#define L(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
-        plan_add(&p, L("input_layernorm.weight"), C, 0);
-        plan_add(&p, L("self_attn.q_proj.weight"), (int64_t)H * D, C);
-        plan_add(&p, L("self_attn.k_proj.weight"), (int64_t)Hkv * D, C);
-        plan_add(&p, L("self_attn.v_proj.weight"), (int64_t)Hkv * D, C);
-        plan_add(&p, L("self_attn.o_proj.weight"), C, (int64_t)H * D);
-        if (sp->qk_norm) {
-            plan_add(&p, L("self_attn.q_norm.weight"), D, 0);
-            plan_add(&p, L("self_attn.k_norm.weight"), D, 0);
-        }
-        plan_add(&p, L("post_attention_layernorm.weight"), C, 0);
-        plan_add(&p, L("mlp.gate_proj.weight"), F, C);
-        plan_add(&p, L("mlp.up_proj.weight"), F, C);
-        plan_add(&p, L("mlp.down_proj.weight"), C, F);
-#undef L
-    }
-    plan_add(&p, "model.norm.weight", C, 0);
+    plan_model(&p, sp);
 
     fprintf(stderr, "mkmodel: %s: %zu tensors, %.2f GB of bf16 -> %s\n", sp->name, p.n, (double)p.bytes / 1e9, dir);
     double t0 = time_now();
@@ -245,27 +251,8 @@ static int write_model_q(const struct shape_spec *sp, const char *dir, int bits)
         return 1;
     }
     static struct plan p; /* the bf16 plan, for names, shapes and generation order */
-    const int D = sp->head_dim, H = sp->n_head, Hkv = sp->n_kv_head, C = sp->d_model, F = sp->d_ff;
-    plan_add(&p, "model.embed_tokens.weight", sp->n_vocab, C);
-    for (int l = 0; l < sp->n_layer; l++) {
-        char n[96];
-#define L(s) (snprintf(n, sizeof n, "model.layers.%d.%s", l, s), n)
-        plan_add(&p, L("input_layernorm.weight"), C, 0);
-        plan_add(&p, L("self_attn.q_proj.weight"), (int64_t)H * D, C);
-        plan_add(&p, L("self_attn.k_proj.weight"), (int64_t)Hkv * D, C);
-        plan_add(&p, L("self_attn.v_proj.weight"), (int64_t)Hkv * D, C);
-        plan_add(&p, L("self_attn.o_proj.weight"), C, (int64_t)H * D);
-        if (sp->qk_norm) {
-            plan_add(&p, L("self_attn.q_norm.weight"), D, 0);
-            plan_add(&p, L("self_attn.k_norm.weight"), D, 0);
-        }
-        plan_add(&p, L("post_attention_layernorm.weight"), C, 0);
-        plan_add(&p, L("mlp.gate_proj.weight"), F, C);
-        plan_add(&p, L("mlp.up_proj.weight"), F, C);
-        plan_add(&p, L("mlp.down_proj.weight"), C, F);
-#undef L
-    }
-    plan_add(&p, "model.norm.weight", C, 0);
+    const int C = sp->d_model, F = sp->d_ff;
+    plan_model(&p, sp);
     static struct st_write_tensor out[3 * MAX_T];
     static char names[3 * MAX_T][100];
     size_t no = 0, bytes = 0;
