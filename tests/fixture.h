@@ -8,6 +8,11 @@
 
 #include <jansson.h>
 
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
 #include "harness.h"
 #include "util/util.h"
 
@@ -71,6 +76,23 @@ static inline void fixture_free(struct fixture *f) {
         free(f->c[i].prompt), free(f->c[i].greedy), free(f->c[i].margin), free(f->c[i].logprobs);
     }
     f->n_cases = 0;
+}
+
+/* The backend a golden test runs on: CUDA device 0 when VLLMC_TEST_DEVICE=cuda
+ * (the run ends if there is none), else the CPU with kernel set isa. *cuda
+ * says which. */
+static inline struct backend *fixture_backend(const char *isa, int threads, bool *cuda) {
+    char err[1024];
+    struct backend *bk;
+    const char *dev = getenv("VLLMC_TEST_DEVICE");
+    *cuda = dev && !strcmp(dev, "cuda");
+    if (*cuda) {
+        if (backend_cuda_create(&bk, 0, threads, err, sizeof err)) {
+            fprintf(stderr, "  %s\n", err);
+            _exit(1);
+        }
+    } else REQUIRE(backend_cpu_create(&bk, threads, isa, err, sizeof err) == 0);
+    return bk;
 }
 
 #endif

@@ -71,15 +71,8 @@ static int32_t slot(const struct kvmem *k, int s, int p) { return k->table[s * k
 
 static int check_fixture(const struct fixture *f, const char *isa, int threads) {
     char err[1024];
-    struct backend *bk;
-    const char *dev = getenv("VLLMC_TEST_DEVICE");
-    const bool cuda = dev && !strcmp(dev, "cuda");
-    if (cuda) {
-        if (backend_cuda_create(&bk, 0, threads, err, sizeof err)) {
-            fprintf(stderr, "  %s\n", err);
-            _exit(1);
-        }
-    } else REQUIRE(backend_cpu_create(&bk, threads, isa, err, sizeof err) == 0);
+    bool cuda;
+    struct backend *bk = fixture_backend(isa, threads, &cuda);
     struct model *m;
     if (model_load(&m, f->dir, bk, NULL, err, sizeof err)) {
         fprintf(stderr, "  %s: load failed: %s\n", f->name, err);
