@@ -90,16 +90,7 @@ qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W
     }
     __syncwarp();
     if (a.rope) {
-        const int half = r.rot_dim / 2;
-        const float p = (float)a.pos[t];
-        for (int i = lane; i < half; i += 32) {
-            const float ang = p * r.inv_freq[i];
-            const float c = cosf(ang) * r.attn_factor, sn = sinf(ang) * r.attn_factor;
-            const int ia = r.neox ? i : 2 * i, ib = r.neox ? i + half : 2 * i + 1;
-            const float x0 = xs[ia], x1 = xs[ib];
-            xs[ia] = x0 * c - x1 * sn;
-            xs[ib] = x1 * c + x0 * sn;
-        }
+        ck_rope_head(xs, (float)a.pos[t], r, lane, 32);
         __syncwarp();
     }
     for (int d = lane; d < D; d += 32) x[d] = xs[d];

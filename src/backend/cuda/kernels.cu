@@ -86,6 +86,20 @@ inline unsigned blocks_for(size_t n, unsigned per) { return (unsigned)((n + per 
 
 constexpr int GEMV_WARPS = 8;
 
+/* acc[t] += the E weights wf times x[t][k0 .. k0 + E) (16-byte aligned) */
+template <int TT, int E>
+__device__ __forceinline__ void acc_chunk(float (&acc)[TT], const float (&wf)[E], const float *x, int K, int k0) {
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * K + k0);
+#pragma unroll
+        for (int e = 0; e < E / 4; e++) {
+            float4 xv = xp[e];
+            acc[t] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z + wf[4 * e + 3] * xv.w;
+        }
+    }
+}
+
 template <class W, int TT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K, bool vec) {
@@ -102,15 +116,7 @@ gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *
         for (int k0 = lane * E; k0 < K; k0 += 32 * E) {
             float wf[E];
             W::unpack(__ldg(reinterpret_cast<const uint4 *>(wr + k0)), wf);
-#pragma unroll
-            for (int t = 0; t < TT; t++) {
-                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * K + k0);
-#pragma unroll
-                for (int e = 0; e < E / 4; e++) {
-                    float4 xv = xp[e];
-                    acc[t] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z + wf[4 * e + 3] * xv.w;
-                }
-            }
+            acc_chunk<TT, E>(acc, wf, x, K, k0);
         }
     } else {
         for (int k = lane; k < K; k += 32) {
@@ -147,15 +153,7 @@ gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename 
         for (int k0 = (part * 32 + lane) * E; k0 < K; k0 += WPR * 32 * E) {
             float wf[E];
             W::unpack(__ldg(reinterpret_cast<const uint4 *>(wr + k0)), wf);
-#pragma unroll
-            for (int t = 0; t < TT; t++) {
-                const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)t * K + k0);
-#pragma unroll
-                for (int e = 0; e < E / 4; e++) {
-                    float4 xv = xp[e];
-                    acc[t] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z + wf[4 * e + 3] * xv.w;
-                }
-            }
+            acc_chunk<TT, E>(acc, wf, x, K, k0);
         }
     }
 #pragma unroll
@@ -243,17 +241,8 @@ __global__ void rmsnorm_k(float *y, const float *x, const float *w, int n, float
 
 /* one block per (token, head); thread i rotates pair i of every such head */
 __global__ void rope_k(float *x, const int32_t *pos, int H, int D, const struct ck_rope r) {
-    const int t = blockIdx.x / H, h = blockIdx.x % H, half = r.rot_dim / 2;
-    float *xh = x + ((size_t)t * H + h) * D;
-    const float p = (float)pos[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ang = p * r.inv_freq[i];
-        const float c = cosf(ang) * r.attn_factor, s = sinf(ang) * r.attn_factor;
-        const int a = r.neox ? i : 2 * i, b = r.neox ? i + half : 2 * i + 1;
-        const float x0 = xh[a], x1 = xh[b];
-        xh[a] = x0 * c - x1 * s;
-        xh[b] = x1 * c + x0 * s;
-    }
+    const int t = blockIdx.x / H, h = blockIdx.x % H;
+    ck_rope_head(x + ((size_t)t * H + h) * D, (float)pos[t], r, threadIdx.x, blockDim.x);
 }
 
 __device__ __forceinline__ float act_f(float x, int act) {
