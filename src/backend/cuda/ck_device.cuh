@@ -1,11 +1,30 @@
 /* ck_device.cuh — device helpers shared by the CUDA backend's kernel files
- * (kernels.cu, fused.cu, quant.cu): warp and block reductions, the RoPE
- * rotation of one head. Header-only,
- * C++ for nvcc; nothing here launches or allocates. */
+ * (kernels.cu, fused.cu, quant.cu, attn_dec.cu): warp and block reductions,
+ * the RoPE rotation of one head, and programmatic dependent launch (PDL).
+ * Header-only, C++ for nvcc; nothing here allocates.
+ *
+ * PDL (sm_90+): a kernel launched with ck_launch may start while the kernel
+ * before it in the stream is still running (its blocks are scheduled once
+ * every block of the one before has called ck_pdl_trigger or exited), so
+ * launch latency and the dependent's own prologue (a GEMV's first weight
+ * loads) overlap the previous kernel's tail. The contract, for every kernel
+ * launched with ck_launch: each thread calls ck_pdl_wait() before its first
+ * global-memory access that may depend on or conflict with earlier work in
+ * the stream (reads of inputs, any write), and no block exits before calling
+ * it (so completions stay in stream order: a later wait on this kernel
+ * implies everything before it finished). ck_pdl_wait returns when the
+ * previous kernel has completed and its writes are visible. Reads of data no
+ * kernel writes (weights) may come before it. ck_pdl_trigger() lets the next
+ * kernel launch; kernels call it first thing. Inside CUDA graphs the
+ * dependency is recorded as a programmatic edge. ck_pdl_on = 0 (the
+ * VLLMC_CUDA_PDL=0 switch, or a GPU before sm_90) launches plainly; the
+ * device calls are then no-ops. */
 #ifndef VLLMC_CK_DEVICE_CUH
 #define VLLMC_CK_DEVICE_CUH
 
 #include "backend/cuda/cuda_kernels.h"
+
+#include <cuda_runtime.h>
 
 __device__ __forceinline__ float ck_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -40,6 +59,37 @@ __device__ __forceinline__ void ck_rope_head(float *xh, float p, const struct ck
         xh[a] = x0 * c - x1 * s;
         xh[b] = x1 * c + x0 * s;
     }
+}
+
+/* ---- programmatic dependent launch ---- */
+
+__device__ __forceinline__ void ck_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ck_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+extern "C" int ck_pdl_on; /* kernels.cu; set by ck_set_pdl */
+
+/* launch k<<<grid, block, smem, st>>>(args...), with PDL where ck_pdl_on */
+template <typename... KP, typename... A>
+inline int ck_launch(void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_stream st, A &&...args) {
+    cudaLaunchConfig_t lc = {};
+    lc.gridDim = grid;
+    lc.blockDim = block;
+    lc.dynamicSmemBytes = smem;
+    lc.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    lc.attrs = at;
+    lc.numAttrs = ck_pdl_on ? 1 : 0;
+    return (int)cudaLaunchKernelEx(&lc, k, static_cast<A &&>(args)...);
 }
 
 #endif

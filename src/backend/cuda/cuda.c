@@ -747,6 +747,9 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->dec_ctas = getenv("VLLMC_CUDA_DEC_CTAS") ? atoi(getenv("VLLMC_CUDA_DEC_CTAS")) : 2;
     if (c->dec_ctas < 1) c->dec_ctas = 1;
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
+    /* programmatic dependent launch (ck_device.cuh): sm_90+, off with VLLMC_CUDA_PDL=0
+     * (process-wide: one kind of GPU per process is assumed, as the kernels' launch shapes do) */
+    ck_set_pdl(prop.major >= 9 && !(getenv("VLLMC_CUDA_PDL") && !strcmp(getenv("VLLMC_CUDA_PDL"), "0")));
     snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc(&c->ws, LT_WORKSPACE)) != cudaSuccess) {

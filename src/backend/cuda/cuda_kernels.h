@@ -34,6 +34,10 @@ enum ck_type { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
  * variant 0: rows split over several warps where there are few of them
  * (16-byte loads; the default); 1: one warp per row (the first version, kept
  * for comparison; also the fallback for unaligned or odd K). */
+/* Programmatic dependent launch for the kernels that support it
+ * (ck_device.cuh): on (1) by default where the GPU is sm_90 or newer. */
+void ck_set_pdl(int on);
+
 int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T, int variant);
 /* hi[i] = round(x[i]) to wt (BF16 or F16); lo (may be NULL) = round(x - hi) */
 int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n);

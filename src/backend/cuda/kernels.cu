@@ -26,6 +26,9 @@
 #include <cuda_runtime.h>
 #include <math.h>
 
+int ck_pdl_on = 0;
+extern "C" void ck_set_pdl(int on) { ck_pdl_on = on; }
+
 namespace {
 
 constexpr unsigned FULL = 0xffffffffu;
