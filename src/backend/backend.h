@@ -266,7 +266,17 @@ struct backend_ops {
      * eps) and the same for k; rope(q), rope(k) at pos; kv_store(kv, k, v,
      * slots, T) — each step only where its field is set. */
     void (*qkv_prep)(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a);
+    /* matmul_many: matmul(y[i], x, w[i], T) for i < n (n <= BK_MATMUL_MANY):
+     * the weights that read one input (q/k/v, gate/up) in fewer launches. */
+    void (*matmul_many)(struct backend *bk, int n, float *const *y, const float *x, const struct bk_weight *const *w,
+                        int T);
+    /* glu_matmul: glu(a, gate, up, T, F, ld, act), then matmul(y, a, w, T);
+     * a [T][F] is the op's to use: its contents afterwards are unspecified
+     * (a backend may feed the GLU straight into the matmul). */
+    void (*glu_matmul)(struct backend *bk, float *y, float *a, const float *gate, const float *up, int T, int F,
+                       int ld, enum bk_act act, const struct bk_weight *w);
 };
+#define BK_MATMUL_MANY 4
 
 struct backend {
     const struct backend_ops *ops;
@@ -283,8 +293,8 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
 /* VLLMC_CPU_SAMPLE_ROWS=1 at create: the CPU backend offers sample_rows too
  * (a plain C version of the device op, so the engine's device-sampling path
  * runs and is tested without a GPU). */
-/* VLLMC_CPU_FUSED=1 at create: the CPU backend offers add_rmsnorm and
- * qkv_prep as the plain sequences they equal (so the model's fused path
+/* VLLMC_CPU_FUSED=1 at create: the CPU backend offers add_rmsnorm,
+ * qkv_prep, matmul_many and glu_matmul as the plain sequences they equal (so the model's fused path
  * runs and is tested without a GPU). */
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);

@@ -190,9 +190,15 @@ static void run_ops(struct model *m, const struct step *st) {
         const struct rope_cfg *rc = local ? &hp->rope_local : &hp->rope;
 
         /* h = attn_norm(x) here (the previous layer's last op made it) */
-        bk_matmul(bk, q, h, &L->wq, T);
-        bk_matmul(bk, k, h, &L->wk, T);
-        bk_matmul(bk, v, h, &L->wv, T);
+        if (bk->ops->matmul_many) { /* q, k and v read the same h: one op */
+            float *const y3[3] = { q, k, v };
+            const struct bk_weight *const w3[3] = { &L->wq, &L->wk, &L->wv };
+            bk->ops->matmul_many(bk, 3, y3, h, w3, T);
+        } else {
+            bk_matmul(bk, q, h, &L->wq, T);
+            bk_matmul(bk, k, h, &L->wk, T);
+            bk_matmul(bk, v, h, &L->wv, T);
+        }
         if (bk->ops->qkv_prep && !(hp->layer_rope[il] && rope_depends_on_len(rc))) {
             /* biases, q/k norms, RoPE and the KV store in one op */
             struct bk_rope r = { .inv_freq = local ? m->inv_freq_local : m->inv_freq, .rot_dim = hp->rot_dim,
@@ -223,12 +229,21 @@ static void run_ops(struct model *m, const struct step *st) {
         if (L->post_attn_norm) bk_rmsnorm(bk, o, o, L->post_attn_norm, T, d, hp->norm_eps);
         add_norm(m, x, o, h, L->ffn_norm, T);
 
-        bk_matmul(bk, g, h, &L->w_gate, T);
-        bk_matmul(bk, u, h, &L->w_up, T);
+        if (bk->ops->matmul_many) {
+            float *const y2[2] = { g, u };
+            const struct bk_weight *const w2[2] = { &L->w_gate, &L->w_up };
+            bk->ops->matmul_many(bk, 2, y2, h, w2, T);
+        } else {
+            bk_matmul(bk, g, h, &L->w_gate, T);
+            bk_matmul(bk, u, h, &L->w_up, T);
+        }
         if (L->b_gate) bk_add_bias(bk, g, L->b_gate, T, F);
         if (L->b_up) bk_add_bias(bk, u, L->b_up, T, F);
-        bk_glu(bk, a, g, u, T, F, F, hp->act);
-        bk_matmul(bk, o, a, &L->w_down, T);
+        if (bk->ops->glu_matmul) bk->ops->glu_matmul(bk, o, a, g, u, T, F, F, hp->act, &L->w_down);
+        else {
+            bk_glu(bk, a, g, u, T, F, F, hp->act);
+            bk_matmul(bk, o, a, &L->w_down, T);
+        }
         if (L->b_down) bk_add_bias(bk, o, L->b_down, T, d);
         if (L->post_ffn_norm) bk_rmsnorm(bk, o, o, L->post_ffn_norm, T, d, hp->norm_eps);
         if (il + 1 < hp->n_layer) add_norm(m, x, o, h, m->layers[il + 1].attn_norm, T); /* the next layer's norm */

@@ -791,6 +791,109 @@ TEST(affine_matmul_real_widths) {
     bk_destroy(g), bk_destroy(c);
 }
 
+/* sum_k |x| |w| for the rows of a weight (the error scale of check_affine);
+ * the CPU's embedding lookup of every row gives w in f32, dense or affine */
+static float *weight_mag(struct backend *c, const struct bk_weight *h, const float *x, int T) {
+    const int N = (int)h->rows, K = (int)h->cols;
+    int32_t *all = xmalloc((size_t)N * 4);
+    for (int n = 0; n < N; n++) all[n] = n;
+    float *wabs = xmalloc((size_t)N * K * 4), *xa = xmalloc((size_t)T * K * 4), *mag = xmalloc((size_t)T * N * 4);
+    bk_embed(c, wabs, h, all, N, 1.0f);
+    for (size_t i = 0; i < (size_t)N * K; i++) wabs[i] = fabsf(wabs[i]);
+    for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
+    struct bk_weight wa = { .dtype = DT_F32, .rows = N, .cols = K, .data = wabs };
+    bk_matmul(c, mag, xa, &wa, T);
+    free(all), free(wabs), free(xa);
+    return mag;
+}
+
+/* matmul_many (q/k/v, gate/up in one launch) and glu_matmul (the GLU fed
+ * straight into the down projection's GEMV) against the CPU's plain ops:
+ * the one-launch path (4/8-bit, one group and scale dtype), its fallbacks
+ * (a dense weight among them, prefill-sized T), every activation, GLU rows
+ * with an odd stride (scalar loads) */
+TEST(affine_matmul_many_and_glu) {
+    unsetenv("VLLMC_CUDA_MATMUL");
+    struct backend *g = gpu(), *c = cpu();
+    REQUIRE(g->ops->matmul_many && g->ops->glu_matmul);
+    static const int Ts[] = { 1, 2, 5, 8, 37 };
+    char err[256];
+    struct mcase {
+        int bits, gs, n, K;
+        enum dtype sdt;
+        int N[3];
+        bool dense_last;
+    } cases[] = { { 4, 64, 3, 1024, DT_BF16, { 515, 131, 131 }, false },
+                  { 8, 32, 2, 768, DT_F16, { 300, 301, 0 }, false },
+                  { 4, 128, 2, 512, DT_F32, { 64, 65, 0 }, true } };
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        const struct mcase *mc = &cases[ci];
+        struct qw q[3];
+        struct bk_weight dense_h = { 0 }, dense_d = { 0 };
+        const struct bk_weight *wh[3], *wd[3];
+        for (int i = 0; i < mc->n; i++) {
+            if (mc->dense_last && i == mc->n - 1) {
+                dense_h = (struct bk_weight){ .dtype = DT_BF16, .rows = mc->N[i], .cols = mc->K,
+                                              .data = rand_typed(DT_BF16, (size_t)mc->N[i] * mc->K) };
+                dense_d = dense_h;
+                dense_d.data = up(g, dense_h.data, (size_t)mc->N[i] * mc->K * 2);
+                wh[i] = &dense_h, wd[i] = &dense_d;
+            } else {
+                q[i] = qw_make(g, mc->bits, mc->gs, mc->sdt, mc->N[i], mc->K);
+                wh[i] = &q[i].h, wd[i] = &q[i].d;
+            }
+        }
+        for (size_t ti = 0; ti < ARRAY_LEN(Ts); ti++) {
+            const int T = Ts[ti], K = mc->K;
+            float *x = randf((size_t)T * K, 2.0f), *xd = up(g, x, (size_t)T * K * 4);
+            float *yd[3];
+            for (int i = 0; i < mc->n; i++) yd[i] = poisoned(g, (size_t)T * mc->N[i]);
+            g->ops->matmul_many(g, mc->n, yd, xd, wd, T);
+            for (int i = 0; i < mc->n; i++) {
+                const int N = mc->N[i];
+                float *ref = xmalloc((size_t)T * N * 4), *got = xmalloc((size_t)T * N * 4);
+                bk_matmul(c, ref, x, wh[i], T);
+                float *mag = weight_mag(c, wh[i], x, T);
+                down(g, got, yd[i], (size_t)T * N * 4);
+                CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, 2e-5,
+                            "matmul_many case %zu weight %d T=%d%s", ci, i, T, "");
+                free(ref), free(got), free(mag);
+                bk_free(g, yd[i]);
+            }
+            bk_free(g, xd), free(x);
+        }
+        for (int i = 0; i < mc->n; i++) {
+            if (wh[i] == &dense_h) bk_free(g, (void *)dense_d.data), free((void *)dense_h.data);
+            else qw_free(g, &q[i]);
+        }
+    }
+    /* glu_matmul: F = K of the down weight; rows of gate/up with stride ld */
+    const enum bk_act acts[] = { BK_ACT_SILU, BK_ACT_GELU_TANH, BK_ACT_GELU, BK_ACT_RELU };
+    const int gb[] = { 4, 8, 4, 8 }, ldp[] = { 8, 3, 0, 1 };
+    for (size_t ai = 0; ai < ARRAY_LEN(acts); ai++) {
+        const int F = ai & 1 ? 768 : 1024, N = 259, ld = F + ldp[ai];
+        struct qw q = qw_make(g, gb[ai], 64, DT_BF16, N, F);
+        for (size_t ti = 0; ti < ARRAY_LEN(Ts); ti++) {
+            const int T = Ts[ti];
+            float *gt = randf((size_t)T * ld, 6.0f), *u = randf((size_t)T * ld, 2.0f);
+            float *a = xmalloc((size_t)T * F * 4), *ref = xmalloc((size_t)T * N * 4), *got = xmalloc((size_t)T * N * 4);
+            bk_glu(c, a, gt, u, T, F, ld, acts[ai]);
+            bk_matmul(c, ref, a, &q.h, T);
+            float *mag = weight_mag(c, &q.h, a, T);
+            float *gd = up(g, gt, (size_t)T * ld * 4), *ud = up(g, u, (size_t)T * ld * 4);
+            float *ad = poisoned(g, (size_t)T * F), *yd = poisoned(g, (size_t)T * N);
+            g->ops->glu_matmul(g, yd, ad, gd, ud, T, F, ld, acts[ai], &q.d);
+            REQUIRE(bk_download(g, got, yd, (size_t)T * N * 4, err, sizeof err) == 0);
+            CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, 2e-5, "glu_matmul act=%d %d-bit ld=%d T=%d", (int)acts[ai],
+                        gb[ai], ld, T);
+            bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, yd);
+            free(gt), free(u), free(a), free(ref), free(got), free(mag);
+        }
+        qw_free(g, &q);
+    }
+    bk_destroy(g), bk_destroy(c);
+}
+
 /* VLLMC_CUDA_QGEMV=f32: the 4- and 8-bit GEMV with f32 activations (the
  * kernel of the other widths) */
 TEST(affine_matmul_f32_gemv) {

@@ -488,6 +488,16 @@ static void cpu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struc
     cpu_kv_store(bk, kv, a->k, a->v, a->slots, a->T);
 }
 
+static void cpu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
+                            const struct bk_weight *const *w, int T) {
+    for (int i = 0; i < n; i++) cpu_matmul(bk, y[i], x, w[i], T);
+}
+static void cpu_glu_matmul(struct backend *bk, float *y, float *a, const float *gate, const float *up, int T, int F,
+                           int ld, enum bk_act act, const struct bk_weight *w) {
+    cpu_glu(bk, a, gate, up, T, F, ld, act);
+    cpu_matmul(bk, y, a, w, T);
+}
+
 static const struct backend_ops cpu_ops = {
     .name = "cpu", .destroy = cpu_destroy, .matmul = cpu_matmul, .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm, .rope = cpu_rope, .glu = cpu_glu, .add_scaled = cpu_add_scaled,
@@ -546,7 +556,10 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     const char *sr = getenv("VLLMC_CPU_SAMPLE_ROWS");
     if (sr && !strcmp(sr, "1")) c->ops.sample_rows = cpu_sample_rows;
     const char *fu = getenv("VLLMC_CPU_FUSED");
-    if (fu && !strcmp(fu, "1")) c->ops.add_rmsnorm = cpu_add_rmsnorm, c->ops.qkv_prep = cpu_qkv_prep;
+    if (fu && !strcmp(fu, "1")) {
+        c->ops.add_rmsnorm = cpu_add_rmsnorm, c->ops.qkv_prep = cpu_qkv_prep;
+        c->ops.matmul_many = cpu_matmul_many, c->ops.glu_matmul = cpu_glu_matmul;
+    }
     c->base.ops = &c->ops;
     c->base.n_threads = threadpool_size(pool);
     c->base.host_mem = true;

@@ -61,6 +61,17 @@ __device__ __forceinline__ void ck_rope_head(float *xh, float p, const struct ck
     }
 }
 
+/* the activation of a GLU (0 SiLU, 1 GELU tanh, 2 GELU erf, 3 ReLU), as glu_k and the GEMV input rounding compute it */
+__device__ __forceinline__ float ck_act(float x, int act) {
+    switch (act) {
+    case 0: return x / (1.0f + expf(-x));
+    case 1: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case 2: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case 3: return x > 0 ? x : 0;
+    }
+    return x;
+}
+
 /* ---- programmatic dependent launch ---- */
 
 __device__ __forceinline__ void ck_pdl_wait() {

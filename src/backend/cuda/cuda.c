@@ -336,6 +336,54 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
     if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
 }
 
+/* The weights of a matmul_many / glu_matmul call as the one-launch
+ * quantized GEMV takes them: all affine 4- or 8-bit of one group size and
+ * scale dtype, K columns, n <= CK_QGEMV_MAX_W, T tokens of decode; false:
+ * run the plain ops. */
+static bool qgemv_group(const struct cuda_backend *c, int n, const struct bk_weight *const *w, int K, int T,
+                        struct ck_qweight *q, int *N) {
+    if (T > CK_GEMV_MAX_T || n > CK_QGEMV_MAX_W || c->qgemv_variant) return false;
+    for (int i = 0; i < n; i++) {
+        if (!qweight_of(w[i], &q[i]) || (q[i].bits != 4 && q[i].bits != 8) || (int)w[i]->cols != K ||
+            q[i].bits != q[0].bits || q[i].group_size != q[0].group_size || q[i].sdt != q[0].sdt)
+            return false;
+        N[i] = (int)w[i]->rows;
+    }
+    return true;
+}
+
+static void cu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
+                           const struct bk_weight *const *w, int T) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    struct ck_qweight q[CK_QGEMV_MAX_W];
+    int N[CK_QGEMV_MAX_W];
+    if (T > 0 && n > 0 && qgemv_group(c, n, w, (int)w[0]->cols, T, q, N)) {
+        const int K = (int)w[0]->cols;
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
+        const struct ck_qx_in in = { .x = x };
+        if (qx) ok(c, ck_qgemv_many(c->st, n, y, &in, q, N, K, T, qx), "quantized gemv");
+        return;
+    }
+    for (int i = 0; i < n; i++) cu_matmul(bk, y[i], x, w[i], T);
+}
+
+static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g, const float *u, int T, int F, int ld,
+                          enum bk_act act, const struct bk_weight *w) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    struct ck_qweight q;
+    int N;
+    if (T > 0 && qgemv_group(c, 1, &w, F, T, &q, &N)) {
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(F, T));
+        const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act };
+        if (qx) ok(c, ck_qgemv_many(c->st, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
+        return;
+    }
+    ok(c, ck_glu(c->st, a, g, u, T, F, ld, (int)act), "glu");
+    cu_matmul(bk, y, a, w, T);
+}
+
 static void cu_embed(struct backend *bk, float *out, const struct bk_weight *t, const int32_t *ids, int T, float scale) {
     struct cuda_backend *c = cb(bk);
     enter(c);
@@ -689,6 +737,7 @@ static const struct backend_ops cuda_ops = {
     .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
     .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch,
     .graph_free = cu_graph_free, .sample_rows = cu_sample_rows, .add_rmsnorm = cu_add_rmsnorm,
+    .matmul_many = cu_matmul_many, .glu_matmul = cu_glu_matmul,
     .qkv_prep = cu_qkv_prep,
 };
 
@@ -732,6 +781,8 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     struct cuda_backend *c = xcalloc(1, sizeof *c);
     c->ops = cuda_ops;
     const char *fuse = getenv("VLLMC_CUDA_FUSE");
+    /* VLLMC_CUDA_FUSE=0: no fused ops; =norm: add_rmsnorm and qkv_prep only */
+    if (fuse && (!strcmp(fuse, "0") || !strcmp(fuse, "norm"))) c->ops.matmul_many = NULL, c->ops.glu_matmul = NULL;
     if (fuse && !strcmp(fuse, "0")) c->ops.add_rmsnorm = NULL, c->ops.qkv_prep = NULL;
     c->base.ops = &c->ops;
     c->base.host_mem = false;

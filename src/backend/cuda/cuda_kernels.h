@@ -161,6 +161,21 @@ struct ck_qweight {
 size_t ck_qgemv_scratch(int K, int T);
 int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch,
              int variant);
+/* The input of ck_qgemv_many: x[T][K] (x != NULL), or the GLU
+ * act(gate) * up over rows of stride ld >= K, computed as ck_glu does. */
+struct ck_qx_in {
+    const float *x, *gate, *up;
+    int ld, act;
+};
+#define CK_QGEMV_MAX_W 4 /* weights per ck_qgemv_many call */
+/* y[i][T][N[i]] = in · W_i^T for the n weights (same bits 4 or 8, group and
+ * scale dtype; 1 <= n <= CK_QGEMV_MAX_W), T <= CK_GEMV_MAX_T: the input is
+ * rounded once (as ck_qgemv's variant 0) and one kernel covers every
+ * weight's rows. scratch: ck_qgemv_scratch(K, T) bytes. Anything else
+ * returns cudaErrorInvalidValue before queuing work (the caller then runs
+ * the ops one by one). */
+int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in, const struct ck_qweight *w,
+                  const int *N, int K, int T, void *scratch);
 /* rows [n0, n0 + rows) of W to hi[rows][K] = bf16(w) and, if lo is not NULL,
  * lo[rows][K] = bf16(w - hi) (w = s * q + b in f32; hi and lo 16-byte
  * aligned) */

@@ -46,6 +46,8 @@ __device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
 /* one block per row; h may alias o or x (each element is read and written
  * by the same thread) */
 __global__ void add_rmsnorm_k(float *x, const float *o, float s, float *h, const float *w, int n, float eps) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     __shared__ float part[32];
     float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
     const float *orow = o + (size_t)blockIdx.x * n;
@@ -66,6 +68,8 @@ template <class W>
 __global__ void __launch_bounds__(PREP_WARPS * 32)
 qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W::T *vc) {
     extern __shared__ float sh[]; /* [PREP_WARPS][D] */
+    ck_pdl_trigger();
+    ck_pdl_wait();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int NH = a.H + a.Hkv, D = a.D;
     const int item = blockIdx.x * PREP_WARPS + warp;
@@ -114,8 +118,7 @@ extern "C" int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, f
                               float eps) {
     if (R <= 0) return 0;
     const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
-    add_rmsnorm_k<<<(unsigned)R, threads, 0, st>>>(x, o, s, h, w, n, eps);
-    return (int)cudaGetLastError();
+    return ck_launch(add_rmsnorm_k, (unsigned)R, threads, 0, st, x, o, s, h, w, n, eps);
 }
 
 extern "C" int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, void *kc, void *vc,
@@ -128,10 +131,11 @@ extern "C" int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck
     static const struct ck_rope none = { { 0 }, 0, 0, 0 };
     const struct ck_rope &rr = a->rope ? *r : none;
     switch (kt) {
-    case CK_F32: qkv_prep_k<SF32><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (float *)kc, (float *)vc); break;
-    case CK_BF16: qkv_prep_k<SBF16><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (uint16_t *)kc, (uint16_t *)vc); break;
-    case CK_F16: qkv_prep_k<SF16><<<grid, PREP_WARPS * 32, smem, st>>>(*a, rr, (uint16_t *)kc, (uint16_t *)vc); break;
+    case CK_F32: return ck_launch(qkv_prep_k<SF32>, grid, PREP_WARPS * 32, smem, st, *a, rr, (float *)kc, (float *)vc);
+    case CK_BF16:
+        return ck_launch(qkv_prep_k<SBF16>, grid, PREP_WARPS * 32, smem, st, *a, rr, (uint16_t *)kc, (uint16_t *)vc);
+    case CK_F16:
+        return ck_launch(qkv_prep_k<SF16>, grid, PREP_WARPS * 32, smem, st, *a, rr, (uint16_t *)kc, (uint16_t *)vc);
     default: return (int)cudaErrorInvalidValue;
     }
-    return (int)cudaGetLastError();
 }

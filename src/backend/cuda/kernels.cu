@@ -106,6 +106,8 @@ __device__ __forceinline__ void acc_chunk(float (&acc)[TT], const float (&wf)[E]
 template <class W, int TT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K, bool vec) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int n = blockIdx.x * GEMV_WARPS + warp;
     if (n >= N) return;
@@ -142,6 +144,8 @@ gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *
 template <class W, int TT, int RPB>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     constexpr int WPR = GEMV_WARPS / RPB, E = W::E;
     __shared__ float red[GEMV_WARPS][TT];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -177,15 +181,15 @@ gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename 
 }
 
 template <class W, int TT>
-void gemv_split_launch(ck_stream st, float *y, const float *x, const typename W::T *w, int N, int K) {
+int gemv_split_launch(ck_stream st, float *y, const float *x, const typename W::T *w, int N, int K) {
     /* rows per block: as many as still leave >= 1024 blocks */
     const int rpb = N >= 8192 ? 8 : N >= 4096 ? 4 : N >= 2048 ? 2 : 1;
     const unsigned grid = blocks_for((size_t)N, (unsigned)rpb);
     switch (rpb) {
-    case 8: gemv_split_k<W, TT, 8><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
-    case 4: gemv_split_k<W, TT, 4><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
-    case 2: gemv_split_k<W, TT, 2><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
-    default: gemv_split_k<W, TT, 1><<<grid, GEMV_WARPS * 32, 0, st>>>(y, x, w, N, K); break;
+    case 8: return ck_launch(gemv_split_k<W, TT, 8>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
+    case 4: return ck_launch(gemv_split_k<W, TT, 4>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
+    case 2: return ck_launch(gemv_split_k<W, TT, 2>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
+    default: return ck_launch(gemv_split_k<W, TT, 1>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K); break;
     }
 }
 
@@ -196,26 +200,26 @@ int gemv_t(ck_stream st, float *y, const float *x, const void *w, int N, int K, 
     dim3 grid(blocks_for((size_t)N, GEMV_WARPS)), block(GEMV_WARPS * 32);
     if (vec && variant != 1) {
         switch (T) {
-#define CASE(n) case n: gemv_split_launch<W, n>(st, y, x, wp, N, K); break;
+#define CASE(n) case n: return gemv_split_launch<W, n>(st, y, x, wp, N, K);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
-        default: return (int)cudaErrorInvalidValue;
         }
-        return (int)cudaGetLastError();
+        return (int)cudaErrorInvalidValue;
     }
     switch (T) {
-#define CASE(n) case n: gemv_k<W, n><<<grid, block, 0, st>>>(y, x, wp, N, K, vec); break;
+#define CASE(n) case n: return ck_launch(gemv_k<W, n>, grid, block, 0, st, y, x, wp, N, K, vec);
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
-    default: return (int)cudaErrorInvalidValue;
     }
-    return (int)cudaGetLastError();
+    return (int)cudaErrorInvalidValue;
 }
 
 /* ---- element-wise ----------------------------------------------------------- */
 
 template <class W>
 __global__ void split_k(typename W::T *hi, typename W::T *lo, const float *x, size_t n) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float v = x[i];
         W::store(hi, i, v);
@@ -225,6 +229,8 @@ __global__ void split_k(typename W::T *hi, typename W::T *lo, const float *x, si
 
 template <class W>
 __global__ void embed_k(float *out, const typename W::T *table, const int32_t *ids, int T, int K, float scale) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (int t = blockIdx.y; t < T; t += gridDim.y) {
         const size_t row = (size_t)ids[t] * K;
         for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < K; k += gridDim.x * blockDim.x)
@@ -233,6 +239,8 @@ __global__ void embed_k(float *out, const typename W::T *table, const int32_t *i
 }
 
 __global__ void rmsnorm_k(float *y, const float *x, const float *w, int n, float eps) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * n;
     float *yr = y + (size_t)blockIdx.x * n;
@@ -244,44 +252,47 @@ __global__ void rmsnorm_k(float *y, const float *x, const float *w, int n, float
 
 /* one block per (token, head); thread i rotates pair i of every such head */
 __global__ void rope_k(float *x, const int32_t *pos, int H, int D, const struct ck_rope r) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     const int t = blockIdx.x / H, h = blockIdx.x % H;
     ck_rope_head(x + ((size_t)t * H + h) * D, (float)pos[t], r, threadIdx.x, blockDim.x);
 }
 
-__device__ __forceinline__ float act_f(float x, int act) {
-    switch (act) {
-    case 0: return x / (1.0f + expf(-x));
-    case 1: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case 2: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-    case 3: return x > 0 ? x : 0;
-    }
-    return x;
-}
 
 __global__ void glu_k(float *out, const float *gate, const float *up, int T, int F, int ld, int act) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     const size_t n = (size_t)T * F;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / F, f = i % F;
-        out[i] = act_f(gate[t * ld + f], act) * up[t * ld + f];
+        out[i] = ck_act(gate[t * ld + f], act) * up[t * ld + f];
     }
 }
 
 __global__ void add_scaled_k(float *y, const float *x, float s, size_t n) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += s * x[i];
 }
 
 __global__ void add_bias_k(float *y, const float *b, size_t n, int N) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += b[i % N];
 }
 
 __global__ void softcap_k(float *x, size_t n, float cap) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = cap * tanhf(x[i] / cap);
 }
 
 __global__ void scale_k(float *x, size_t n, float s) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] *= s;
 }
@@ -289,6 +300,8 @@ __global__ void scale_k(float *x, size_t n, float s) {
 template <class W>
 __global__ void kv_store_k(typename W::T *kc, typename W::T *vc, const float *k, const float *v,
                            const int32_t *slots, int row) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
     const int t = blockIdx.x;
     const size_t dst = (size_t)slots[t] * row, src = (size_t)t * row;
     for (int i = threadIdx.x; i < row; i += blockDim.x) {
@@ -512,63 +525,59 @@ extern "C" int ck_gemv(ck_stream st, float *y, const float *x, const void *w, en
 extern "C" int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n) {
     if (!n) return 0;
     DISPATCH_TYPE(wt, W,
-                  split_k<W><<<ew_blocks(n), 256, 0, st>>>(static_cast<W::T *>(hi), static_cast<W::T *>(lo), x, n));
-    return (int)cudaGetLastError();
+                  return ck_launch(split_k<W>, ew_blocks(n), 256, 0, st, static_cast<W::T *>(hi),
+                                   static_cast<W::T *>(lo), x, n));
+    return 0;
 }
 
 extern "C" int ck_embed(ck_stream st, float *out, const void *table, enum ck_type tt, const int32_t *ids, int T,
                         int K, float scale) {
     if (T <= 0) return 0;
     dim3 grid(blocks_for((size_t)K, 256), (unsigned)(T < 65535 ? T : 65535));
-    DISPATCH_TYPE(tt, W, embed_k<W><<<grid, 256, 0, st>>>(out, static_cast<const W::T *>(table), ids, T, K, scale));
-    return (int)cudaGetLastError();
+    DISPATCH_TYPE(tt, W,
+                  return ck_launch(embed_k<W>, grid, 256, 0, st, out, static_cast<const W::T *>(table), ids, T, K,
+                                   scale));
+    return 0;
 }
 
 extern "C" int ck_rmsnorm(ck_stream st, float *y, const float *x, const float *w, int R, int n, float eps) {
     if (R <= 0) return 0;
     const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
-    rmsnorm_k<<<(unsigned)R, threads, 0, st>>>(y, x, w, n, eps);
-    return (int)cudaGetLastError();
+    return ck_launch(rmsnorm_k, (unsigned)R, threads, 0, st, y, x, w, n, eps);
 }
 
 extern "C" int ck_rope(ck_stream st, float *x, const int32_t *pos, int T, int H, int D, const struct ck_rope *r) {
     if (T <= 0 || r->rot_dim <= 0) return 0;
     if (r->rot_dim / 2 > CK_ROPE_MAX_HALF) return (int)cudaErrorInvalidValue;
     const int half = r->rot_dim / 2, threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
-    rope_k<<<(unsigned)((size_t)T * H), threads, 0, st>>>(x, pos, H, D, *r);
-    return (int)cudaGetLastError();
+    return ck_launch(rope_k, (unsigned)((size_t)T * H), threads, 0, st, x, pos, H, D, *r);
 }
 
 extern "C" int ck_glu(ck_stream st, float *out, const float *gate, const float *up, int T, int F, int ld, int act) {
     const size_t n = (size_t)T * F;
     if (!n) return 0;
-    glu_k<<<ew_blocks(n), 256, 0, st>>>(out, gate, up, T, F, ld, act);
-    return (int)cudaGetLastError();
+    return ck_launch(glu_k, ew_blocks(n), 256, 0, st, out, gate, up, T, F, ld, act);
 }
 
 extern "C" int ck_add_scaled(ck_stream st, float *y, const float *x, float s, size_t n) {
     if (!n) return 0;
-    add_scaled_k<<<ew_blocks(n), 256, 0, st>>>(y, x, s, n);
-    return (int)cudaGetLastError();
+    return ck_launch(add_scaled_k, ew_blocks(n), 256, 0, st, y, x, s, n);
 }
 
 extern "C" int ck_add_bias(ck_stream st, float *y, const float *bias, int T, int N) {
     const size_t n = (size_t)T * N;
     if (!n) return 0;
-    add_bias_k<<<ew_blocks(n), 256, 0, st>>>(y, bias, n, N);
-    return (int)cudaGetLastError();
+    return ck_launch(add_bias_k, ew_blocks(n), 256, 0, st, y, bias, n, N);
 }
 
 extern "C" int ck_softcap(ck_stream st, float *x, size_t n, float cap) {
     if (!n) return 0;
-    softcap_k<<<ew_blocks(n), 256, 0, st>>>(x, n, cap);
-    return (int)cudaGetLastError();
+    return ck_launch(softcap_k, ew_blocks(n), 256, 0, st, x, n, cap);
 }
 
 extern "C" int ck_scale(ck_stream st, float *x, size_t n, float s) {
     if (!n) return 0;
-    scale_k<<<ew_blocks(n), 256, 0, st>>>(x, n, s);
-    return (int)cudaGetLastError();
+    return ck_launch(scale_k, ew_blocks(n), 256, 0, st, x, n, s);
 }
 
 extern "C" int ck_kv_store(ck_stream st, void *kc, void *vc, enum ck_type kt, const float *k, const float *v,
@@ -576,9 +585,9 @@ extern "C" int ck_kv_store(ck_stream st, void *kc, void *vc, enum ck_type kt, co
     if (T <= 0) return 0;
     const int threads = row >= 256 ? 256 : row >= 64 ? 64 : 32;
     DISPATCH_TYPE(kt, W,
-                  kv_store_k<W><<<(unsigned)T, threads, 0, st>>>(static_cast<W::T *>(kc), static_cast<W::T *>(vc), k,
-                                                                 v, slots, row));
-    return (int)cudaGetLastError();
+                  return ck_launch(kv_store_k<W>, (unsigned)T, threads, 0, st, static_cast<W::T *>(kc),
+                                   static_cast<W::T *>(vc), k, v, slots, row));
+    return 0;
 }
 
 extern "C" int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const void *vc,

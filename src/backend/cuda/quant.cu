@@ -315,19 +315,6 @@ __host__ __device__ inline QxLayout qx_layout(void *scratch, int K, int T) {
                      reinterpret_cast<float *>(p + 2 * nq), reinterpret_cast<float *>(p + 2 * nq + 4 * nb) };
 }
 
-/* programmatic dependent launch (sm_90): the GEMV is launched while qx_k
- * runs, loads its first weights, and waits here for qx_k's results */
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
-
 __device__ __forceinline__ uint2 pack8(const int (&b)[8], bool nibbles) {
     uint32_t u[8];
 #pragma unroll
@@ -337,21 +324,39 @@ __device__ __forceinline__ uint2 pack8(const int (&b)[8], bool nibbles) {
     return make_uint2(u[0] | u[1] << 8 | u[2] << 16 | u[3] << 24, u[4] | u[5] << 8 | u[6] << 16 | u[7] << 24);
 }
 
-/* one thread per 8 activations, 4 per block of 32, gs / 8 per group (all
- * in one warp: K is a multiple of the group, 256 of a warp) */
-template <bool NIBBLES>
-__global__ void qx_k(QxLayout o, const float *__restrict__ x, int K, int gs, int n8, bool xv) {
-    pdl_trigger();
-    const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
-    float v[8];
-    if (i < n8 && xv) {
-        const float4 *x4 = reinterpret_cast<const float4 *>(x) + 2 * i;
-        const float4 a = __ldg(x4), b = __ldg(x4 + 1);
+/* 8 floats at p (16-byte aligned if vec) */
+__device__ __forceinline__ void ld8(float (&v)[8], const float *p, bool vec) {
+    if (vec) {
+        const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
         v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     } else {
 #pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = i < n8 ? __ldg(x + 8 * (size_t)i + j) : 0.0f;
+        for (int j = 0; j < 8; j++) v[j] = p[j];
     }
+}
+
+/* one thread per 8 activations, 4 per block of 32, gs / 8 per group (all
+ * in one warp: K is a multiple of the group, 256 of a warp). The input is
+ * x[T][K], or with in.gate act(gate) * up (rows of stride in.ld), computed
+ * as glu_k does. Launched with PDL: waits before reading the input (plain
+ * loads: the input was written by the kernel before). */
+template <bool NIBBLES>
+__global__ void qx_k(QxLayout o, const ck_qx_in in, int K, int gs, int n8, bool xv) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
+    const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+    float v[8];
+    if (i >= n8) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = 0.0f;
+    } else if (in.gate) {
+        const int t = (int)(8 * (size_t)i / K), k = (int)(8 * (size_t)i % K);
+        float g[8], u[8];
+        ld8(g, in.gate + (size_t)t * in.ld + k, xv);
+        ld8(u, in.up + (size_t)t * in.ld + k, xv);
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = ck_act(g[j], in.act) * u[j];
+    } else ld8(v, in.x + 8 * (size_t)i, xv);
     float amax = 0.0f, sum = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j])), sum += v[j];
@@ -411,33 +416,47 @@ __device__ __forceinline__ float warp_sum_scatter(float (&v)[M], int lane) {
 
 __host__ __device__ constexpr int pow2_at_least(int n) { return n <= 1 ? 1 : 2 * pow2_at_least((n + 1) / 2); }
 
-struct QgArgs {
+/* one weight of a call: rows [0, N) of w, blocks [b0, next b0) of the grid */
+struct QgMat {
     float *y;
-    QxLayout x;
     const uint8_t *w;
     const void *sc, *bi;
-    int sdt, N, K, gsh, S; /* gsh: log2 of the group size */
+    int N, b0;
+};
+struct QgArgs {
+    QgMat m[CK_QGEMV_MAX_W]; /* nm weights of the same shape kind reading the same x */
+    int nm;
+    QxLayout x;
+    int sdt, K, gsh, S; /* gsh: log2 of the group size */
 };
 
 /* A warp owns R rows (S warps split them: warp p of a set takes chunks p U,
  * p U + 1 .., then + S U); a chunk is 512 bytes of each row, 16 per lane,
  * U chunks loaded before any is used. A lane's 16 bytes (a granule: 32
  * codes at 4 bits, 16 at 8) lie in one block of 32 activations and one
- * group; the lane at a group's first code adds the bias term. */
+ * group; the lane at a group's first code adds the bias term. Several
+ * weights reading the same x (q/k/v, gate/up) share one launch: each owns a
+ * range of blocks. The first chunks' codes and scales are loaded before the
+ * PDL wait (weights are never written by a kernel), so they stream while
+ * the kernels before finish. */
 template <int BITS, int T, int R, int U>
 __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
     constexpr int M = pow2_at_least(R * T), CPG = 128 / BITS, NW = CPG / 4; /* codes, code words per granule */
     __shared__ float red[8][M];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, S = a.S, sets = (blockDim.x >> 5) / S;
-    const int set = warp / S, part = warp % S, n0 = (blockIdx.x * sets + set) * R;
-    const int N = a.N, K = a.K, gsh = a.gsh, G = K >> gsh, B32 = K >> 5;
+    QgMat m = a.m[0];
+#pragma unroll
+    for (int i = 1; i < CK_QGEMV_MAX_W; i++)
+        if (i < a.nm && (int)blockIdx.x >= a.m[i].b0) m = a.m[i];
+    const int set = warp / S, part = warp % S, n0 = (((int)blockIdx.x - m.b0) * sets + set) * R;
+    const int N = m.N, K = a.K, gsh = a.gsh, G = K >> gsh, B32 = K >> 5;
     const int rb = K / 8 * BITS, nch = (rb + 511) >> 9;
     const uint8_t *wr[R];
     size_t gr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const size_t n = (size_t)min(n0 + r, N - 1);
-        wr[r] = a.w + n * rb, gr[r] = n * G;
+        wr[r] = m.w + n * rb, gr[r] = n * G;
     }
     float acc[R][T];
 #pragma unroll
@@ -455,11 +474,11 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 q[u][r] = v ? ld_codes16(wr[r] + o) : make_uint4(0, 0, 0, 0);
-                s[u][r] = v ? ld_sb(a.sc, gr[r] + g, a.sdt) : 0.0f;
-                b[u][r] = first ? ld_sb(a.bi, gr[r] + g, a.sdt) : 0.0f;
+                s[u][r] = v ? ld_sb(m.sc, gr[r] + g, a.sdt) : 0.0f;
+                b[u][r] = first ? ld_sb(m.bi, gr[r] + g, a.sdt) : 0.0f;
             }
         }
-        if (!waited) pdl_wait(), waited = true;
+        if (!waited) ck_pdl_wait(), waited = true;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int o = ((c0 + u) << 9) + 16 * lane, k0 = o / BITS * 8, g = k0 >> gsh;
@@ -506,7 +525,7 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
             }
         }
     }
-    if (!waited) pdl_wait();
+    if (!waited) ck_pdl_wait();
     float v[M];
 #pragma unroll
     for (int i = 0; i < M; i++) v[i] = i < R * T ? acc[i / T][i % T] : 0.0f;
@@ -520,32 +539,27 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
         float tot = 0.0f;
         for (int p = 0; p < S; p++) tot += red[set * S + p][lane];
         const int r = lane / T, t = lane % T;
-        if (n0 + r < N) a.y[(size_t)t * N + n0 + r] = tot;
+        if (n0 + r < N) m.y[(size_t)t * N + n0 + r] = tot;
     } else if (writer) {
         const int r = idx / T, t = idx % T;
-        if (n0 + r < N) a.y[(size_t)t * N + n0 + r] = sum;
+        if (n0 + r < N) m.y[(size_t)t * N + n0 + r] = sum;
     }
 }
 
-/* the launch shape besides R and U: W warps per block, S warps per row
- * set; pdl: launched while qx_k runs */
+/* the launch shape besides R and U: W warps per block, S warps per row set */
 struct QgCfg {
-    int R, U, W, S, pdl;
+    int R, U, W, S;
 };
 
 template <int BITS, int T, int R, int U>
-int qg_launch(ck_stream st, const QgArgs &a, const QgCfg &c) {
-    const int sets = c.W / c.S, warps = (a.N + R - 1) / R;
-    cudaLaunchConfig_t lc = {};
-    lc.gridDim = dim3((unsigned)((warps + sets - 1) / sets));
-    lc.blockDim = dim3((unsigned)(32 * c.W));
-    lc.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    lc.attrs = at;
-    lc.numAttrs = c.pdl ? 1 : 0;
-    return (int)cudaLaunchKernelEx(&lc, qg_k<BITS, T, R, U>, a);
+int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
+    const int sets = c.W / c.S;
+    int blocks = 0;
+    for (int i = 0; i < a.nm; i++) {
+        a.m[i].b0 = blocks;
+        blocks += ((a.m[i].N + R - 1) / R + sets - 1) / sets;
+    }
+    return ck_launch(qg_k<BITS, T, R, U>, (unsigned)blocks, 32 * c.W, 0, st, a);
 }
 
 /* The shape by token count and rows, from sweeps on an H100 (BENCHMARKS.md):
@@ -556,9 +570,9 @@ int qg_launch(ck_stream st, const QgArgs &a, const QgCfg &c) {
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
  * (4-bit decode 3.98 -> 4.44 ms/token). */
 QgCfg qg_cfg(int N, int T, int bits) {
-    if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1, 1 };
-    if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1, 1 };
-    return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1, 1 };
+    if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
+    if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1 };
+    return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1 };
 }
 
 template <int BITS, int T>
@@ -580,17 +594,28 @@ int qg_bits(ck_stream st, const QgArgs &a, const QgCfg &c, int T) {
     return (int)cudaErrorInvalidValue;
 }
 
-int qg_run(ck_stream st, float *y, const float *x, const ck_qweight *w, int N, int K, int T, void *scratch) {
-    const QgCfg c = qg_cfg(N, T, w->bits);
+/* the input rounded once (qx_k), then one qg_k over the n weights' rows */
+int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qweight *w, const int *N, int K, int T,
+           void *scratch) {
+    int rows = 0;
+    for (int i = 0; i < n; i++) rows += N[i];
+    const QgCfg c = qg_cfg(rows, T, w->bits);
     const QxLayout o = qx_layout(scratch, K, T);
     const int n8 = T * K / 8;
-    const bool xv = ((uintptr_t)x & 15) == 0;
+    const bool xv = in.gate ? ((uintptr_t)in.gate & 15) == 0 && ((uintptr_t)in.up & 15) == 0 && in.ld % 4 == 0
+                            : ((uintptr_t)in.x & 15) == 0;
     const unsigned grid = (unsigned)((n8 + 255) / 256);
-    if (w->bits == 4) qx_k<true><<<grid, 256, 0, st>>>(o, x, K, w->group_size, n8, xv);
-    else qx_k<false><<<grid, 256, 0, st>>>(o, x, K, w->group_size, n8, xv);
-    if (cudaError_t e = cudaGetLastError()) return (int)e;
-    const int gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
-    const QgArgs a{ y, o, static_cast<const uint8_t *>(w->codes), w->scales, w->biases, (int)w->sdt, N, K, gsh, c.S };
+    int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
+                          : ck_launch(qx_k<false>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv);
+    if (rc) return rc;
+    QgArgs a = {};
+    a.nm = 0;
+    for (int i = 0; i < n; i++)
+        if (N[i] > 0)
+            a.m[a.nm++] = QgMat{ y[i], static_cast<const uint8_t *>(w[i].codes), w[i].scales, w[i].biases, N[i], 0 };
+    if (!a.nm) return 0;
+    a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S;
+    a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
 
@@ -687,10 +712,24 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
-        return qg_run(st, y, x, w, N, K, T, scratch);
+        const ck_qx_in in = { x, NULL, NULL, 0, 0 };
+        return qg_run(st, 1, &y, in, w, &N, K, T, scratch);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
     return 0;
+}
+
+extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in,
+                             const struct ck_qweight *w, const int *N, int K, int T, void *scratch) {
+    if (T < 1 || T > CK_GEMV_MAX_T || n < 1 || n > CK_QGEMV_MAX_W || !scratch || (uintptr_t)scratch % 256 ||
+        (w[0].bits != 4 && w[0].bits != 8) || (!in->x && !(in->gate && in->up && in->ld >= K)))
+        return (int)cudaErrorInvalidValue;
+    for (int i = 0; i < n; i++) {
+        if (int rc = check(&w[i], K)) return rc;
+        if (w[i].bits != w[0].bits || w[i].group_size != w[0].group_size || w[i].sdt != w[0].sdt || N[i] < 0)
+            return (int)cudaErrorInvalidValue;
+    }
+    return qg_run(st, n, y, *in, w, N, K, T, scratch);
 }
 
 extern "C" int ck_qdequant(ck_stream st, void *hi, void *lo, const struct ck_qweight *w, int K, int n0, int rows) {
