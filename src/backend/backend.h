@@ -275,6 +275,11 @@ struct backend_ops {
      * (a backend may feed the GLU straight into the matmul). */
     void (*glu_matmul)(struct backend *bk, float *y, float *a, const float *gate, const float *up, int T, int F,
                        int ld, enum bk_act act, const struct bk_weight *w);
+    /* add_rmsnorm_matmul: add_rmsnorm(x, o, s, h, w, R, n, eps), then
+     * matmul_many(nw, y, h, W, R) (the norm feeds the next layer's q/k/v or
+     * the gate/up projections; a backend may round h for them on the way). */
+    void (*add_rmsnorm_matmul)(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
+                               int n, float eps, int nw, float *const *y, const struct bk_weight *const *W);
 };
 #define BK_MATMUL_MANY 4
 
@@ -294,7 +299,8 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
  * (a plain C version of the device op, so the engine's device-sampling path
  * runs and is tested without a GPU). */
 /* VLLMC_CPU_FUSED=1 at create: the CPU backend offers add_rmsnorm,
- * qkv_prep, matmul_many and glu_matmul as the plain sequences they equal (so the model's fused path
+ * qkv_prep, matmul_many, glu_matmul and add_rmsnorm_matmul as the plain
+ * sequences they equal (so the model's fused path
  * runs and is tested without a GPU). */
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);

@@ -160,6 +160,31 @@ static void add_norm(struct model *m, float *x, const float *o, float *h, const 
     bk_rmsnorm(bk, h, x, w, T, hp->d_model, hp->norm_eps);
 }
 
+/* y[i] = x · W[i]^T for the n weights that read x: one op where the
+ * backend offers matmul_many, else n matmuls. */
+static void project(struct backend *bk, int n, float *const *y, const float *x, const struct bk_weight *const *W,
+                    int T) {
+    if (bk->ops->matmul_many) {
+        bk->ops->matmul_many(bk, n, y, x, W, T);
+        return;
+    }
+    for (int i = 0; i < n; i++) bk_matmul(bk, y[i], x, W[i], T);
+}
+
+/* add_norm, then project(h): one op where the backend offers
+ * add_rmsnorm_matmul (it may round h for the GEMV on the way). */
+static void add_norm_project(struct model *m, float *x, const float *o, float *h, const float *w, int T, int n,
+                             float *const *y, const struct bk_weight *const *W) {
+    const struct hparams *hp = &m->hp;
+    struct backend *bk = m->bk;
+    if (bk->ops->add_rmsnorm_matmul) {
+        bk->ops->add_rmsnorm_matmul(bk, x, o, hp->resid_scale, h, w, T, hp->d_model, hp->norm_eps, n, y, W);
+        return;
+    }
+    add_norm(m, x, o, h, w, T);
+    project(bk, n, y, h, W, T);
+}
+
 /* One step's buffers and index arrays as the ops see them (the backend's
  * memory), and the host batch (sequence structure, RoPE tables). */
 struct step {
@@ -183,6 +208,8 @@ static void run_ops(struct model *m, const struct step *st) {
 
     bk_embed(bk, x, &m->tok_emb, st->tokens, T, hp->emb_scale);
     bk_rmsnorm(bk, h, x, m->layers[0].attn_norm, T, d, hp->norm_eps);
+    float *const qkv[3] = { q, k, v }, *const gu[2] = { g, u };
+    bool qkv_done = false; /* the previous layer's last op projected q, k, v */
 
     for (int il = 0; il < hp->n_layer; il++) {
         const struct layer_weights *L = &m->layers[il];
@@ -190,14 +217,9 @@ static void run_ops(struct model *m, const struct step *st) {
         const struct rope_cfg *rc = local ? &hp->rope_local : &hp->rope;
 
         /* h = attn_norm(x) here (the previous layer's last op made it) */
-        if (bk->ops->matmul_many) { /* q, k and v read the same h: one op */
-            float *const y3[3] = { q, k, v };
+        if (!qkv_done) {
             const struct bk_weight *const w3[3] = { &L->wq, &L->wk, &L->wv };
-            bk->ops->matmul_many(bk, 3, y3, h, w3, T);
-        } else {
-            bk_matmul(bk, q, h, &L->wq, T);
-            bk_matmul(bk, k, h, &L->wk, T);
-            bk_matmul(bk, v, h, &L->wv, T);
+            project(bk, 3, qkv, h, w3, T);
         }
         if (bk->ops->qkv_prep && !(hp->layer_rope[il] && rope_depends_on_len(rc))) {
             /* biases, q/k norms, RoPE and the KV store in one op */
@@ -227,16 +249,8 @@ static void run_ops(struct model *m, const struct step *st) {
         bk_matmul(bk, o, att, &L->wo, T);
         if (L->bo) bk_add_bias(bk, o, L->bo, T, d);
         if (L->post_attn_norm) bk_rmsnorm(bk, o, o, L->post_attn_norm, T, d, hp->norm_eps);
-        add_norm(m, x, o, h, L->ffn_norm, T);
-
-        if (bk->ops->matmul_many) {
-            float *const y2[2] = { g, u };
-            const struct bk_weight *const w2[2] = { &L->w_gate, &L->w_up };
-            bk->ops->matmul_many(bk, 2, y2, h, w2, T);
-        } else {
-            bk_matmul(bk, g, h, &L->w_gate, T);
-            bk_matmul(bk, u, h, &L->w_up, T);
-        }
+        const struct bk_weight *const w2[2] = { &L->w_gate, &L->w_up };
+        add_norm_project(m, x, o, h, L->ffn_norm, T, 2, gu, w2);
         if (L->b_gate) bk_add_bias(bk, g, L->b_gate, T, F);
         if (L->b_up) bk_add_bias(bk, u, L->b_up, T, F);
         if (bk->ops->glu_matmul) bk->ops->glu_matmul(bk, o, a, g, u, T, F, F, hp->act, &L->w_down);
@@ -246,8 +260,12 @@ static void run_ops(struct model *m, const struct step *st) {
         }
         if (L->b_down) bk_add_bias(bk, o, L->b_down, T, d);
         if (L->post_ffn_norm) bk_rmsnorm(bk, o, o, L->post_ffn_norm, T, d, hp->norm_eps);
-        if (il + 1 < hp->n_layer) add_norm(m, x, o, h, m->layers[il + 1].attn_norm, T); /* the next layer's norm */
-        else bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
+        if (il + 1 < hp->n_layer) { /* the next layer's norm and its q, k, v */
+            const struct layer_weights *Ln = &m->layers[il + 1];
+            const struct bk_weight *const w3[3] = { &Ln->wq, &Ln->wk, &Ln->wv };
+            add_norm_project(m, x, o, h, Ln->attn_norm, T, 3, qkv, w3);
+            qkv_done = true;
+        } else bk_add_scaled(bk, x, o, hp->resid_scale, (size_t)T * d);
     }
 
     if (R == 0) return;

@@ -894,6 +894,66 @@ TEST(affine_matmul_many_and_glu) {
     bk_destroy(g), bk_destroy(c);
 }
 
+/* add_rmsnorm_matmul: the norm kernel that rounds h for the GEMV that
+ * follows (4/8-bit weights, decode sizes) and its fallback (37 rows): x,
+ * h and every y against the CPU's add_scaled, rmsnorm and matmuls; h apart
+ * or on o (as the model calls it), with and without a norm weight */
+TEST(add_rmsnorm_matmul_fused) {
+    unsetenv("VLLMC_CUDA_MATMUL");
+    struct backend *g = gpu(), *c = cpu();
+    REQUIRE(g->ops->add_rmsnorm_matmul);
+    struct ncase {
+        int bits, gs, n, nw, N[3];
+        enum dtype sdt;
+    } cases[] = { { 4, 64, 1024, 3, { 515, 131, 131 }, DT_BF16 }, { 8, 128, 768, 2, { 300, 301, 0 }, DT_F16 },
+                  { 4, 32, 4096, 2, { 97, 64, 0 }, DT_BF16 } };
+    static const int Rs[] = { 1, 3, 8, 37 };
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        const struct ncase *nc = &cases[ci];
+        const int n = nc->n;
+        struct qw q[3];
+        const struct bk_weight *wh[3], *wd[3];
+        for (int i = 0; i < nc->nw; i++) {
+            q[i] = qw_make(g, nc->bits, nc->gs, nc->sdt, nc->N[i], n);
+            wh[i] = &q[i].h, wd[i] = &q[i].d;
+        }
+        for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++)
+            for (int mode = 0; mode < 3; mode++) { /* 0: weight, h apart; 1: no weight; 2: weight, h = o */
+                const int R = Rs[ri];
+                const size_t len = (size_t)R * n;
+                float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = mode != 1 ? randf((size_t)n, 2.0f) : NULL;
+                float *xr = xmalloc(len * 4), *hr = xmalloc(len * 4), *xg = xmalloc(len * 4), *hg = xmalloc(len * 4);
+                memcpy(xr, x, len * 4);
+                bk_add_scaled(c, xr, o, 0.7f, len);
+                bk_rmsnorm(c, hr, xr, w, R, n, 1e-6f);
+                float *xd = up(g, x, len * 4), *od = up(g, o, len * 4), *wnd = w ? up(g, w, (size_t)n * 4) : NULL;
+                float *hd = mode == 2 ? od : poisoned(g, len), *yd[3];
+                for (int i = 0; i < nc->nw; i++) yd[i] = poisoned(g, (size_t)R * nc->N[i]);
+                g->ops->add_rmsnorm_matmul(g, xd, od, 0.7f, hd, wnd, R, n, 1e-6f, nc->nw, yd, wd);
+                down(g, xg, xd, len * 4);
+                down(g, hg, hd, len * 4);
+                CHECK_CLOSE(xg, xr, NULL, len, 1e-6, 1e-6, "add_rmsnorm_matmul x n=%d R=%d mode=%d", n, R, mode);
+                CHECK_CLOSE(hg, hr, NULL, len, 1e-6, 1e-5, "add_rmsnorm_matmul h n=%d R=%d mode=%d", n, R, mode);
+                for (int i = 0; i < nc->nw; i++) {
+                    const int N = nc->N[i];
+                    float *ref = xmalloc((size_t)R * N * 4), *got = xmalloc((size_t)R * N * 4);
+                    bk_matmul(c, ref, hr, wh[i], R);
+                    float *mag = weight_mag(c, wh[i], hr, R);
+                    down(g, got, yd[i], (size_t)R * N * 4);
+                    CHECK_CLOSE(got, ref, mag, (size_t)R * N, 1e-6, 2e-5, "add_rmsnorm_matmul y%d n=%d R=%d mode=%d",
+                                i, n, R, mode);
+                    free(ref), free(got), free(mag);
+                    bk_free(g, yd[i]);
+                }
+                bk_free(g, xd), bk_free(g, od), bk_free(g, wnd);
+                if (mode != 2) bk_free(g, hd);
+                free(x), free(o), free(w), free(xr), free(hr), free(xg), free(hg);
+            }
+        for (int i = 0; i < nc->nw; i++) qw_free(g, &q[i]);
+    }
+    bk_destroy(g), bk_destroy(c);
+}
+
 /* VLLMC_CUDA_QGEMV=f32: the 4- and 8-bit GEMV with f32 activations (the
  * kernel of the other widths) */
 TEST(affine_matmul_f32_gemv) {

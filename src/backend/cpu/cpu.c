@@ -497,6 +497,11 @@ static void cpu_glu_matmul(struct backend *bk, float *y, float *a, const float *
     cpu_glu(bk, a, gate, up, T, F, ld, act);
     cpu_matmul(bk, y, a, w, T);
 }
+static void cpu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, float s, float *h, const float *w,
+                                   int R, int n, float eps, int nw, float *const *y, const struct bk_weight *const *W) {
+    cpu_add_rmsnorm(bk, x, o, s, h, w, R, n, eps);
+    cpu_matmul_many(bk, nw, y, h, W, R);
+}
 
 static const struct backend_ops cpu_ops = {
     .name = "cpu", .destroy = cpu_destroy, .matmul = cpu_matmul, .embed = cpu_embed,
@@ -559,6 +564,7 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     if (fu && !strcmp(fu, "1")) {
         c->ops.add_rmsnorm = cpu_add_rmsnorm, c->ops.qkv_prep = cpu_qkv_prep;
         c->ops.matmul_many = cpu_matmul_many, c->ops.glu_matmul = cpu_glu_matmul;
+        c->ops.add_rmsnorm_matmul = cpu_add_rmsnorm_matmul;
     }
     c->base.ops = &c->ops;
     c->base.n_threads = threadpool_size(pool);

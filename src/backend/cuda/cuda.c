@@ -368,6 +368,27 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
     for (int i = 0; i < n; i++) cu_matmul(bk, y[i], x, w[i], T);
 }
 
+static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
+                           int n, float eps);
+
+static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, float s, float *h, const float *w,
+                                  int R, int n, float eps, int nw, float *const *y, const struct bk_weight *const *W) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    struct ck_qweight q[CK_QGEMV_MAX_W];
+    int N[CK_QGEMV_MAX_W];
+    if (R > 0 && nw > 0 && qgemv_group(c, nw, W, n, R, q, N)) { /* h rounded by the norm kernel */
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
+        const struct ck_qx_in in = { .ready = 1 };
+        if (qx && ok(c, ck_add_rmsnorm_qx(c->st, x, o, s, h, w, R, n, eps, q[0].bits, q[0].group_size, qx),
+                     "add_rmsnorm"))
+            ok(c, ck_qgemv_many(c->st, nw, y, &in, q, N, n, R, qx), "quantized gemv");
+        return;
+    }
+    cu_add_rmsnorm(bk, x, o, s, h, w, R, n, eps);
+    cu_matmul_many(bk, nw, y, h, W, R);
+}
+
 static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g, const float *u, int T, int F, int ld,
                           enum bk_act act, const struct bk_weight *w) {
     struct cuda_backend *c = cb(bk);
@@ -737,7 +758,7 @@ static const struct backend_ops cuda_ops = {
     .download = cu_download, .mem_info = cu_mem_info, .weight_check = cu_weight_check,
     .graph_begin = cu_graph_begin, .graph_end = cu_graph_end, .graph_launch = cu_graph_launch,
     .graph_free = cu_graph_free, .sample_rows = cu_sample_rows, .add_rmsnorm = cu_add_rmsnorm,
-    .matmul_many = cu_matmul_many, .glu_matmul = cu_glu_matmul,
+    .matmul_many = cu_matmul_many, .glu_matmul = cu_glu_matmul, .add_rmsnorm_matmul = cu_add_rmsnorm_matmul,
     .qkv_prep = cu_qkv_prep,
 };
 
@@ -781,8 +802,11 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     struct cuda_backend *c = xcalloc(1, sizeof *c);
     c->ops = cuda_ops;
     const char *fuse = getenv("VLLMC_CUDA_FUSE");
-    /* VLLMC_CUDA_FUSE=0: no fused ops; =norm: add_rmsnorm and qkv_prep only */
-    if (fuse && (!strcmp(fuse, "0") || !strcmp(fuse, "norm"))) c->ops.matmul_many = NULL, c->ops.glu_matmul = NULL;
+    /* VLLMC_CUDA_FUSE=0: no fused ops; =norm: add_rmsnorm and qkv_prep only;
+     * =mm: also matmul_many and glu_matmul, not add_rmsnorm_matmul (for measurements) */
+    if (fuse && !strcmp(fuse, "mm")) c->ops.add_rmsnorm_matmul = NULL;
+    if (fuse && (!strcmp(fuse, "0") || !strcmp(fuse, "norm")))
+        c->ops.matmul_many = NULL, c->ops.glu_matmul = NULL, c->ops.add_rmsnorm_matmul = NULL;
     if (fuse && !strcmp(fuse, "0")) c->ops.add_rmsnorm = NULL, c->ops.qkv_prep = NULL;
     c->base.ops = &c->ops;
     c->base.host_mem = false;
@@ -791,6 +815,11 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->split = !(mode && !strcmp(mode, "bf16"));
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->qgemv_variant = qv && !strcmp(qv, "f32");
+    if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W" (sweeps; ck_qgemv_shape) */
+        int S = 0, U = 0, W = 0;
+        sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d", &S, &U, &W);
+        ck_qgemv_shape(S, U, W);
+    }
     c->fa_variant = fa_variant;
     c->attn_warp = attn && !strcmp(attn, "warp");
     c->dec = getenv("VLLMC_CUDA_DEC") ? atoi(getenv("VLLMC_CUDA_DEC")) : 2;

@@ -162,11 +162,22 @@ size_t ck_qgemv_scratch(int K, int T);
 int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch,
              int variant);
 /* The input of ck_qgemv_many: x[T][K] (x != NULL), or the GLU
- * act(gate) * up over rows of stride ld >= K, computed as ck_glu does. */
+ * act(gate) * up over rows of stride ld >= K, computed as ck_glu does, or
+ * (ready) what ck_add_rmsnorm_qx just left in the scratch. */
 struct ck_qx_in {
     const float *x, *gate, *up;
-    int ld, act;
+    int ld, act, ready;
 };
+/* Force the launch shape of the int8 GEMV (for sweeps; 0 = the measured
+ * table): S warps per row set (1, 2, 4), U chunks in flight per warp (1, 2),
+ * W warps per block (4, 8), where the shape is valid (S divides W). */
+void ck_qgemv_shape(int S, int U, int W);
+/* ck_add_rmsnorm (x += s * o; h = rmsnorm(x) * w, R <= CK_GEMV_MAX_T rows
+ * of n) that also rounds h into scratch as ck_qgemv_many rounds its input
+ * for weights of these bits (4 or 8) and group size: then call
+ * ck_qgemv_many with ready = 1, same scratch, K = n, T = R. */
+int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R, int n,
+                      float eps, int bits, int gs, void *scratch);
 #define CK_QGEMV_MAX_W 4 /* weights per ck_qgemv_many call */
 /* y[i][T][N[i]] = in · W_i^T for the n weights (same bits 4 or 8, group and
  * scale dtype; 1 <= n <= CK_QGEMV_MAX_W), T <= CK_GEMV_MAX_T: the input is

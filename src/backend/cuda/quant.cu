@@ -324,6 +324,31 @@ __device__ __forceinline__ uint2 pack8(const int (&b)[8], bool nibbles) {
     return make_uint2(u[0] | u[1] << 8 | u[2] << 16 | u[3] << 24, u[4] | u[5] << 8 | u[6] << 16 | u[7] << 24);
 }
 
+/* the rounding of qx_k: thread lane of a warp holds elements 8 i .. 8 i + 7
+ * (i = lane mod 32, consecutive over the warp; all 32 lanes call it) */
+template <bool NIBBLES>
+__device__ __forceinline__ void qx_round8(const QxLayout &o, int i, const float (&v)[8], bool valid, int lane, int gs) {
+    float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j])), sum += v[j];
+    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 2));
+    for (int m = 1; m < gs / 8; m <<= 1) sum += __shfl_xor_sync(FULL, sum, m);
+    if (!valid) return;
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int h[8], l[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const float a = v[j] * inv, r = rintf(a);
+        h[j] = (int)r; /* |a| <= 127 */
+        l[j] = max(-127, min(127, __float2int_rn((a - r) * 256.0f)));
+    }
+    reinterpret_cast<uint2 *>(o.xh)[i] = pack8(h, NIBBLES);
+    reinterpret_cast<uint2 *>(o.xl)[i] = pack8(l, NIBBLES);
+    if ((lane & 3) == 0) o.xd[i >> 2] = amax / 127.0f / 256.0f;
+    if ((lane & (gs / 8 - 1)) == 0) o.xs[(size_t)i * 8 / gs] = sum;
+}
+
 /* 8 floats at p (16-byte aligned if vec) */
 __device__ __forceinline__ void ld8(float (&v)[8], const float *p, bool vec) {
     if (vec) {
@@ -357,26 +382,43 @@ __global__ void qx_k(QxLayout o, const ck_qx_in in, int K, int gs, int n8, bool 
 #pragma unroll
         for (int j = 0; j < 8; j++) v[j] = ck_act(g[j], in.act) * u[j];
     } else ld8(v, in.x + 8 * (size_t)i, xv);
-    float amax = 0.0f, sum = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) amax = fmaxf(amax, fabsf(v[j])), sum += v[j];
-    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, 2));
-    for (int m = 1; m < gs / 8; m <<= 1) sum += __shfl_xor_sync(FULL, sum, m);
-    if (i >= n8) return;
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int h[8], l[8];
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        const float a = v[j] * inv, r = rintf(a);
-        h[j] = (int)r; /* |a| <= 127 */
-        l[j] = max(-127, min(127, __float2int_rn((a - r) * 256.0f)));
-    }
-    reinterpret_cast<uint2 *>(o.xh)[i] = pack8(h, NIBBLES);
-    reinterpret_cast<uint2 *>(o.xl)[i] = pack8(l, NIBBLES);
-    if ((lane & 3) == 0) o.xd[i >> 2] = amax / 127.0f / 256.0f;
-    if ((lane & (gs / 8 - 1)) == 0) o.xs[(size_t)i * 8 / gs] = sum;
+    qx_round8<NIBBLES>(o, i, v, i < n8, lane, gs);
 }
+
+/* add_rmsnorm_k (fused.cu) that also rounds h into the GEMV's input layout:
+ * one block per row, x += s * o, h = x / rms(x) * w, then each thread
+ * rounds runs of 8 of h (the same expressions, so h is what add_rmsnorm
+ * writes). */
+template <bool NIBBLES>
+__global__ void add_rmsnorm_qx_k(QxLayout q, float *x, const float *o, float s, float *h, const float *w, int n,
+                                 float eps, int gs) {
+    __shared__ float part[32];
+    ck_pdl_trigger();
+    ck_pdl_wait();
+    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
+    const float *orow = o + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i];
+        v += s * orow[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps); /* synchronises: xr is the block's */
+    const int n8 = n / 8, lane = threadIdx.x & 31;
+    for (int j0 = 0; j0 < n8; j0 += blockDim.x) { /* every thread the same count: whole warps shuffle */
+        const int j = j0 + (int)threadIdx.x;
+        float v[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const int i = 8 * j + e;
+            v[e] = j < n8 ? xr[i] * inv * (w ? w[i] : 1.0f) : 0.0f;
+            if (j < n8) hr[i] = v[e];
+        }
+        qx_round8<NIBBLES>(q, (int)blockIdx.x * n8 + j, v, j < n8, lane, gs);
+    }
+}
+
 
 __device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) { /* unsigned bytes of a x signed bytes of b */
     int d;
@@ -569,15 +611,28 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
  * rows; 2 warps per row where rows are few (k/v; 8-bit rows of 4096; 4096
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
  * (4-bit decode 3.98 -> 4.44 ms/token). */
-QgCfg qg_cfg(int N, int T, int bits) {
+int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
+
+QgCfg qg_cfg_table(int N, int T, int bits) {
     if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
     if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1 };
     return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1 };
 }
 
+QgCfg qg_cfg(int N, int T, int bits) {
+    QgCfg c = qg_cfg_table(N, T, bits);
+    if (qg_force_s) c.S = qg_force_s;
+    if (qg_force_u) c.U = qg_force_u;
+    if (qg_force_w) c.W = qg_force_w;
+    return c;
+}
+
 template <int BITS, int T>
 int qg_rows(ck_stream st, const QgArgs &a, const QgCfg &c) {
-    if constexpr (T <= 2) return qg_launch<BITS, T, 1, 1>(st, a, c);
+    if constexpr (T <= 2) {
+        if (c.U == 2) return qg_launch<BITS, T, 1, 2>(st, a, c);
+        return qg_launch<BITS, T, 1, 1>(st, a, c);
+    }
     else if constexpr (T <= 4) {
         if (c.U == 2) return qg_launch<BITS, T, 2, 2>(st, a, c);
         return qg_launch<BITS, T, 2, 1>(st, a, c);
@@ -605,9 +660,11 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
     const bool xv = in.gate ? ((uintptr_t)in.gate & 15) == 0 && ((uintptr_t)in.up & 15) == 0 && in.ld % 4 == 0
                             : ((uintptr_t)in.x & 15) == 0;
     const unsigned grid = (unsigned)((n8 + 255) / 256);
-    int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
-                          : ck_launch(qx_k<false>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv);
-    if (rc) return rc;
+    if (!in.ready) { /* else ck_add_rmsnorm_qx left it there */
+        const int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
+                                    : ck_launch(qx_k<false>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv);
+        if (rc) return rc;
+    }
     QgArgs a = {};
     a.nm = 0;
     for (int i = 0; i < n; i++)
@@ -712,7 +769,7 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
-        const ck_qx_in in = { x, NULL, NULL, 0, 0 };
+        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0 };
         return qg_run(st, 1, &y, in, w, &N, K, T, scratch);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
@@ -722,7 +779,7 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
 extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in,
                              const struct ck_qweight *w, const int *N, int K, int T, void *scratch) {
     if (T < 1 || T > CK_GEMV_MAX_T || n < 1 || n > CK_QGEMV_MAX_W || !scratch || (uintptr_t)scratch % 256 ||
-        (w[0].bits != 4 && w[0].bits != 8) || (!in->x && !(in->gate && in->up && in->ld >= K)))
+        (w[0].bits != 4 && w[0].bits != 8) || (!in->ready && !in->x && !(in->gate && in->up && in->ld >= K)))
         return (int)cudaErrorInvalidValue;
     for (int i = 0; i < n; i++) {
         if (int rc = check(&w[i], K)) return rc;
@@ -730,6 +787,23 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
             return (int)cudaErrorInvalidValue;
     }
     return qg_run(st, n, y, *in, w, N, K, T, scratch);
+}
+
+extern "C" void ck_qgemv_shape(int S, int U, int W) {
+    qg_force_s = S == 1 || S == 2 || S == 4 ? S : 0;
+    qg_force_u = U == 1 || U == 2 ? U : 0;
+    qg_force_w = W == 4 || W == 8 ? W : 0;
+}
+
+extern "C" int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R,
+                                 int n, float eps, int bits, int gs, void *scratch) {
+    if (R < 1 || R > CK_GEMV_MAX_T || (bits != 4 && bits != 8) || (gs != 32 && gs != 64 && gs != 128) || n % gs ||
+        !scratch || (uintptr_t)scratch % 256)
+        return (int)cudaErrorInvalidValue;
+    const QxLayout q = qx_layout(scratch, n, R);
+    const int n8 = n / 8, threads = n8 >= 1024 ? 1024 : n8 >= 256 ? (n8 + 31) / 32 * 32 : 256;
+    return bits == 4 ? ck_launch(add_rmsnorm_qx_k<true>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, gs)
+                     : ck_launch(add_rmsnorm_qx_k<false>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, gs);
 }
 
 extern "C" int ck_qdequant(ck_stream st, void *hi, void *lo, const struct ck_qweight *w, int K, int n0, int rows) {
