@@ -906,7 +906,8 @@ TEST(add_rmsnorm_matmul_fused) {
         int bits, gs, n, nw, N[3];
         enum dtype sdt;
     } cases[] = { { 4, 64, 1024, 3, { 515, 131, 131 }, DT_BF16 }, { 8, 128, 768, 2, { 300, 301, 0 }, DT_F16 },
-                  { 4, 32, 4096, 2, { 97, 64, 0 }, DT_BF16 } };
+                  { 4, 32, 4096, 2, { 97, 64, 0 }, DT_BF16 }, { 8, 64, 14336, 1, { 70, 0, 0 }, DT_BF16 },
+                  { 4, 128, 20480, 1, { 33, 0, 0 }, DT_F16 } }; /* 1, 2 and 4 runs of 8 per thread */
     static const int Rs[] = { 1, 3, 8, 37 };
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
         const struct ncase *nc = &cases[ci];

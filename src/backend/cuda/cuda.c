@@ -377,7 +377,7 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
     enter(c);
     struct ck_qweight q[CK_QGEMV_MAX_W];
     int N[CK_QGEMV_MAX_W];
-    if (R > 0 && nw > 0 && qgemv_group(c, nw, W, n, R, q, N)) { /* h rounded by the norm kernel */
+    if (R > 0 && nw > 0 && n <= 32768 && qgemv_group(c, nw, W, n, R, q, N)) { /* h rounded by the norm kernel */
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
         const struct ck_qx_in in = { .ready = 1 };
         if (qx && ok(c, ck_add_rmsnorm_qx(c->st, x, o, s, h, w, R, n, eps, q[0].bits, q[0].group_size, qx),

@@ -360,6 +360,17 @@ __device__ __forceinline__ void ld8(float (&v)[8], const float *p, bool vec) {
     }
 }
 
+/* 8 floats to p (16-byte aligned if vec) */
+__device__ __forceinline__ void st8(float *p, const float (&v)[8], bool vec) {
+    if (vec) {
+        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) p[j] = v[j];
+    }
+}
+
 /* one thread per 8 activations, 4 per block of 32, gs / 8 per group (all
  * in one warp: K is a multiple of the group, 256 of a warp). The input is
  * x[T][K], or with in.gate act(gate) * up (rows of stride in.ld), computed
@@ -386,36 +397,58 @@ __global__ void qx_k(QxLayout o, const ck_qx_in in, int K, int gs, int n8, bool 
 }
 
 /* add_rmsnorm_k (fused.cu) that also rounds h into the GEMV's input layout:
- * one block per row, x += s * o, h = x / rms(x) * w, then each thread
- * rounds runs of 8 of h (the same expressions, so h is what add_rmsnorm
- * writes). */
-template <bool NIBBLES>
+ * one block per row, each thread owning runs of 8 elements (x += s * o, h =
+ * x / rms(x) * w with the same expressions as add_rmsnorm_k, so h is what it
+ * writes) kept in registers between the sum of squares and the rounding
+ * (NR runs per thread at most; the launch picks the block size). The norm
+ * weight is read before the PDL wait: no kernel writes it. */
+template <bool NIBBLES, int NR>
 __global__ void add_rmsnorm_qx_k(QxLayout q, float *x, const float *o, float s, float *h, const float *w, int n,
-                                 float eps, int gs) {
+                                 float eps, int gs, bool vec) {
     __shared__ float part[32];
     ck_pdl_trigger();
+    const int n8 = n / 8, lane = threadIdx.x & 31;
+    float wv[NR][8];
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (j < n8 && w) ld8(wv[r], w + 8 * (size_t)j, vec);
+        else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) wv[r][e] = 1.0f;
+        }
+    }
     ck_pdl_wait();
     float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
     const float *orow = o + (size_t)blockIdx.x * n;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = xr[i];
-        v += s * orow[i];
-        xr[i] = v;
-        ss += v * v;
-    }
-    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps); /* synchronises: xr is the block's */
-    const int n8 = n / 8, lane = threadIdx.x & 31;
-    for (int j0 = 0; j0 < n8; j0 += blockDim.x) { /* every thread the same count: whole warps shuffle */
-        const int j = j0 + (int)threadIdx.x;
-        float v[8];
+    float v[NR][8], ss = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-            const int i = 8 * j + e;
-            v[e] = j < n8 ? xr[i] * inv * (w ? w[i] : 1.0f) : 0.0f;
-            if (j < n8) hr[i] = v[e];
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (j < n8) {
+            float ov[8];
+            ld8(v[r], xr + 8 * (size_t)j, vec);
+            ld8(ov, orow + 8 * (size_t)j, vec);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                v[r][e] += s * ov[e];
+                ss += v[r][e] * v[r][e];
+            }
+            st8(xr + 8 * (size_t)j, v[r], vec);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[r][e] = 0.0f;
         }
-        qx_round8<NIBBLES>(q, (int)blockIdx.x * n8 + j, v, j < n8, lane, gs);
+    }
+    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps); /* synchronises: h may be o */
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (r * (int)blockDim.x >= n8) break; /* uniform over the block: whole warps shuffle below */
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[r][e] = v[r][e] * inv * wv[r][e];
+        if (j < n8) st8(hr + 8 * (size_t)j, v[r], vec);
+        qx_round8<NIBBLES>(q, (int)blockIdx.x * n8 + j, v[r], j < n8, lane, gs);
     }
 }
 
@@ -801,9 +834,21 @@ extern "C" int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s
         !scratch || (uintptr_t)scratch % 256)
         return (int)cudaErrorInvalidValue;
     const QxLayout q = qx_layout(scratch, n, R);
-    const int n8 = n / 8, threads = n8 >= 1024 ? 1024 : n8 >= 256 ? (n8 + 31) / 32 * 32 : 256;
-    return bits == 4 ? ck_launch(add_rmsnorm_qx_k<true>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, gs)
-                     : ck_launch(add_rmsnorm_qx_k<false>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, gs);
+    const int n8 = n / 8;
+    if (n8 > 4 * 1024) return (int)cudaErrorInvalidValue; /* rows of up to 32768 */
+    /* runs of 8 per thread: 1 up to 512 threads' worth, else 2 or 4 (1024 threads) */
+    const int nr = n8 <= 512 ? 1 : n8 <= 2048 ? 2 : 4, threads = ((n8 + nr - 1) / nr + 31) / 32 * 32;
+    const bool vec = ((uintptr_t)x % 16 == 0) && ((uintptr_t)o % 16 == 0) && ((uintptr_t)h % 16 == 0) &&
+                     (!w || (uintptr_t)w % 16 == 0); /* n % 8 == 0: rows keep the alignment */
+#define LAUNCH(NR)                                                                                                  \
+    return bits == 4 ? ck_launch(add_rmsnorm_qx_k<true, NR>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, \
+                                 gs, vec)                                                                          \
+                     : ck_launch(add_rmsnorm_qx_k<false, NR>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n,    \
+                                 eps, gs, vec)
+    if (nr == 1) LAUNCH(1);
+    if (nr == 2) LAUNCH(2);
+    LAUNCH(4);
+#undef LAUNCH
 }
 
 extern "C" int ck_qdequant(ck_stream st, void *hi, void *lo, const struct ck_qweight *w, int K, int n0, int rows) {
