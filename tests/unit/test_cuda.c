@@ -521,7 +521,7 @@ TEST(attention_decode_kernel) {
 TEST(add_rmsnorm_fused) {
     struct backend *g = gpu(), *c = cpu();
     REQUIRE(g->ops->add_rmsnorm != NULL);
-    const int ns[] = { 4096, 1000, 37 }, Rs[] = { 1, 13 };
+    const int ns[] = { 4096, 1000, 37, 14336, 20480 }, Rs[] = { 1, 13 }; /* 1, 2, 4 runs of 8 per thread; odd n */
     for (size_t i = 0; i < ARRAY_LEN(ns); i++)
         for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++)
             for (int mode = 0; mode < 3; mode++) { /* 0: weight, h apart; 1: no weight; 2: weight, h = o */

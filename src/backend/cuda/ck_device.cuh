@@ -1,6 +1,8 @@
 /* ck_device.cuh — device helpers shared by the CUDA backend's kernel files
  * (kernels.cu, fused.cu, quant.cu, attn_dec.cu): warp and block reductions,
- * the RoPE rotation of one head, and programmatic dependent launch (PDL).
+ * the RoPE rotation of one head, the GLU activation, programmatic dependent
+ * launch (PDL), and the residual add + RMSNorm of a row held in registers
+ * (fused.cu's add_rmsnorm and quant.cu's variant that rounds for the GEMV).
  * Header-only, C++ for nvcc; nothing here allocates.
  *
  * PDL (sm_90+): a kernel launched with ck_launch may start while the kernel
@@ -61,6 +63,8 @@ __device__ __forceinline__ void ck_rope_head(float *xh, float p, const struct ck
     }
 }
 
+/* ---- GLU ---- */
+
 /* the activation of a GLU (0 SiLU, 1 GELU tanh, 2 GELU erf, 3 ReLU), as glu_k and the GEMV input rounding compute it */
 __device__ __forceinline__ float ck_act(float x, int act) {
     switch (act) {
@@ -101,6 +105,94 @@ inline int ck_launch(void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_st
     lc.attrs = at;
     lc.numAttrs = ck_pdl_on ? 1 : 0;
     return (int)cudaLaunchKernelEx(&lc, k, static_cast<A &&>(args)...);
+}
+
+/* ---- residual add + RMSNorm of one row per block ---- */
+
+/* 8 floats at p (16-byte aligned if vec) */
+__device__ __forceinline__ void ck_ld8(float (&v)[8], const float *p, bool vec) {
+    if (vec) {
+        const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) v[j] = p[j];
+    }
+}
+
+/* 8 floats to p (16-byte aligned if vec) */
+__device__ __forceinline__ void ck_st8(float *p, const float (&v)[8], bool vec) {
+    if (vec) {
+        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) p[j] = v[j];
+    }
+}
+
+/* Row blockIdx.x of n (n % 8 == 0, n <= CK_NORM_ROW_MAX): x += s * o, then
+ * h = x / rms(x) * w (w NULL: 1), each thread owning runs of 8 elements j =
+ * r * blockDim.x + threadIdx.x, r < NR, kept in v (h's values; zeros past
+ * the row) for what the caller does next. The norm weight is read before
+ * the PDL wait (no kernel writes it); h may alias o (all of o is read before
+ * the barrier of the block sum). part: 32 floats of shared memory. */
+#define CK_NORM_ROW_MAX 32768
+template <int NR>
+__device__ __forceinline__ void ck_add_rmsnorm_row(float (&v)[NR][8], float *part, float *x, const float *o, float s,
+                                                   float *h, const float *w, int n, float eps, bool vec) {
+    ck_pdl_trigger();
+    const int n8 = n / 8;
+    float wv[NR][8];
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (j < n8 && w) ck_ld8(wv[r], w + 8 * (size_t)j, vec);
+        else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) wv[r][e] = 1.0f;
+        }
+    }
+    ck_pdl_wait();
+    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
+    const float *orow = o + (size_t)blockIdx.x * n;
+    float ss = 0.0f;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (j < n8) {
+            float ov[8];
+            ck_ld8(v[r], xr + 8 * (size_t)j, vec);
+            ck_ld8(ov, orow + 8 * (size_t)j, vec);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                v[r][e] += s * ov[e];
+                ss += v[r][e] * v[r][e];
+            }
+            ck_st8(xr + 8 * (size_t)j, v[r], vec);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[r][e] = 0.0f;
+        }
+    }
+    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps);
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[r][e] = v[r][e] * inv * wv[r][e];
+        if (j < n8) ck_st8(hr + 8 * (size_t)j, v[r], vec);
+    }
+}
+
+/* the launch of a ck_add_rmsnorm_row kernel: NR (1, 2, 4) and threads per
+ * row; returns whether every row is 16-byte aligned (vector loads) */
+inline bool ck_add_rmsnorm_shape(const float *x, const float *o, const float *h, const float *w, int n, int *nr,
+                                 int *threads) {
+    const int n8 = n / 8;
+    *nr = n8 <= 512 ? 1 : n8 <= 2048 ? 2 : 4;
+    *threads = ((n8 + *nr - 1) / *nr + 31) / 32 * 32;
+    return (uintptr_t)x % 16 == 0 && (uintptr_t)o % 16 == 0 && (uintptr_t)h % 16 == 0 && (!w || (uintptr_t)w % 16 == 0);
 }
 
 #endif

@@ -1,7 +1,8 @@
 /* fused.cu — the CUDA backend's fused small ops of a layer (backend.h
  * add_rmsnorm and qkv_prep), so that a decode step launches fewer kernels:
  *   - add_rmsnorm: x += s * o, then h = rmsnorm(x) * w, one block per row
- *     (the residual add and the next norm: two launches become one);
+ *     (the residual add and the next norm: two launches become one), the
+ *     row in registers (ck_add_rmsnorm_row) where n % 8 == 0;
  *   - qkv_prep: the biases, per-head q/k RMSNorm (Qwen3, Gemma 3), RoPE on q
  *     and k, and the paged KV store in one kernel, one warp per (token, head)
  *     with the head staged in shared memory (up to eight launches become
@@ -43,8 +44,18 @@ struct SF16 {
 
 __device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
 
-/* one block per row; h may alias o or x (each element is read and written
- * by the same thread) */
+/* one block per row, rows of n % 8 == 0 (ck_add_rmsnorm_row: registers,
+ * vector loads) */
+template <int NR>
+__global__ void add_rmsnorm8_k(float *x, const float *o, float s, float *h, const float *w, int n, float eps,
+                               bool vec) {
+    __shared__ float part[32];
+    float v[NR][8];
+    ck_add_rmsnorm_row<NR>(v, part, x, o, s, h, w, n, eps, vec);
+}
+
+/* other rows: one block per row; h may alias o or x (each element is read
+ * and written by the same thread) */
 __global__ void add_rmsnorm_k(float *x, const float *o, float s, float *h, const float *w, int n, float eps) {
     ck_pdl_trigger();
     ck_pdl_wait();
@@ -117,6 +128,13 @@ qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W
 extern "C" int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R, int n,
                               float eps) {
     if (R <= 0) return 0;
+    if (n % 8 == 0 && n <= CK_NORM_ROW_MAX) {
+        int nr, th;
+        const bool vec = ck_add_rmsnorm_shape(x, o, h, w, n, &nr, &th);
+        if (nr == 1) return ck_launch(add_rmsnorm8_k<1>, (unsigned)R, th, 0, st, x, o, s, h, w, n, eps, vec);
+        if (nr == 2) return ck_launch(add_rmsnorm8_k<2>, (unsigned)R, th, 0, st, x, o, s, h, w, n, eps, vec);
+        return ck_launch(add_rmsnorm8_k<4>, (unsigned)R, th, 0, st, x, o, s, h, w, n, eps, vec);
+    }
     const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
     return ck_launch(add_rmsnorm_k, (unsigned)R, threads, 0, st, x, o, s, h, w, n, eps);
 }

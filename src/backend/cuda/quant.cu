@@ -349,27 +349,7 @@ __device__ __forceinline__ void qx_round8(const QxLayout &o, int i, const float 
     if ((lane & (gs / 8 - 1)) == 0) o.xs[(size_t)i * 8 / gs] = sum;
 }
 
-/* 8 floats at p (16-byte aligned if vec) */
-__device__ __forceinline__ void ld8(float (&v)[8], const float *p, bool vec) {
-    if (vec) {
-        const float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = p[j];
-    }
-}
 
-/* 8 floats to p (16-byte aligned if vec) */
-__device__ __forceinline__ void st8(float *p, const float (&v)[8], bool vec) {
-    if (vec) {
-        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; j++) p[j] = v[j];
-    }
-}
 
 /* one thread per 8 activations, 4 per block of 32, gs / 8 per group (all
  * in one warp: K is a multiple of the group, 256 of a warp). The input is
@@ -388,66 +368,28 @@ __global__ void qx_k(QxLayout o, const ck_qx_in in, int K, int gs, int n8, bool 
     } else if (in.gate) {
         const int t = (int)(8 * (size_t)i / K), k = (int)(8 * (size_t)i % K);
         float g[8], u[8];
-        ld8(g, in.gate + (size_t)t * in.ld + k, xv);
-        ld8(u, in.up + (size_t)t * in.ld + k, xv);
+        ck_ld8(g, in.gate + (size_t)t * in.ld + k, xv);
+        ck_ld8(u, in.up + (size_t)t * in.ld + k, xv);
 #pragma unroll
         for (int j = 0; j < 8; j++) v[j] = ck_act(g[j], in.act) * u[j];
-    } else ld8(v, in.x + 8 * (size_t)i, xv);
+    } else ck_ld8(v, in.x + 8 * (size_t)i, xv);
     qx_round8<NIBBLES>(o, i, v, i < n8, lane, gs);
 }
 
-/* add_rmsnorm_k (fused.cu) that also rounds h into the GEMV's input layout:
- * one block per row, each thread owning runs of 8 elements (x += s * o, h =
- * x / rms(x) * w with the same expressions as add_rmsnorm_k, so h is what it
- * writes) kept in registers between the sum of squares and the rounding
- * (NR runs per thread at most; the launch picks the block size). The norm
- * weight is read before the PDL wait: no kernel writes it. */
+/* add_rmsnorm (ck_add_rmsnorm_row, the expressions of fused.cu's kernel)
+ * that also rounds h into the GEMV's input layout, from the registers that
+ * hold it. */
 template <bool NIBBLES, int NR>
 __global__ void add_rmsnorm_qx_k(QxLayout q, float *x, const float *o, float s, float *h, const float *w, int n,
                                  float eps, int gs, bool vec) {
     __shared__ float part[32];
-    ck_pdl_trigger();
+    float v[NR][8];
+    ck_add_rmsnorm_row<NR>(v, part, x, o, s, h, w, n, eps, vec);
     const int n8 = n / 8, lane = threadIdx.x & 31;
-    float wv[NR][8];
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-        const int j = r * (int)blockDim.x + (int)threadIdx.x;
-        if (j < n8 && w) ld8(wv[r], w + 8 * (size_t)j, vec);
-        else {
-#pragma unroll
-            for (int e = 0; e < 8; e++) wv[r][e] = 1.0f;
-        }
-    }
-    ck_pdl_wait();
-    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
-    const float *orow = o + (size_t)blockIdx.x * n;
-    float v[NR][8], ss = 0.0f;
-#pragma unroll
-    for (int r = 0; r < NR; r++) {
-        const int j = r * (int)blockDim.x + (int)threadIdx.x;
-        if (j < n8) {
-            float ov[8];
-            ld8(v[r], xr + 8 * (size_t)j, vec);
-            ld8(ov, orow + 8 * (size_t)j, vec);
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                v[r][e] += s * ov[e];
-                ss += v[r][e] * v[r][e];
-            }
-            st8(xr + 8 * (size_t)j, v[r], vec);
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; e++) v[r][e] = 0.0f;
-        }
-    }
-    const float inv = 1.0f / sqrtf(ck_block_sum(ss, part) / (float)n + eps); /* synchronises: h may be o */
 #pragma unroll
     for (int r = 0; r < NR; r++) {
         const int j = r * (int)blockDim.x + (int)threadIdx.x;
         if (r * (int)blockDim.x >= n8) break; /* uniform over the block: whole warps shuffle below */
-#pragma unroll
-        for (int e = 0; e < 8; e++) v[r][e] = v[r][e] * inv * wv[r][e];
-        if (j < n8) st8(hr + 8 * (size_t)j, v[r], vec);
         qx_round8<NIBBLES>(q, (int)blockIdx.x * n8 + j, v[r], j < n8, lane, gs);
     }
 }
@@ -834,12 +776,9 @@ extern "C" int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s
         !scratch || (uintptr_t)scratch % 256)
         return (int)cudaErrorInvalidValue;
     const QxLayout q = qx_layout(scratch, n, R);
-    const int n8 = n / 8;
-    if (n8 > 4 * 1024) return (int)cudaErrorInvalidValue; /* rows of up to 32768 */
-    /* runs of 8 per thread: 1 up to 512 threads' worth, else 2 or 4 (1024 threads) */
-    const int nr = n8 <= 512 ? 1 : n8 <= 2048 ? 2 : 4, threads = ((n8 + nr - 1) / nr + 31) / 32 * 32;
-    const bool vec = ((uintptr_t)x % 16 == 0) && ((uintptr_t)o % 16 == 0) && ((uintptr_t)h % 16 == 0) &&
-                     (!w || (uintptr_t)w % 16 == 0); /* n % 8 == 0: rows keep the alignment */
+    if (n > CK_NORM_ROW_MAX) return (int)cudaErrorInvalidValue;
+    int nr, threads;
+    const bool vec = ck_add_rmsnorm_shape(x, o, h, w, n, &nr, &threads);
 #define LAUNCH(NR)                                                                                                  \
     return bits == 4 ? ck_launch(add_rmsnorm_qx_k<true, NR>, (unsigned)R, threads, 0, st, q, x, o, s, h, w, n, eps, \
                                  gs, vec)                                                                          \
