@@ -316,8 +316,11 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * hi + lo parts (two GEMMs) so results keep f32-like activation precision, as
  * on the CPU (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
  * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
- * VLLMC_CUDA_FUSE=0 leaves out the fused ops, VLLMC_CUDA_DEC=0 or 1 and
- * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split. */
+ * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
+ * qkv_prep only, =mm all but add_rmsnorm_matmul), VLLMC_CUDA_PDL=0 launches
+ * without programmatic dependent launch, VLLMC_CUDA_DEC=0 or 1 and
+ * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split,
+ * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);
