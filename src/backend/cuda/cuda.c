@@ -815,10 +815,10 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->split = !(mode && !strcmp(mode, "bf16"));
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->qgemv_variant = qv && !strcmp(qv, "f32");
-    if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W" (sweeps; ck_qgemv_shape) */
-        int S = 0, U = 0, W = 0;
-        sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d", &S, &U, &W);
-        ck_qgemv_shape(S, U, W);
+    if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
+        int S = 0, U = 0, W = 0, trig = 1;
+        sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d,%d", &S, &U, &W, &trig);
+        ck_qgemv_shape(S, U, W, trig);
     }
     c->fa_variant = fa_variant;
     c->attn_warp = attn && !strcmp(attn, "warp");

@@ -445,6 +445,7 @@ struct QgArgs {
     int nm;
     QxLayout x;
     int sdt, K, gsh, S; /* gsh: log2 of the group size */
+    int trig;           /* let the next kernel launch at once (else when the blocks exit) */
 };
 
 /* A warp owns R rows (S warps split them: warp p of a set takes chunks p U,
@@ -480,6 +481,7 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
+    if (a.trig) ck_pdl_trigger();
     bool waited = false;
     for (int c0 = part * U; c0 < nch; c0 += S * U) {
         uint4 q[U][R];
@@ -587,6 +589,7 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
  * (4-bit decode 3.98 -> 4.44 ms/token). */
 int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
+int qg_trig = 1;                        /* ck_qgemv_shape's trig */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
     if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
@@ -646,7 +649,7 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
         if (N[i] > 0)
             a.m[a.nm++] = QgMat{ y[i], static_cast<const uint8_t *>(w[i].codes), w[i].scales, w[i].biases, N[i], 0 };
     if (!a.nm) return 0;
-    a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S;
+    a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S, a.trig = qg_trig;
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
@@ -764,7 +767,8 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
     return qg_run(st, n, y, *in, w, N, K, T, scratch);
 }
 
-extern "C" void ck_qgemv_shape(int S, int U, int W) {
+extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
+    qg_trig = trig;
     qg_force_s = S == 1 || S == 2 || S == 4 ? S : 0;
     qg_force_u = U == 1 || U == 2 ? U : 0;
     qg_force_w = W == 4 || W == 8 ? W : 0;
