@@ -816,7 +816,7 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->qgemv_variant = qv && !strcmp(qv, "f32");
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
-        int S = 0, U = 0, W = 0, trig = 1;
+        int S = 0, U = 0, W = 0, trig = 0;
         sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d,%d", &S, &U, &W, &trig);
         ck_qgemv_shape(S, U, W, trig);
     }

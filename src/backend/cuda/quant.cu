@@ -589,7 +589,7 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
  * (4-bit decode 3.98 -> 4.44 ms/token). */
 int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
-int qg_trig = 1;                        /* ck_qgemv_shape's trig */
+int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
     if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
