@@ -516,6 +516,58 @@ TEST(attention_decode_kernel) {
     bk_destroy(c);
 }
 
+/* sum_k |x| |w| for the rows of a weight (the error scale of check_affine);
+ * the CPU's embedding lookup of every row gives w in f32, dense or affine */
+static float *weight_mag(struct backend *c, const struct bk_weight *h, const float *x, int T) {
+    const int N = (int)h->rows, K = (int)h->cols;
+    int32_t *all = xmalloc((size_t)N * 4);
+    for (int n = 0; n < N; n++) all[n] = n;
+    float *wabs = xmalloc((size_t)N * K * 4), *xa = xmalloc((size_t)T * K * 4), *mag = xmalloc((size_t)T * N * 4);
+    bk_embed(c, wabs, h, all, N, 1.0f);
+    for (size_t i = 0; i < (size_t)N * K; i++) wabs[i] = fabsf(wabs[i]);
+    for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
+    struct bk_weight wa = { .dtype = DT_F32, .rows = N, .cols = K, .data = wabs };
+    bk_matmul(c, mag, xa, &wa, T);
+    free(all), free(wabs), free(xa);
+    return mag;
+}
+
+/* add_rmsnorm (nw == 0) or add_rmsnorm_matmul (then y_i = h · W_i^T for the
+ * nw weights too) on R rows of n against the CPU's add_scaled, rmsnorm and
+ * matmuls. mode 0: a norm weight, h apart; 1: no weight; 2: a weight, h on o
+ * (as the model calls it). */
+static void check_add_rmsnorm(struct backend *g, struct backend *c, int R, int n, int mode, int nw,
+                              const struct bk_weight *const *wh, const struct bk_weight *const *wd, const int *N) {
+    const size_t len = (size_t)R * n;
+    float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = mode != 1 ? randf((size_t)n, 2.0f) : NULL;
+    float *xr = xmalloc(len * 4), *hr = xmalloc(len * 4), *xg = xmalloc(len * 4), *hg = xmalloc(len * 4);
+    memcpy(xr, x, len * 4);
+    bk_add_scaled(c, xr, o, 0.7f, len);
+    bk_rmsnorm(c, hr, xr, w, R, n, 1e-6f);
+    float *xd = up(g, x, len * 4), *od = up(g, o, len * 4), *wnd = w ? up(g, w, (size_t)n * 4) : NULL;
+    float *hd = mode == 2 ? od : poisoned(g, len), *yd[BK_MATMUL_MANY];
+    for (int i = 0; i < nw; i++) yd[i] = poisoned(g, (size_t)R * N[i]);
+    if (nw) g->ops->add_rmsnorm_matmul(g, xd, od, 0.7f, hd, wnd, R, n, 1e-6f, nw, yd, wd);
+    else g->ops->add_rmsnorm(g, xd, od, 0.7f, hd, wnd, R, n, 1e-6f);
+    down(g, xg, xd, len * 4);
+    down(g, hg, hd, len * 4);
+    CHECK_CLOSE(xg, xr, NULL, len, 1e-6, 1e-6, "add_rmsnorm x n=%d R=%d mode=%d nw=%d", n, R, mode, nw);
+    CHECK_CLOSE(hg, hr, NULL, len, 1e-6, 1e-5, "add_rmsnorm h n=%d R=%d mode=%d nw=%d", n, R, mode, nw);
+    for (int i = 0; i < nw; i++) {
+        float *ref = xmalloc((size_t)R * N[i] * 4), *got = xmalloc((size_t)R * N[i] * 4);
+        bk_matmul(c, ref, hr, wh[i], R);
+        float *mag = weight_mag(c, wh[i], hr, R);
+        down(g, got, yd[i], (size_t)R * N[i] * 4);
+        CHECK_CLOSE(got, ref, mag, (size_t)R * N[i], 1e-6, 2e-5, "add_rmsnorm_matmul y%d n=%d R=%d mode=%d", i, n, R,
+                    mode);
+        free(ref), free(got), free(mag);
+        bk_free(g, yd[i]);
+    }
+    bk_free(g, xd), bk_free(g, od), bk_free(g, wnd);
+    if (mode != 2) bk_free(g, hd);
+    free(x), free(o), free(w), free(xr), free(hr), free(xg), free(hg);
+}
+
 /* add_rmsnorm (fused.cu) against the CPU's add_scaled then rmsnorm: rows of
  * odd widths, with and without a weight, h apart from and aliasing o. */
 TEST(add_rmsnorm_fused) {
@@ -524,25 +576,7 @@ TEST(add_rmsnorm_fused) {
     const int ns[] = { 4096, 1000, 37, 14336, 20480 }, Rs[] = { 1, 13 }; /* 1, 2, 4 runs of 8 per thread; odd n */
     for (size_t i = 0; i < ARRAY_LEN(ns); i++)
         for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++)
-            for (int mode = 0; mode < 3; mode++) { /* 0: weight, h apart; 1: no weight; 2: weight, h = o */
-                const int R = Rs[ri], n = ns[i];
-                const size_t len = (size_t)R * n;
-                float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = mode != 1 ? randf((size_t)n, 2.0f) : NULL;
-                float *xr = xmalloc(len * 4), *hr = xmalloc(len * 4), *xg = xmalloc(len * 4), *hg = xmalloc(len * 4);
-                memcpy(xr, x, len * 4);
-                bk_add_scaled(c, xr, o, 0.7f, len);
-                bk_rmsnorm(c, hr, xr, w, R, n, 1e-6f);
-                float *xd = up(g, x, len * 4), *od = up(g, o, len * 4), *wd = w ? up(g, w, (size_t)n * 4) : NULL;
-                float *hd = mode == 2 ? od : poisoned(g, len);
-                g->ops->add_rmsnorm(g, xd, od, 0.7f, hd, wd, R, n, 1e-6f);
-                down(g, xg, xd, len * 4);
-                down(g, hg, hd, len * 4);
-                CHECK_CLOSE(xg, xr, NULL, len, 1e-6, 1e-6, "add_rmsnorm x n=%d R=%d mode=%d", n, R, mode);
-                CHECK_CLOSE(hg, hr, NULL, len, 1e-6, 1e-5, "add_rmsnorm h n=%d R=%d mode=%d", n, R, mode);
-                bk_free(g, xd), bk_free(g, od), bk_free(g, wd);
-                if (mode != 2) bk_free(g, hd);
-                free(x), free(o), free(w), free(xr), free(hr), free(xg), free(hg);
-            }
+            for (int mode = 0; mode < 3; mode++) check_add_rmsnorm(g, c, Rs[ri], ns[i], mode, 0, NULL, NULL, NULL);
     bk_destroy(g), bk_destroy(c);
 }
 
@@ -791,21 +825,6 @@ TEST(affine_matmul_real_widths) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* sum_k |x| |w| for the rows of a weight (the error scale of check_affine);
- * the CPU's embedding lookup of every row gives w in f32, dense or affine */
-static float *weight_mag(struct backend *c, const struct bk_weight *h, const float *x, int T) {
-    const int N = (int)h->rows, K = (int)h->cols;
-    int32_t *all = xmalloc((size_t)N * 4);
-    for (int n = 0; n < N; n++) all[n] = n;
-    float *wabs = xmalloc((size_t)N * K * 4), *xa = xmalloc((size_t)T * K * 4), *mag = xmalloc((size_t)T * N * 4);
-    bk_embed(c, wabs, h, all, N, 1.0f);
-    for (size_t i = 0; i < (size_t)N * K; i++) wabs[i] = fabsf(wabs[i]);
-    for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
-    struct bk_weight wa = { .dtype = DT_F32, .rows = N, .cols = K, .data = wabs };
-    bk_matmul(c, mag, xa, &wa, T);
-    free(all), free(wabs), free(xa);
-    return mag;
-}
 
 /* matmul_many (q/k/v, gate/up in one launch) and glu_matmul (the GLU fed
  * straight into the down projection's GEMV) against the CPU's plain ops:
@@ -919,37 +938,7 @@ TEST(add_rmsnorm_matmul_fused) {
             wh[i] = &q[i].h, wd[i] = &q[i].d;
         }
         for (size_t ri = 0; ri < ARRAY_LEN(Rs); ri++)
-            for (int mode = 0; mode < 3; mode++) { /* 0: weight, h apart; 1: no weight; 2: weight, h = o */
-                const int R = Rs[ri];
-                const size_t len = (size_t)R * n;
-                float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = mode != 1 ? randf((size_t)n, 2.0f) : NULL;
-                float *xr = xmalloc(len * 4), *hr = xmalloc(len * 4), *xg = xmalloc(len * 4), *hg = xmalloc(len * 4);
-                memcpy(xr, x, len * 4);
-                bk_add_scaled(c, xr, o, 0.7f, len);
-                bk_rmsnorm(c, hr, xr, w, R, n, 1e-6f);
-                float *xd = up(g, x, len * 4), *od = up(g, o, len * 4), *wnd = w ? up(g, w, (size_t)n * 4) : NULL;
-                float *hd = mode == 2 ? od : poisoned(g, len), *yd[3];
-                for (int i = 0; i < nc->nw; i++) yd[i] = poisoned(g, (size_t)R * nc->N[i]);
-                g->ops->add_rmsnorm_matmul(g, xd, od, 0.7f, hd, wnd, R, n, 1e-6f, nc->nw, yd, wd);
-                down(g, xg, xd, len * 4);
-                down(g, hg, hd, len * 4);
-                CHECK_CLOSE(xg, xr, NULL, len, 1e-6, 1e-6, "add_rmsnorm_matmul x n=%d R=%d mode=%d", n, R, mode);
-                CHECK_CLOSE(hg, hr, NULL, len, 1e-6, 1e-5, "add_rmsnorm_matmul h n=%d R=%d mode=%d", n, R, mode);
-                for (int i = 0; i < nc->nw; i++) {
-                    const int N = nc->N[i];
-                    float *ref = xmalloc((size_t)R * N * 4), *got = xmalloc((size_t)R * N * 4);
-                    bk_matmul(c, ref, hr, wh[i], R);
-                    float *mag = weight_mag(c, wh[i], hr, R);
-                    down(g, got, yd[i], (size_t)R * N * 4);
-                    CHECK_CLOSE(got, ref, mag, (size_t)R * N, 1e-6, 2e-5, "add_rmsnorm_matmul y%d n=%d R=%d mode=%d",
-                                i, n, R, mode);
-                    free(ref), free(got), free(mag);
-                    bk_free(g, yd[i]);
-                }
-                bk_free(g, xd), bk_free(g, od), bk_free(g, wnd);
-                if (mode != 2) bk_free(g, hd);
-                free(x), free(o), free(w), free(xr), free(hr), free(xg), free(hg);
-            }
+            for (int mode = 0; mode < 3; mode++) check_add_rmsnorm(g, c, Rs[ri], n, mode, nc->nw, wh, wd, nc->N);
         for (int i = 0; i < nc->nw; i++) qw_free(g, &q[i]);
     }
     bk_destroy(g), bk_destroy(c);
