@@ -319,7 +319,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
  * qkv_prep only, =mm all but add_rmsnorm_matmul), VLLMC_CUDA_PDL=0 launches
  * without programmatic dependent launch, VLLMC_CUDA_DEC=0 or 1 and
- * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split,
+ * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split
+ * (VLLMC_CUDA_DEC_PDL=0 launches it without PDL),
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */

@@ -38,12 +38,16 @@
  * (the warp-per-row kernel runs those), long query ranges (the tensor-core
  * kernel, attn_fa.cu). */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/ck_device.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 
 namespace {
+
+bool dec_pdl = true; /* ck_attention_dec_pdl */
+
 
 constexpr unsigned FULL = 0xffffffffu;
 constexpr int DEC_WARPS = 4, DEC_MAX_SPLIT = 128;
@@ -266,6 +270,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
 attn_dec_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
            const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
            int T_bound) {
+    ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
     constexpr int D = LPR * 8, KPW = 32 / LPR, STEP = KPW * U;
     __shared__ float m_sh[DEC_WARPS * R], l_sh[DEC_WARPS * R];
     __shared__ __align__(16) float o_sh[DEC_WARPS * R * D];
@@ -308,6 +313,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
 attn_dec2_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
             const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
             int T_bound) {
+    ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
     constexpr int D = LPR * 8, KPW = 32 / LPR, U = 4, STEP = KPW * U, TK = DEC_WARPS * STEP;
     constexpr int CH = TK * LPR / (DEC_WARPS * 32); /* 16-byte chunks of K (and of V) per thread per tile */
     static_assert(TK * D == 4096 && CH * DEC_WARPS * 32 == TK * LPR, "tile shape");
@@ -387,6 +393,7 @@ constexpr int CMB_THREADS = 256;
 __global__ void __launch_bounds__(CMB_THREADS)
 attn_dec_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H, int D, int n_split,
                    int T_bound) {
+    ck_pdl_wait();
     __shared__ float wsh[DEC_MAX_SPLIT], red[32];
     __shared__ float4 acc_sh[CMB_THREADS];
     const int t = blockIdx.x / H, h = blockIdx.x % H;
@@ -431,9 +438,11 @@ void dec_launch(ck_stream st, float *out, const float *q, const void *kc, const 
     const uint16_t *k = static_cast<const uint16_t *>(kc), *v = static_cast<const uint16_t *>(vc);
     if (variant == 1) {
         constexpr int U = R >= 8 ? 2 : R >= 4 ? 4 : 8;
-        attn_dec_k<KV, LPR, R, U><<<grid, DEC_WARPS * 32, 0, st>>>(out, q, k, v, *a, n_split, n_rc, part, T_bound);
+        ck_launch_if(dec_pdl, attn_dec_k<KV, LPR, R, U>, grid, DEC_WARPS * 32, 0, st, out, q, k, v, *a, n_split, n_rc,
+                     part, T_bound);
     } else {
-        attn_dec2_k<KV, LPR, R><<<grid, DEC_WARPS * 32, 0, st>>>(out, q, k, v, *a, n_split, n_rc, part, T_bound);
+        ck_launch_if(dec_pdl, attn_dec2_k<KV, LPR, R>, grid, DEC_WARPS * 32, 0, st, out, q, k, v, *a, n_split, n_rc,
+                     part, T_bound);
     }
 }
 
@@ -460,6 +469,8 @@ void dec_dims(ck_stream st, float *out, const float *q, const void *kc, const vo
 
 } // namespace
 
+extern "C" void ck_attention_dec_pdl(int on) { dec_pdl = on != 0; }
+
 extern "C" int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, const void *kc, const void *vc) {
     return (kt == CK_BF16 || kt == CK_F16) && (a->D == 64 || a->D == 128 || a->D == 256) && a->Hkv > 0 &&
            a->H % a->Hkv == 0 && ((uintptr_t)kc & 15) == 0 && ((uintptr_t)vc & 15) == 0;
@@ -481,7 +492,7 @@ extern "C" int ck_attention_dec(ck_stream st, float *out, const float *q, const 
     if (kt == CK_BF16) dec_dims<DBF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     else dec_dims<DF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     if (n_split > 1)
-        attn_dec_combine_k<<<(unsigned)((size_t)T_bound * a->H), CMB_THREADS, 0, st>>>(
-            out, part, a->query_start, a->n_seqs, a->H, a->D, n_split, T_bound);
+        ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), CMB_THREADS, 0, st, out,
+                     (const float *)part, a->query_start, a->n_seqs, a->H, a->D, n_split, T_bound);
     return (int)cudaGetLastError();
 }

@@ -91,9 +91,9 @@ __device__ __forceinline__ void ck_pdl_trigger() {
 
 extern "C" int ck_pdl_on; /* kernels.cu; set by ck_set_pdl */
 
-/* launch k<<<grid, block, smem, st>>>(args...), with PDL where ck_pdl_on */
+/* launch k<<<grid, block, smem, st>>>(args...), with PDL where pdl and ck_pdl_on */
 template <typename... KP, typename... A>
-inline int ck_launch(void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_stream st, A &&...args) {
+inline int ck_launch_if(bool pdl, void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_stream st, A &&...args) {
     cudaLaunchConfig_t lc = {};
     lc.gridDim = grid;
     lc.blockDim = block;
@@ -103,8 +103,13 @@ inline int ck_launch(void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_st
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     lc.attrs = at;
-    lc.numAttrs = ck_pdl_on ? 1 : 0;
+    lc.numAttrs = pdl && ck_pdl_on ? 1 : 0;
     return (int)cudaLaunchKernelEx(&lc, k, static_cast<A &&>(args)...);
+}
+
+template <typename... KP, typename... A>
+inline int ck_launch(void (*k)(KP...), dim3 grid, dim3 block, size_t smem, ck_stream st, A &&...args) {
+    return ck_launch_if(true, k, grid, block, smem, st, static_cast<A &&>(args)...);
 }
 
 /* ---- residual add + RMSNorm of one row per block ---- */

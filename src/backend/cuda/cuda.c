@@ -826,6 +826,7 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     if (c->dec < 0 || c->dec > 2) c->dec = 2;
     c->dec_ctas = getenv("VLLMC_CUDA_DEC_CTAS") ? atoi(getenv("VLLMC_CUDA_DEC_CTAS")) : 2;
     if (c->dec_ctas < 1) c->dec_ctas = 1;
+    ck_attention_dec_pdl(!(getenv("VLLMC_CUDA_DEC_PDL") && !strcmp(getenv("VLLMC_CUDA_DEC_PDL"), "0")));
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
     /* programmatic dependent launch (ck_device.cuh): sm_90+, off with VLLMC_CUDA_PDL=0
      * (process-wide: one kind of GPU per process is assumed, as the kernels' launch shapes do) */
