@@ -182,7 +182,8 @@ struct backend_ops {
     void (*add_scaled)(struct backend *bk, float *y, const float *x, float scale, size_t n);
     /* y[T][N] += bias[N] */
     void (*add_bias)(struct backend *bk, float *y, const float *bias, int T, int N);
-    /* write k[T][Hkv][D], v[T][Hkv][D] to slot slot_mapping[t] (= block*B + offset) */
+    /* write k[T][Hkv][D], v[T][Hkv][D] to slot slot_mapping[t] (= block*B + offset);
+     * slot < 0: row t is not stored (the padding rows of a recorded step) */
     void (*kv_store)(struct backend *bk, const struct bk_kv *kv, const float *k, const float *v,
                      const int32_t *slot_mapping, int T);
     /* out[T][H][D] = softmax(scale · q·K^T, causal + window) · V over the paged cache */

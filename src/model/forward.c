@@ -286,10 +286,45 @@ static void run_ops(struct model *m, const struct step *st) {
  * backend offers one (CUDA graphs): one launch instead of hundreds. A graph
  * is keyed by the token count and the (padded) block-table width, which fix
  * every launch's shape, and by the KV cache it writes; the index arrays are
- * uploaded to the same addresses before each replay. RoPE tables that change with the length (dynamic NTK,
+ * uploaded to the same addresses before each replay. Above 8 tokens the
+ * step is padded to a multiple of 8 (vLLM's capture sizes), so a few graphs
+ * serve every batch size: pad_batch. RoPE tables that change with the length (dynamic NTK,
  * LongRoPE) are host values baked into a recording, so those models never
  * replay. */
-#define MODEL_GRAPH_MAX_T 8
+#define MODEL_GRAPH_MAX_T 256
+
+static int graph_tokens(int T) { return T <= 8 ? T : (T + 7) / 8 * 8; }
+
+/* b (a decode step: one token per sequence, every row's logits) padded to
+ * Tp tokens for a recorded step: the added rows are one-token sequences at
+ * position 0 whose K/V are not stored (slot -1, backend.h kv_store) and
+ * whose attention reads the first row of block 0; their logits rows are
+ * computed and never read. The host arrays live in m->pad. */
+static void pad_batch(struct model *m, const struct model_batch *b, struct model_batch *bp, int Tp) {
+    const int T = b->n_tokens, S = b->attn.n_seqs, Sp = S + (Tp - T), mb = b->attn.max_blocks;
+    const size_t n = 4 * (size_t)Tp + (size_t)(Sp + 1) + (size_t)Sp + (size_t)Sp * (size_t)mb;
+    if (n > m->pad_len) {
+        free(m->pad);
+        m->pad = xmalloc(n * sizeof(int32_t));
+        m->pad_len = n;
+    }
+    int32_t *tok = m->pad, *pos = tok + Tp, *slot = pos + Tp, *rows = slot + Tp, *qs = rows + Tp, *sl = qs + Sp + 1;
+    int32_t *bt = sl + Sp;
+    memcpy(tok, b->tokens, (size_t)T * sizeof(int32_t));
+    memcpy(pos, b->positions, (size_t)T * sizeof(int32_t));
+    memcpy(slot, b->slot_mapping, (size_t)T * sizeof(int32_t));
+    memcpy(qs, b->attn.query_start, (size_t)(S + 1) * sizeof(int32_t));
+    memcpy(sl, b->attn.seq_len, (size_t)S * sizeof(int32_t));
+    memcpy(bt, b->attn.block_table, (size_t)S * (size_t)mb * sizeof(int32_t));
+    memset(bt + (size_t)S * mb, 0, (size_t)(Sp - S) * (size_t)mb * sizeof(int32_t));
+    for (int t = T; t < Tp; t++) tok[t] = 0, pos[t] = 0, slot[t] = -1;
+    for (int s = S; s < Sp; s++) qs[s + 1] = qs[s] + 1, sl[s] = 1;
+    for (int t = 0; t < Tp; t++) rows[t] = t;
+    *bp = *b;
+    bp->n_tokens = Tp, bp->tokens = tok, bp->positions = pos, bp->slot_mapping = slot, bp->rope_len = NULL;
+    bp->n_logits = Tp, bp->logits_rows = rows;
+    bp->attn.n_seqs = Sp, bp->attn.query_start = qs, bp->attn.seq_len = sl, bp->attn.block_table = bt;
+}
 
 static bool graph_eligible(const struct model *m, const struct model_batch *b, const struct bk_attn_batch *ab) {
     const struct hparams *hp = &m->hp;
@@ -347,6 +382,20 @@ static int forward(struct model *m, const struct model_batch *b, const struct mo
     if (batch_check(m, b, kv, err, errlen)) return -1;
     const struct hparams *hp = &m->hp;
     struct backend *bk = m->bk;
+    const int R_out = b->n_logits; /* the rows the caller gets (a padded step computes more) */
+    struct bk_attn_batch ab = b->attn;
+    for (int s = 0; s < ab.n_seqs; s++) {
+        ab.max_seq_len = MAX(ab.max_seq_len, ab.seq_len[s]);
+        ab.max_query_len = MAX(ab.max_query_len, ab.query_start[s + 1] - ab.query_start[s]);
+    }
+    const bool graph = !bk->host_mem && graph_eligible(m, b, &ab);
+    struct model_batch bp;
+    if (graph && graph_tokens(b->n_tokens) > b->n_tokens) {
+        pad_batch(m, b, &bp, graph_tokens(b->n_tokens));
+        b = &bp;
+        ab.n_seqs = bp.attn.n_seqs, ab.query_start = bp.attn.query_start, ab.seq_len = bp.attn.seq_len;
+        ab.block_table = bp.attn.block_table;
+    }
     const int T = b->n_tokens, d = hp->d_model, H = hp->n_head, Hkv = hp->n_kv_head, D = hp->head_dim;
     const int F = hp->d_ff, qd = H * D, kvd = Hkv * D, R = b->n_logits;
 
@@ -355,7 +404,7 @@ static int forward(struct model *m, const struct model_batch *b, const struct mo
                   (size_t)R * d + (bk->host_mem ? 0 : (size_t)R * hp->n_vocab);
     float *x = scratch_get(m, need);
     if (!x) return errf(err, errlen, "forward: cannot allocate %zu bytes of scratch", need * sizeof(float));
-    struct step st = { .b = b, .kv = kv, .ab = b->attn, .x = x };
+    struct step st = { .b = b, .kv = kv, .ab = ab, .x = x };
     st.h = x + (size_t)T * d;
     st.q = st.h + (size_t)T * d;
     st.att = st.q + (size_t)T * qd;
@@ -368,12 +417,7 @@ static int forward(struct model *m, const struct model_batch *b, const struct mo
     st.lg = bk->host_mem ? logits : st.xr + (size_t)R * d; /* device: logits in scratch, then downloaded */
 
     /* the batch as the ops see it: the host arrays on the CPU, copies on a device */
-    for (int s = 0; s < st.ab.n_seqs; s++) {
-        st.ab.max_seq_len = MAX(st.ab.max_seq_len, st.ab.seq_len[s]);
-        st.ab.max_query_len = MAX(st.ab.max_query_len, st.ab.query_start[s + 1] - st.ab.query_start[s]);
-    }
     st.tokens = b->tokens, st.positions = b->positions, st.slots = b->slot_mapping, st.rows = b->logits_rows;
-    const bool graph = !bk->host_mem && graph_eligible(m, b, &st.ab);
     if (graph) { /* fixed launch shapes: the table padded to a power of two, keys bounded by its width */
         int mb = 16;
         while (mb < st.ab.max_blocks) mb *= 2;
@@ -388,8 +432,8 @@ static int forward(struct model *m, const struct model_batch *b, const struct mo
         *keep = st.lg;
         return 0;
     }
-    if (R > 0 && st.lg != logits &&
-        bk_download(bk, logits, st.lg, (size_t)R * hp->n_vocab * sizeof(float), err, errlen))
+    if (R_out > 0 && st.lg != logits &&
+        bk_download(bk, logits, st.lg, (size_t)R_out * hp->n_vocab * sizeof(float), err, errlen))
         return -1;
     return 0;
 }

@@ -376,6 +376,7 @@ void model_free(struct model *m) {
     }
     free(m->dev_owned);
     free(m->idx_host);
+    free(m->pad);
     free(m->freq_host);
     if (m->st) st_close(m->st);
     hparams_free(&m->hp);

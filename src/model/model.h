@@ -24,7 +24,7 @@
 #include "backend/backend.h"
 
 #define MODEL_MAX_LAYERS 256
-#define MODEL_GRAPHS 16 /* recorded decode steps kept (forward.c) */
+#define MODEL_GRAPHS 40 /* recorded decode steps kept (forward.c): token counts 1-8, then multiples of 8 */
 
 enum model_family {
     FAM_LLAMA = 0, /* Llama 2/3, Mistral, Yi */
@@ -113,6 +113,8 @@ struct model {
     /* device backends: the step's index arrays, staged here and uploaded at once */
     int32_t *idx_host, *idx_dev;
     size_t idx_len;
+    int32_t *pad;  /* host index arrays of a padded recorded step (forward.c) */
+    size_t pad_len;
     void **dev_owned;           /* device copies of weights and vectors (bk_free at model_free) */
     int n_dev, cap_dev;
     /* recorded decode steps (forward.c), and a counter bumped whenever the

@@ -351,6 +351,7 @@ TEST(kv_store_exact) {
             all[i] = all[j], all[j] = t;
         }
         memcpy(slots, all, T * sizeof(int32_t));
+        for (int t = 3; t < T; t += 7) slots[t] = -1; /* padding rows: not stored (backend.h) */
         float *k = randf((size_t)T * row, 3.0f), *v = randf((size_t)T * row, 3.0f);
         bk_kv_store(c, &kh, k, v, slots, T);
         float *kdd = up(g, k, (size_t)T * row * 4), *vdd = up(g, v, (size_t)T * row * 4);

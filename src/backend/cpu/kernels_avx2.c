@@ -324,6 +324,7 @@ static void glu(float *out, const float *gate, const float *up, int T, int F, in
 static void kv_store(const struct bk_kv *kv, const float *k, const float *v, const int32_t *slots, int T) {
     const size_t row = (size_t)kv->n_kv_heads * kv->head_dim;
     for (int t = 0; t < T; t++) {
+        if (slots[t] < 0) continue; /* backend.h: no store */
         size_t base = (size_t)slots[t] * row;
         for (size_t i = 0; i < row; i += 8) {
             int cnt = row - i < 8 ? (int)(row - i) : 8;

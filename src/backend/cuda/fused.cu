@@ -109,7 +109,7 @@ qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W
         __syncwarp();
     }
     for (int d = lane; d < D; d += 32) x[d] = xs[d];
-    if (isq) return;
+    if (isq || a.slots[t] < 0) return; /* slot < 0: a padding row of a recorded step (forward.c) */
     const size_t dst = (size_t)a.slots[t] * a.Hkv * D + (size_t)h * D;
     float *v = a.v + ((size_t)t * a.Hkv + h) * D;
     for (int d = lane; d < D; d += 32) {

@@ -303,6 +303,7 @@ __global__ void kv_store_k(typename W::T *kc, typename W::T *vc, const float *k,
     ck_pdl_trigger();
     ck_pdl_wait();
     const int t = blockIdx.x;
+    if (slots[t] < 0) return; /* a padding row of a recorded step (forward.c): nothing to store */
     const size_t dst = (size_t)slots[t] * row, src = (size_t)t * row;
     for (int i = threadIdx.x; i < row; i += blockDim.x) {
         W::store(kc, dst + i, k[src + i]);
