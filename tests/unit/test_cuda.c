@@ -782,7 +782,7 @@ static void check_affine(struct backend *g, struct backend *c, int bits, int gs,
         float *yd = poisoned(g, (size_t)T * N);
         bk_matmul(g, yd, xd, &q.d, T);
         down(g, got, yd, (size_t)T * N * 4);
-        if (int8_gemv && T <= 8 /* the GEMV (CK_GEMV_MAX_T) */)
+        if (int8_gemv && T <= 32 /* the GEMV (CK_GEMV_MAX_T, in runs up to 32) */)
             qgemv_worst = fmax(qgemv_worst, worst_ratio(got, ref, mag, (size_t)T * N, 0, 1));
         CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, tol, "affine matmul %d-bit g%d %s N=%d K=%d T=%d x+%d", bits,
                     gs, dtype_name(sdt), N, K, T, x_off);
@@ -811,12 +811,13 @@ TEST(affine_matmul_every_bits_and_group) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* model-like widths: many units per row set, T from 1 to 8 and prefill,
+/* model-like widths: many units per row set, T from 1 to 32 (the GEMV) and prefill,
  * tiles of rows (the head-sized case spans several), unaligned activations */
 TEST(affine_matmul_real_widths) {
     unsetenv("VLLMC_CUDA_MATMUL");
     struct backend *g = gpu(), *c = cpu();
-    static const int Ts[] = { 1, 2, 4, 5, 6, 7, 8, 37 }, T1[] = { 1, 3, 9 };
+    /* 9-32 tokens: the GEMV in runs of 8 (the default split's qchunk_max), 37: dequantized tiles */
+    static const int Ts[] = { 1, 2, 4, 5, 6, 7, 8, 16, 27, 32, 37 }, T1[] = { 1, 3, 9, 37 };
     check_affine(g, c, 4, 64, DT_BF16, 1001, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
     check_affine(g, c, 8, 64, DT_BF16, 257, 2048, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
     check_affine(g, c, 4, 128, DT_F32, 129, 14336, T1, (int)ARRAY_LEN(T1), 2e-5, 0);

@@ -102,7 +102,8 @@ struct cuda_backend {
     size_t wq_len;
     void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
     size_t qx_len;
-    int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
+    int qgemv_variant;
+    int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
     struct mm_plan plans[N_PLANS];
     int next_plan;
     void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
@@ -276,9 +277,16 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         return;
     }
     const int N = (int)w->rows, K = (int)w->cols;
-    if (T <= CK_GEMV_MAX_T) {
-        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
-        if (qx) ok(c, ck_qgemv(c->st, y, x, &q, N, K, T, qx, c->qgemv_variant), "quantized gemv");
+    /* the GEMV in runs of up to 8 tokens while that reads fewer bytes than
+     * dequantizing (c->qchunk_max; BENCHMARKS.md) */
+    if (T <= CK_GEMV_MAX_T || (T <= c->qchunk_max && (w->bits == 4 || w->bits == 8))) {
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, MIN(T, CK_GEMV_MAX_T)));
+        for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
+            const int n = MIN(CK_GEMV_MAX_T, T - t0);
+            if (!ok(c, ck_qgemv(c->st, y + (size_t)t0 * N, x + (size_t)t0 * K, &q, N, K, n, qx, c->qgemv_variant),
+                    "quantized gemv"))
+                return;
+        }
         return;
     }
     const size_t parts = c->split ? 2 : 1;
@@ -815,6 +823,10 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->split = !(mode && !strcmp(mode, "bf16"));
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->qgemv_variant = qv && !strcmp(qv, "f32");
+    /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
+     * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
+     * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */
+    c->qchunk_max = getenv("VLLMC_CUDA_QCHUNK") ? atoi(getenv("VLLMC_CUDA_QCHUNK")) : c->split ? 32 : 16;
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
         int S = 0, U = 0, W = 0, trig = 0;
         sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d,%d", &S, &U, &W, &trig);
