@@ -322,7 +322,9 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * without programmatic dependent launch, VLLMC_CUDA_DEC=0 or 1 and
  * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split
  * (VLLMC_CUDA_DEC_PDL=0 launches it without PDL),
- * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps). */
+ * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
+ * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
+ * 8 tokens at a time (default 32, 16 with bf16 activations). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);
