@@ -18,7 +18,8 @@
  * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
  * GEMV of quant.cu up to CK_GEMV_MAX_T tokens (4 and 8 bits: activations
  * rounded to two int8 parts, ~16 bits, in scratch qx; VLLMC_CUDA_QGEMV=f32
- * keeps them f32 as the other widths do); beyond, tiles of rows
+ * keeps them f32 as the other widths do), and at 4/8 bits in runs of 8
+ * tokens up to qchunk_max (VLLMC_CUDA_QCHUNK); beyond, tiles of rows
  * dequantized to bf16 hi (+ lo) in one scratch buffer (wq), then cuBLASLt
  * as above (see matmul_affine). Embedding lookups dequantize the rows they
  * read.
@@ -44,9 +45,14 @@
  * everything; fa0, fa1 and fa2 fix the FA kernel's tile shape
  * (ck_attention_fa; fa, the default, lets it choose).
  *
- * Fused ops (fused.cu): add_rmsnorm and qkv_prep (backend.h), which the
- * forward uses instead of the plain sequences; VLLMC_CUDA_FUSE=0 leaves them
- * out of the op table.
+ * Fused ops (fused.cu, quant.cu): add_rmsnorm and qkv_prep (backend.h),
+ * which the forward uses instead of the plain sequences; matmul_many,
+ * glu_matmul and add_rmsnorm_matmul, which on affine 4/8-bit decode
+ * weights become one rounding (or none: the norm or GLU kernel rounds) and
+ * one GEMV launch over every weight's rows, and the plain ops otherwise.
+ * VLLMC_CUDA_FUSE=0 leaves them out of the op table (=norm keeps
+ * add_rmsnorm and qkv_prep). The decode path's kernels are launched with
+ * programmatic dependent launch (ck_device.cuh; VLLMC_CUDA_PDL=0 off).
  *
  * Sampling: sample_rows (sample.cu) runs the vocabulary passes of the rows
  * the engine's sampler can finish from a few numbers and candidates.

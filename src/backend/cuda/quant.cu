@@ -28,7 +28,13 @@
  * a warp streams 512 contiguous bytes of a row per load, one or two rows
  * per warp, so a T = 1 call has as many warps in flight as registers allow.
  * H100 (BENCHMARKS.md): 1.3-2.6 TB/s at 4 bits and 1.9-3.0 at 8 for T = 1,
- * about twice the f32 kernel. Other widths (2, 3, 5, 6) and
+ * about twice the f32 kernel. One qg_k launch may cover several weights
+ * that read the same input (ck_qgemv_many: q/k/v, gate/up; each owns a
+ * range of blocks), and the rounding may read act(gate) * up instead of x
+ * (the GLU before the down projection) or be done by the residual add +
+ * RMSNorm kernel that makes x (add_rmsnorm_qx_k, ck_add_rmsnorm_qx). Both
+ * kernels use programmatic dependent launch: qg_k loads its first codes
+ * before waiting for the kernel before it. Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -42,7 +48,7 @@
  *
  * What this does not do: allocate (the int8 activations live in the
  * caller's scratch), synchronise, call cuBLAS, or a tensor-core quantized
- * GEMM (prefill dequantizes, cuda.c; T = 4..8 would want one too). */
+ * GEMM (prefill dequantizes, cuda.c; 4 to ~64 tokens would want one). */
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/ck_device.cuh"
 
