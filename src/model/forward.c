@@ -354,19 +354,14 @@ static void run_graph(struct model *m, const struct step *st) {
     const uint64_t kvk = kv_key(st->kv);
     struct model_graph *slot = NULL;
     for (int i = 0; i < MODEL_GRAPHS && !slot; i++)
-        if ((m->graphs[i].g || m->graphs[i].failed) && m->graphs[i].T == T && m->graphs[i].mb == mb &&
-            m->graphs[i].kv == kvk)
+        if (m->graphs[i].g && m->graphs[i].T == T && m->graphs[i].mb == mb && m->graphs[i].kv == kvk)
             slot = &m->graphs[i];
-    if (slot && slot->failed && slot->gen == m->gen) { /* this shape could not be recorded: run it plainly */
-        run_ops(m, st);
-        return;
-    }
-    if (slot && slot->g && slot->gen == m->gen) {
+    if (slot && slot->gen == m->gen) {
         int rc = bk->ops->graph_launch(bk, slot->g);
         if (rc <= 0) return; /* queued, or failed (the backend reports it at the download) */
     }
-    if (slot) { /* stale: buffers moved since it was recorded (or since it failed) */
-        if (slot->g) bk->ops->graph_free(bk, slot->g);
+    if (slot) { /* stale: buffers moved since it was recorded */
+        bk->ops->graph_free(bk, slot->g);
         slot->g = NULL;
     } else {
         slot = &m->graphs[m->next_graph];
@@ -377,9 +372,7 @@ static void run_graph(struct model *m, const struct step *st) {
     run_ops(m, st); /* this step, unrecorded: it also grows whatever the ops need */
     if (bk->ops->graph_begin(bk)) return;
     run_ops(m, st);
-    void *g = bk->ops->graph_end(bk);
-    /* a failed recording is remembered, so the shape is not recorded again every step */
-    *slot = (struct model_graph){ .g = g, .T = T, .mb = mb, .gen = m->gen, .kv = kvk, .failed = !g };
+    *slot = (struct model_graph){ .g = bk->ops->graph_end(bk), .T = T, .mb = mb, .gen = m->gen, .kv = kvk };
 }
 
 /* The forward; keep != NULL: the logits stay in the backend's memory and

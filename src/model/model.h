@@ -119,7 +119,7 @@ struct model {
     int n_dev, cap_dev;
     /* recorded decode steps (forward.c), and a counter bumped whenever the
      * scratch or index buffers move (recordings older than it are stale) */
-    struct model_graph { void *g; int T, mb; unsigned gen; uint64_t kv; bool failed; } graphs[MODEL_GRAPHS];
+    struct model_graph { void *g; int T, mb; unsigned gen; uint64_t kv; } graphs[MODEL_GRAPHS];
     int next_graph;
     unsigned gen;
     char dir[4096];
