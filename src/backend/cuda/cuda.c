@@ -108,8 +108,8 @@ struct cuda_backend {
     size_t wq_len;
     void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
     size_t qx_len;
-    int qgemv_variant;
-    int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
+    int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
+    int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
     struct mm_plan plans[N_PLANS];
     int next_plan;
     void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
