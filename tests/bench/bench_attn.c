@@ -10,8 +10,8 @@
  * * sum over queries of the keys it sees: 4 T^2/2 D H for a whole prompt) and
  * the largest difference from the warp kernel's output. No pass/fail.
  *
- * First the decode kernels (attn_dec.cu's two variants, the second at split
- * targets of 1..8 CTAs per multiprocessor, against the warp kernel): batch 1 at context 4096 and
+ * First the decode kernels (attn_dec.cu's variants, some at split targets
+ * of 1 and 3 CTAs per multiprocessor, against the warp kernel): batch 1 at context 4096 and
  * 32768 (D 64/128/256, GQA 4 and 8), 8 sequences of 4 query rows, batch 64
  * and 256 at context 600; time per call (20 calls back to back) and K/V
  * bytes read per second.
@@ -32,12 +32,12 @@ static const char *modes[] = { "warp", "fa", "fa0", "fa1", "fa2" };
 #define N_MODES 5
 static struct backend *bks[N_MODES];
 /* decode: the warp kernel, then attn_dec.cu's variants (VLLMC_CUDA_DEC 1:
- * registers, 2: cp.async tiles) at split targets of 1..8 CTAs per
- * multiprocessor (VLLMC_CUDA_DEC_CTAS; the default 3) */
-static const char *dmodes[] = { "warp", "v1", "v2", "v2 c1", "v2 c2", "v2 c4", "v2 c6", "v2 c8" };
-static const char *ddec[] = { NULL, "1", "2", "2", "2", "2", "2", "2" };
-static const char *dctas[] = { NULL, NULL, NULL, "1", "2", "4", "6", "8" };
-#define N_DMODES 8
+ * registers, 2: cp.async tiles, 3: tensor cores, 4: three stages) at split
+ * targets (VLLMC_CUDA_DEC_CTAS, CTAs per multiprocessor; the default 2) */
+static const char *dmodes[] = { "warp", "v1", "v2", "v2 c3", "v3", "v3 c1", "v3 c3", "v4", "v4 c3" };
+static const char *ddec[] = { "0", "1", "2", "2", "3", "3", "3", "4", "4" };
+static const char *dctas[] = { NULL, NULL, NULL, "3", NULL, "1", "3", NULL, "3" };
+#define N_DMODES 9
 static struct backend *dbks[N_DMODES];
 
 static double now(void) {

@@ -29,8 +29,9 @@
  * over the copies (as decode runs them: two kernels per call); the model
  * runs with VLLMC_CUDA_QGEMV as set (f32: decode with the kernel before).
  *
- * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] [-q bits] (-L fewer
- * layers for a quick look; the table says how many). Without CUDA it says so
+ * Usage: bench_cuda [-P prompt] [-G gen] [-L layers] [-q bits] [-m] (-L fewer
+ * layers for a quick look; the table says how many; -m: the model only, no
+ * GEMV or op tables). Without CUDA it says so
  * and exits 0. */
 #include <math.h>
 #include <stdio.h>
@@ -126,8 +127,10 @@ static void wfree(struct bk_weight *w) {
 
 int main(int argc, char **argv) {
     int P = 4096, G = 64, layers = 32, opt;
-    while ((opt = getopt(argc, argv, "P:G:L:q:")) != -1) {
+    bool model_only = false;
+    while ((opt = getopt(argc, argv, "P:G:L:q:m")) != -1) {
         if (opt == 'P') P = atoi(optarg);
+        else if (opt == 'm') model_only = true;
         else if (opt == 'q') qbits = atoi(optarg);
         else if (opt == 'G') G = atoi(optarg);
         else if (opt == 'L') layers = atoi(optarg);
@@ -193,7 +196,7 @@ int main(int argc, char **argv) {
 
     /* decode GEMV alone: every shape of the model, T = 1 */
     double gemv_token[2] = { 0, 0 };
-    {
+    if (!model_only) {
         static const int shapes[][3] = { /* N, K, matrices per token */
             { 4096, 4096, 64 }, { 1024, 4096, 64 }, { 14336, 4096, 64 }, { 4096, 14336, 32 }, { 128256, 4096, 1 } };
         struct backend *gv[2];
@@ -337,7 +340,7 @@ int main(int argc, char **argv) {
 
     /* the other ops of a decode step, each run once per layer back to back
      * and then waited for: time per call, launch gaps included */
-    {
+    if (!model_only) {
         float *x = dev_const((size_t)d, 0.5f), *h = dev_const((size_t)d, 0.1f), *q = dev_const((size_t)qd, 0.1f);
         float *k = dev_const((size_t)kvd, 0.1f), *v = dev_const((size_t)kvd, 0.1f), *att = dev_const((size_t)qd, 0);
         float *gt = dev_const((size_t)F, 0.1f), *u = dev_const((size_t)F, 0.1f), *a = dev_const((size_t)F, 0);

@@ -462,9 +462,12 @@ TEST(attention_varlen_paged) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* decode only (every sequence one query row): the split-KV path and its merge */
+/* decode only (every sequence one query row): the warp kernel's split-KV
+ * path and its merge (VLLMC_CUDA_DEC=0; attn_dec.cu is tested below) */
 TEST(attention_split_kv_decode) {
+    setenv("VLLMC_CUDA_DEC", "0", 1);
     struct backend *g = gpu(), *c = cpu();
+    unsetenv("VLLMC_CUDA_DEC");
     static const struct attn_case cases[] = {
         { 32, 8, 128, 0, 0, DT_BF16, 16, 1, { 4096 }, { 1 } },
         { 8, 2, 64, 0, 0, DT_F16, 16, 4, { 3000, 129, 1, 2500 }, { 1, 1, 1, 1 } },
@@ -476,13 +479,16 @@ TEST(attention_split_kv_decode) {
 }
 
 /* The decode kernels for 16-bit caches (attn_dec.cu) that run steps of
- * fewer than 16 query rows per sequence: GQA 1/4/7/8/16 (row chunks of 8),
- * D 64/128/256, blocks of 8/16/32, bf16/f16, windows (1, narrower and wider
- * than the context), softcaps, sequences of different lengths (1 token, long
- * contexts), 1 to 15 query rows, a padded table (the bound a recorded step
- * splits by); the default (cp.async tiles) and variant 1 (registers,
- * VLLMC_CUDA_DEC=1), and few and many splits (VLLMC_CUDA_DEC_CTAS 1 and
- * 16). Exact f32 arithmetic: the warp kernel's tolerance. */
+ * fewer than 16 query rows per sequence: GQA 1/4/7/8/16, D 64/128/256,
+ * blocks of 8/16/32, bf16/f16, windows (1, narrower and wider than the
+ * context), softcaps, sequences of different lengths (1 token, long
+ * contexts), 1 to 15 query rows (row chunks of 8, and of 16 for the tensor
+ * cores), a padded table (the bound a recorded step splits by); each variant
+ * (VLLMC_CUDA_DEC 1: registers, 2: cp.async tiles, 3: tensor cores, the
+ * default, 4: three stages) and few and many splits (VLLMC_CUDA_DEC_CTAS 1
+ * and 16). Variants 1 and 2 compute in f32: the warp kernel's tolerance;
+ * 3 and 4 round q and P to the KV type: the FA kernel's (1e-2 bf16, 3e-3
+ * f16; the worst seen is printed). D 256 cases run variant 2 under 3. */
 TEST(attention_decode_kernel) {
     static const struct attn_case cases[] = {
         { 32, 8, 128, 0, 0, DT_BF16, 16, 1, { 4096 }, { 1 } },
@@ -497,9 +503,11 @@ TEST(attention_decode_kernel) {
         { 12, 12, 64, 0, 0, DT_BF16, 16, 1, { 20000 }, { 1 } },
         { 32, 2, 128, 3000, 0, DT_F16, 16, 2, { 300, 4000 }, { 1, 1 } },
         { 32, 8, 128, 0, 0, DT_BF16, 16, 8, { 1, 2, 3, 4, 5, 6, 7, 4097 }, { 1, 1, 1, 1, 1, 1, 1, 1 } },
+        { 16, 1, 128, 0, 0, DT_F16, 16, 2, { 900, 260 }, { 1, 2 } },
     };
-    static const int pads[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 7 };
-    static const char *ctas[] = { NULL, NULL, "1", "16" }, *dec[] = { NULL, "1", NULL, NULL };
+    static const int pads[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 7, 0 };
+    static const char *ctas[] = { NULL, NULL, "1", "16", NULL, "1", "16", NULL },
+                      *dec[] = { "2", "1", "2", "2", NULL, "3", "3", "4" };
     struct backend *c = cpu();
     for (size_t v = 0; v < ARRAY_LEN(ctas); v++) {
         if (ctas[v]) setenv("VLLMC_CUDA_DEC_CTAS", ctas[v], 1);
@@ -507,10 +515,21 @@ TEST(attention_decode_kernel) {
         struct backend *g = gpu();
         unsetenv("VLLMC_CUDA_DEC_CTAS");
         unsetenv("VLLMC_CUDA_DEC");
+        const bool mma = !dec[v] || atoi(dec[v]) >= 3;
+        double worst[2] = { 0, 0 }; /* bf16, f16 */
         for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
             table_pad = pads[i];
-            check_attention(g, c, &cases[i]);
+            const bool bf = cases[i].dt == DT_BF16;
+            if (!mma) {
+                check_attention(g, c, &cases[i]);
+                continue;
+            }
+            double e = check_attention_tol(g, c, &cases[i], bf ? 1e-2 : 3e-3, 0);
+            worst[!bf] = fmax(worst[!bf], e);
         }
+        if (mma)
+            printf("      variant %s, split target %s: max |err| %.2e (bf16 KV), %.2e (f16 KV)\n", dec[v] ? dec[v] : "3",
+                   ctas[v] ? ctas[v] : "2", worst[0], worst[1]);
         table_pad = 0;
         bk_destroy(g);
     }

@@ -39,6 +39,7 @@
  * kernel, attn_fa.cu). */
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/ck_device.cuh"
+#include "backend/cuda/ck_mma.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -72,13 +73,6 @@ inline int rows_for(int G, int max_q) {
     const int n = G * max_q;
     return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8;
 }
-
-/* 16 bytes global -> shared, asynchronously (cp.async, sm_80 and later) */
-__device__ __forceinline__ void cp16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /* What every CTA of the decode kernels knows about its rows and keys. */
 template <int R> struct DecRows {
@@ -340,18 +334,18 @@ attn_dec2_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             const int j = min(tk0 + kk, w.k1 - 1);
             const size_t src = ((size_t)bt[j / B] * B + (size_t)(j % B)) * rowst + (size_t)hk * D + (size_t)pc * 8;
             const uint32_t dk = sbase + (uint32_t)((stage * 2 * TK * D + kk * D + pc * 8) * 2);
-            cp16(dk, kc + src);
-            cp16(dk + TK * D * 2, vc + src);
+            ck_cp16(dk, kc + src, 16);
+            ck_cp16(dk + TK * D * 2, vc + src, 16);
         }
-        cp_commit();
+        ck_cp_commit();
     };
     if (ntiles > 0) issue(0);
     for (int it = 0; it < ntiles; it++) {
         if (it + 1 < ntiles) {
             issue(it + 1);
-            cp_wait<1>();
+            ck_cp_wait<1>();
         } else {
-            cp_wait<0>();
+            ck_cp_wait<0>();
         }
         __syncthreads();
         const uint16_t *ks = tiles + (it & 1) * 2 * TK * D, *vs = ks + TK * D;
@@ -366,68 +360,256 @@ attn_dec2_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
                        T_bound);
 }
 
-__device__ float dec_block_reduce(float v, bool is_max, float *red) {
-    for (int o = 16; o > 0; o >>= 1) {
-        const float x = __shfl_xor_sync(FULL, v, o);
-        v = is_max ? fmaxf(v, x) : v + x;
+/* Variant 3 (the default for head dims 64 and 128 and power-of-two blocks):
+ * tensor cores, as attn_fa.cu. The CTA's rows (up to 16) are one m16 tile,
+ * q rounded to the KV type once; tiles of BN = 64 keys go into shared memory
+ * by cp.async (NS stages: a batch-1 CTA's whole key range is in flight at
+ * once), and warp w takes keys 16 w .. 16 w + 15 of each tile: S = Q K^T by
+ * mma (D / 16 k-steps of two n8 blocks), mask and online softmax on its
+ * 16 x 16 scores (the row max over the quad by two shuffles), P rounded to
+ * the KV type as the A operand of O += P V. So a key costs a few
+ * instructions per warp where variants 1 and 2 spend ~75 (16 lanes each
+ * recomputing its softmax, 4 shuffle levels per dot product). The 4 warps'
+ * states merge through shared memory (the stages' memory) as dec_finish
+ * does; the partial format is the other variants' (maxima in natural units
+ * of the scaled score). Numerics: attn_fa.cu's (q and P 16-bit). */
+constexpr int DEC3_BN = 64;
+
+template <int D, int NS> constexpr int dec3_smem() { return 16 * D * 2 + NS * 2 * DEC3_BN * D * 2; }
+
+template <class E, int D, int NS>
+__global__ void __launch_bounds__(DEC_WARPS * 32)
+attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
+            const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
+            int T_bound, int lb) {
+    ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
+    constexpr int BN = DEC3_BN, CPR = D / 8, DB = D / 8, KT = D / 16, TILE = BN * D * 2;
+    static_assert(DEC_WARPS * 16 == BN, "a warp per 16 keys of a tile");
+    static_assert(DEC_WARPS * 16 * D * 4 <= NS * 2 * TILE, "the warps' outputs fit in the stages");
+    extern __shared__ __align__(128) unsigned char smem[];
+    __shared__ float m_sh[DEC_WARPS][16], l_sh[DEC_WARPS][16];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g8 = lane >> 2, t4 = lane & 3;
+    const int split = blockIdx.x, hk = blockIdx.y / n_rc, rc = blockIdx.y % n_rc, s = blockIdx.z;
+    const int G = a.H / a.Hkv, q0 = a.query_start[s], nq = a.query_start[s + 1] - q0, L = a.seq_len[s];
+    const int r0 = rc * 16, nr = min(16, nq * G - r0);
+    if (nr <= 0) return; /* the whole CTA */
+
+    /* this split's keys: its share of the range any row of the chunk sees,
+     * from the first row's window start to the last row's position */
+    const int kstart = a.window > 0 ? max(0, L - nq + r0 / G - a.window + 1) : 0;
+    const int kend = L - nq + (r0 + nr - 1) / G + 1;
+    int per = (kend - kstart + n_split - 1) / n_split;
+    per = (per + BN - 1) / BN * BN;
+    const int k0 = kstart + split * per, k1 = min(kend, k0 + per);
+    const int nt = k1 > k0 ? (k1 - k0 + BN - 1) / BN : 0;
+
+    const uint32_t aq = (uint32_t)__cvta_generic_to_shared(smem), ak = aq + 16 * D * 2;
+    const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
+    const size_t rowst = (size_t)a.Hkv * D;
+    const int bmask = (1 << lb) - 1;
+    auto load_kv = [&](int st, int j0) { /* keys past k1 are zeros (and masked) */
+#pragma unroll
+        for (int i = 0; i < BN * CPR / (DEC_WARPS * 32); i++) {
+            const int idx = tid + i * DEC_WARPS * 32, r = idx / CPR, ch = idx % CPR, j = j0 + r;
+            size_t off = 0;
+            int bytes = 0;
+            if (j < k1) off = (size_t)((bt[j >> lb] << lb) | (j & bmask)) * rowst + (size_t)(hk * D + ch * 8), bytes = 16;
+            const uint32_t o = ak + (uint32_t)(st * 2 * TILE) + ck_swz<D>(r, ch);
+            ck_cp16(o, kc + off, bytes);
+            ck_cp16(o + TILE, vc + off, bytes);
+        }
+    };
+#pragma unroll
+    for (int st = 0; st < NS; st++) {
+        if (st < nt) load_kv(st, k0 + st * BN);
+        ck_cp_commit(); /* one group per tile slot, empty or not: the waits below count them */
     }
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    __syncthreads(); /* red may still be read from a previous call */
-    if (lane == 0) red[warp] = v;
+
+    /* Q: rows (query token, head of the group), 16-bit, rows past nr zero */
+    for (int idx = tid; idx < 16 * (D / 4); idx += DEC_WARPS * 32) {
+        const int i = idx / (D / 4), c4 = idx % (D / 4), r = r0 + i;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (i < nr)
+            v = *reinterpret_cast<const float4 *>(q + ((size_t)(q0 + r / G) * a.H + (size_t)hk * G + r % G) * D + c4 * 4);
+        uint2 w;
+        w.x = E::pack(v.x, v.y), w.y = E::pack(v.z, v.w);
+        *reinterpret_cast<uint2 *>(smem + ck_swz<D>(i, c4 >> 1) + (c4 & 1) * 8) = w;
+    }
+    /* this thread's rows g8 and g8 + 8: the keys they see, [lo, hi] (hi = -1: no row) */
+    int lo[2], hi[2];
+#pragma unroll
+    for (int h2 = 0; h2 < 2; h2++) {
+        const int i = g8 + 8 * h2;
+        hi[h2] = i < nr ? L - nq + (r0 + i) / G : -1;
+        lo[h2] = a.window > 0 ? max(0, hi[h2] - a.window + 1) : 0;
+    }
     __syncthreads();
-    v = lane < nw ? red[lane] : (is_max ? -INFINITY : 0.0f);
-    for (int o = 16; o > 0; o >>= 1) {
-        const float x = __shfl_xor_sync(FULL, v, o);
-        v = is_max ? fmaxf(v, x) : v + x;
+    const int l7 = lane & 7, l8 = (lane >> 3) & 1, l16 = lane >> 4;
+    const uint32_t qoff = (uint32_t)((l7 + l8 * 8) * D * 2 + ((l16 ^ l7) << 4));
+    const uint32_t koff = (uint32_t)((warp * 16 + l7 + l16 * 8) * D * 2 + ((l8 ^ l7) << 4));
+    const uint32_t voff = (uint32_t)((warp * 16 + l7 + l8 * 8) * D * 2 + ((l16 ^ l7) << 4));
+    uint32_t af[KT][4];
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) ck_ldsm4(af[kk], aq + (qoff ^ (kk << 5)));
+
+    float o[DB][4], mrow[2] = { -INFINITY, -INFINITY }, lrow[2] = { 0.f, 0.f };
+#pragma unroll
+    for (int db = 0; db < DB; db++) o[db][0] = o[db][1] = o[db][2] = o[db][3] = 0.f;
+    const float cap = a.softcap, cap_in = a.scale / (cap > 0 ? cap : 1.0f);
+    const float c2 = cap > 0 ? CK_L2E : a.scale * CK_L2E; /* base-2 exponents, the scale folded in */
+
+    for (int it = 0; it < nt; it++) {
+        const int st = it % NS, j0 = k0 + it * BN;
+        ck_cp_wait<NS - 1>();
+        __syncthreads(); /* tile it visible to all */
+        const uint32_t kb = ak + (uint32_t)(st * 2 * TILE), vb = kb + TILE;
+        float sc[2][4] = { { 0.f, 0.f, 0.f, 0.f }, { 0.f, 0.f, 0.f, 0.f } };
+#pragma unroll
+        for (int kk = 0; kk < KT; kk++) {
+            uint32_t bf[4];
+            ck_ldsm4(bf, kb + (koff ^ (kk << 5)));
+            E::mma(sc[0], af[kk], bf[0], bf[1]);
+            E::mma(sc[1], af[kk], bf[2], bf[3]);
+        }
+#pragma unroll
+        for (int h2 = 0; h2 < 2; h2++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float x = sc[nb][2 * h2 + e];
+                    if (cap > 0) x = cap * tanhf(x * cap_in);
+                    const int j = j0 + warp * 16 + nb * 8 + 2 * t4 + e;
+                    if (j >= k1 || j < lo[h2] || j > hi[h2]) x = -INFINITY;
+                    sc[nb][2 * h2 + e] = x;
+                    mx = fmaxf(mx, x);
+                }
+            mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
+            const float mnew = fmaxf(mrow[h2], mx);
+            const float mb = mnew == -INFINITY ? 0.f : mnew * c2; /* nothing visible yet: every p is 0 */
+            const float corr = ck_ex2(fmaf(mrow[h2], c2, -mb));
+            mrow[h2] = mnew;
+            float sum = 0.f;
+#pragma unroll
+            for (int nb = 0; nb < 2; nb++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float pe = ck_ex2(fmaf(sc[nb][2 * h2 + e], c2, -mb));
+                    sc[nb][2 * h2 + e] = pe;
+                    sum += pe;
+                }
+            lrow[h2] = lrow[h2] * corr + sum; /* this thread's columns; the quad sums at the end */
+#pragma unroll
+            for (int db = 0; db < DB; db++) o[db][2 * h2] *= corr, o[db][2 * h2 + 1] *= corr;
+        }
+        uint32_t pa[4];
+        pa[0] = E::pack(sc[0][0], sc[0][1]), pa[1] = E::pack(sc[0][2], sc[0][3]);
+        pa[2] = E::pack(sc[1][0], sc[1][1]), pa[3] = E::pack(sc[1][2], sc[1][3]);
+#pragma unroll
+        for (int db = 0; db < D / 16; db++) {
+            uint32_t bf[4];
+            ck_ldsm4t(bf, vb + (voff ^ (db << 5)));
+            E::mma(o[2 * db], pa, bf[0], bf[1]);
+            E::mma(o[2 * db + 1], pa, bf[2], bf[3]);
+        }
+        __syncthreads(); /* every warp is done with stage st: refill it */
+        if (it + NS < nt) load_kv(st, j0 + NS * BN);
+        ck_cp_commit();
     }
-    return v;
+    ck_cp_wait<0>();
+    __syncthreads(); /* the stages now hold the warps' outputs */
+
+    float *o_sh = reinterpret_cast<float *>(smem + 16 * D * 2); /* [warp][16][D] */
+#pragma unroll
+    for (int h2 = 0; h2 < 2; h2++) {
+        float l = lrow[h2];
+        l += __shfl_xor_sync(FULL, l, 1);
+        l += __shfl_xor_sync(FULL, l, 2);
+        const int i = g8 + 8 * h2;
+        if (i >= nr) continue;
+        if (t4 == 0) m_sh[warp][i] = mrow[h2], l_sh[warp][i] = l;
+        float *orow = o_sh + (warp * 16 + i) * D + 2 * t4;
+#pragma unroll
+        for (int db = 0; db < DB; db++) *reinterpret_cast<float2 *>(orow + db * 8) = make_float2(o[db][2 * h2], o[db][2 * h2 + 1]);
+    }
+    __syncthreads();
+    const size_t items = (size_t)T_bound * a.H;
+    for (int idx = tid; idx < nr * D; idx += DEC_WARPS * 32) {
+        const int i = idx / D, d = idx % D, r = r0 + i;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, m_sh[w][i]);
+        float Ls = 0.f, v = 0.f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            const float f = m_sh[w][i] == -INFINITY ? 0.f : ck_ex2((m_sh[w][i] - M) * c2);
+            Ls += l_sh[w][i] * f;
+            v += o_sh[(w * 16 + i) * D + d] * f;
+        }
+        const size_t item = (size_t)(q0 + r / G) * a.H + (size_t)hk * G + r % G;
+        if (n_split == 1) {
+            out[item * D + d] = v / Ls;
+        } else {
+            part[((size_t)split * items + item) * D + d] = v;
+            if (d == 0) {
+                float *ml = part + (size_t)n_split * items * D + ((size_t)split * items + item) * 2;
+                ml[0] = M * (c2 / CK_L2E), ml[1] = Ls; /* natural units of the scaled score, as dec_finish */
+            }
+        }
+    }
 }
 
-/* Merge the n_split partials of each (row, head), one block of 256 threads
- * each: thread sp reads split sp's (max, sum), the splits' weights exp(m -
- * M) go through shared memory, then groups of D / 4 threads each sum a
- * share of the splits' o rows by float4 (many loads in flight at once) and
- * the groups' sums meet in shared memory. A split that saw no key of the
- * row has sum 0 and weighs nothing. */
-constexpr int CMB_THREADS = 256;
-__global__ void __launch_bounds__(CMB_THREADS)
-attn_dec_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H, int D, int n_split,
-                   int T_bound) {
+/* Merge the n_split partials of each (row, head): a block of D threads per
+ * item, thread d reading every split's (max, sum) and its own column of the
+ * splits' o rows, all loads independent (one round trip to L2, no barrier).
+ * A split that saw no key of the row has sum 0 and weighs nothing. */
+__global__ void attn_dec_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H,
+                                   int n_split, int T_bound) {
     ck_pdl_wait();
-    __shared__ float wsh[DEC_MAX_SPLIT], red[32];
-    __shared__ float4 acc_sh[CMB_THREADS];
-    const int t = blockIdx.x / H, h = blockIdx.x % H;
+    const int t = blockIdx.x / H, h = blockIdx.x % H, D = blockDim.x, d = threadIdx.x;
     if (t >= query_start[n_seqs]) return; /* the whole block */
     const size_t items = (size_t)T_bound * H, item = (size_t)t * H + h;
-    const float *ml = part + (size_t)n_split * items * D;
-    const int sp = threadIdx.x;
-    float ms = -INFINITY, ls = 0.0f;
-    if (sp < n_split) ms = ml[((size_t)sp * items + item) * 2], ls = ml[((size_t)sp * items + item) * 2 + 1];
-    const float M = dec_block_reduce(ms, true, red);
-    const float wt = ls > 0 ? expf(ms - M) : 0.0f;
-    if (sp < n_split) wsh[sp] = wt;
-    const float L = dec_block_reduce(ls * wt, false, red); /* its barriers also publish wsh */
-    const int nd4 = D / 4, c = threadIdx.x % nd4, g = threadIdx.x / nd4, NG = CMB_THREADS / nd4;
-    const float4 *p4 = reinterpret_cast<const float4 *>(part + item * D) + c;
-    const size_t s4 = items * D / 4;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll 4
-    for (int k = g; k < n_split; k += NG) {
-        const float4 x = p4[k * s4];
-        const float ww = wsh[k];
-        v.x += x.x * ww, v.y += x.y * ww, v.z += x.z * ww, v.w += x.w * ww;
+    const float2 *ml = reinterpret_cast<const float2 *>(part + (size_t)n_split * items * D) + item;
+    float M = -INFINITY;
+#pragma unroll 8
+    for (int sp = 0; sp < n_split; sp++) M = fmaxf(M, ml[sp * items].x);
+    const float *p = part + item * D + d;
+    float L = 0.0f, v = 0.0f;
+#pragma unroll 8
+    for (int sp = 0; sp < n_split; sp++) {
+        const float2 e = ml[sp * items];
+        const float w = e.y > 0 ? expf(e.x - M) : 0.0f;
+        L += e.y * w, v += p[sp * items * D] * w;
     }
-    acc_sh[threadIdx.x] = v;
-    __syncthreads();
-    if (threadIdx.x < nd4) {
-        float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int gg = 0; gg < NG; gg++) {
-            const float4 x = acc_sh[gg * nd4 + c];
-            sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
-        }
-        const float inv = 1.0f / L;
-        float *oh = out + item * D + c * 4;
-        oh[0] = sum.x * inv, oh[1] = sum.y * inv, oh[2] = sum.z * inv, oh[3] = sum.w * inv;
+    out[item * D + d] = v / L;
+}
+
+template <class E, int D, int NS>
+void dec3_launch(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a,
+                 int T_bound, int n_rc, int n_split, float *part) {
+    constexpr int smem = dec3_smem<D, NS>();
+    static bool attr = false; /* once per kernel: one kind of GPU per process */
+    if (!attr) cudaFuncSetAttribute(attn_dec3_k<E, D, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), attr = true;
+    int lb = 0;
+    while ((1 << lb) < a->block_size) lb++;
+    const dim3 grid((unsigned)n_split, (unsigned)(a->Hkv * n_rc), (unsigned)a->n_seqs);
+    ck_launch_if(dec_pdl, attn_dec3_k<E, D, NS>, grid, DEC_WARPS * 32, smem, st, out, q,
+                 static_cast<const uint16_t *>(kc), static_cast<const uint16_t *>(vc), *a, n_split, n_rc, part, T_bound,
+                 lb);
+}
+
+template <class E>
+void dec3_dims(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a, int T_bound,
+               int n_rc, int n_split, float *part, int variant) {
+    const bool deep = variant == 4; /* 3 stages (variant 4) instead of 2 */
+    if (a->D == 64) {
+        if (deep) dec3_launch<E, 64, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
+        else dec3_launch<E, 64, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
+    } else {
+        if (deep) dec3_launch<E, 128, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
+        else dec3_launch<E, 128, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
     }
 }
 
@@ -467,6 +649,11 @@ void dec_dims(ck_stream st, float *out, const float *q, const void *kc, const vo
     }
 }
 
+/* variant 3 (and 4) run this call: head dims 64 and 128, power-of-two blocks */
+bool dec3_runs(const ck_attn *a, int variant) {
+    return variant >= 3 && (a->D == 64 || a->D == 128) && a->block_size > 0 && (a->block_size & (a->block_size - 1)) == 0;
+}
+
 } // namespace
 
 extern "C" void ck_attention_dec_pdl(int on) { dec_pdl = on != 0; }
@@ -476,8 +663,8 @@ extern "C" int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, c
            a->H % a->Hkv == 0 && ((uintptr_t)kc & 15) == 0 && ((uintptr_t)vc & 15) == 0;
 }
 
-extern "C" int ck_attention_dec_ctas(const struct ck_attn *a, int max_q) {
-    const int G = a->H / a->Hkv, R = rows_for(G, max_q);
+extern "C" int ck_attention_dec_ctas(const struct ck_attn *a, int max_q, int variant) {
+    const int G = a->H / a->Hkv, R = dec3_runs(a, variant) ? 16 : rows_for(G, max_q);
     return a->n_seqs * a->Hkv * ((G * max_q + R - 1) / R);
 }
 
@@ -487,12 +674,16 @@ extern "C" int ck_attention_dec(ck_stream st, float *out, const float *q, const 
     if (T_bound <= 0 || a->n_seqs <= 0 || max_q <= 0) return 0;
     if (!ck_attention_dec_runs(kt, a, kc, vc) || n_split < 1 || n_split > DEC_MAX_SPLIT || (n_split > 1 && !part))
         return (int)cudaErrorInvalidValue;
-    const int G = a->H / a->Hkv, R = rows_for(G, max_q), n_rc = (G * max_q + R - 1) / R;
+    const bool v3 = dec3_runs(a, variant);
+    const int G = a->H / a->Hkv, R = v3 ? 16 : rows_for(G, max_q), n_rc = (G * max_q + R - 1) / R;
     if ((size_t)a->Hkv * n_rc > 65535 || a->n_seqs > 65535) return (int)cudaErrorInvalidValue;
-    if (kt == CK_BF16) dec_dims<DBF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
+    if (v3) {
+        if (kt == CK_BF16) dec3_dims<CkBF16>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, variant);
+        else dec3_dims<CkF16>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, variant);
+    } else if (kt == CK_BF16) dec_dims<DBF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     else dec_dims<DF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     if (n_split > 1)
-        ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), CMB_THREADS, 0, st, out,
-                     (const float *)part, a->query_start, a->n_seqs, a->H, a->D, n_split, T_bound);
+        ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), (unsigned)a->D, 0, st, out,
+                     (const float *)part, a->query_start, a->n_seqs, a->H, n_split, T_bound);
     return (int)cudaGetLastError();
 }

@@ -37,6 +37,7 @@
  * rows of a mixed batch run here as a tile with one token), wgmma/TMA (sm_90
  * only; mma.sync runs on sm_80 and later). */
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/ck_mma.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -47,60 +48,6 @@ namespace {
 
 constexpr int FA_THREADS = 128; /* 4 warps */
 constexpr unsigned FULL = 0xffffffffu;
-constexpr float L2E = 1.4426950408889634f;
-
-struct EBF16 {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-};
-struct EF16 {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-};
-
-__device__ __forceinline__ void ldsm4(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-__device__ __forceinline__ void ldsm4t(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-/* 16 bytes global -> shared; bytes = 0 writes zeros and reads nothing */
-__device__ __forceinline__ void cp16(uint32_t dst, const void *src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-/* 2^x; 2^-inf = 0 (the plain MUFU, without exp2f's denormal fix-ups) */
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
-/* byte offset of 16-byte chunk ch of row r in a [rows][D] 16-bit tile */
-template <int D> __device__ __forceinline__ uint32_t swz(int r, int ch) {
-    return (uint32_t)(r * (D * 2) + ((ch ^ (r & 7)) << 4));
-}
 
 struct fa_args {
     float *out;
@@ -178,13 +125,13 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
                 const size_t off = (size_t)((bt[j >> lb] << lb) | (j & bmask)) * row + (size_t)(hk * D + ch * 8);
                 ks += off, vs += off, bytes = 16;
             }
-            const uint32_t o = (uint32_t)(st * BN * D * 2) + swz<D>(r, ch);
-            cp16(ak + o, ks, bytes);
-            cp16(av + o, vs, bytes);
+            const uint32_t o = (uint32_t)(st * BN * D * 2) + ck_swz<D>(r, ch);
+            ck_cp16(ak + o, ks, bytes);
+            ck_cp16(av + o, vs, bytes);
         }
     };
     load_kv(0, kstart);
-    cp_commit();
+    ck_cp_commit();
 
     /* Q: f32 -> 16-bit, rows past the tile's tokens or heads as zeros */
     for (int idx = tid; idx < BM * (D / 4); idx += FA_THREADS) {
@@ -194,7 +141,7 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
             v = *reinterpret_cast<const float4 *>(f.q + ((size_t)(q0 + tok0 + tq) * a.H + head0 + hh) * D + c4 * 4);
         uint2 w;
         w.x = E::pack(v.x, v.y), w.y = E::pack(v.z, v.w);
-        *reinterpret_cast<uint2 *>(reinterpret_cast<unsigned char *>(sq) + swz<D>(r, c4 >> 1) + (c4 & 1) * 8) = w;
+        *reinterpret_cast<uint2 *>(reinterpret_cast<unsigned char *>(sq) + ck_swz<D>(r, c4 >> 1) + (c4 & 1) * 8) = w;
     }
 
     /* this thread's rows: (warp * MT + mt) * 16 + g8 + 8 * h2; position or -1 */
@@ -227,14 +174,14 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
     /* exponents in base 2 with the scale folded in: without a softcap the
      * running max is of the raw scores (scale > 0) */
     const float cap = a.softcap, cap_in = a.scale / (cap > 0 ? cap : 1.0f);
-    const float c2 = cap > 0 ? L2E : a.scale * L2E;
+    const float c2 = cap > 0 ? CK_L2E : a.scale * CK_L2E;
     const int n_tiles = (kend - kstart + BN - 1) / BN;
 
     for (int it = 0; it < n_tiles; it++) {
         const int j0 = kstart + it * BN, st = it & 1;
         if (it + 1 < n_tiles) load_kv(st ^ 1, j0 + BN);
-        cp_commit();
-        cp_wait<1>();
+        ck_cp_commit();
+        ck_cp_wait<1>();
         __syncthreads(); /* this stage's K/V (and at it = 0 the Q tile) visible to all */
 
         /* S = Q K^T */
@@ -248,11 +195,11 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
         for (int kk = 0; kk < D / 16; kk++) {
             uint32_t af[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) ldsm4(af[mt], aq + ((qoff ^ (kk << 5)) + mt * 16 * D * 2));
+            for (int mt = 0; mt < MT; mt++) ck_ldsm4(af[mt], aq + ((qoff ^ (kk << 5)) + mt * 16 * D * 2));
 #pragma unroll
             for (int nb = 0; nb < BN / 16; nb++) {
                 uint32_t bf[4];
-                ldsm4(bf, kb + ((koff ^ (kk << 5)) + nb * 16 * D * 2));
+                ck_ldsm4(bf, kb + ((koff ^ (kk << 5)) + nb * 16 * D * 2));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     E::mma(sc[mt][2 * nb], af[mt], bf[0], bf[1]);
@@ -286,14 +233,14 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
                 mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
                 const float mnew = fmaxf(mrow[mt][h2], mx);
                 const float mb = mnew == -INFINITY ? 0.f : mnew * c2; /* a row with nothing visible yet */
-                const float corr = ex2(fmaf(mrow[mt][h2], c2, -mb));
+                const float corr = ck_ex2(fmaf(mrow[mt][h2], c2, -mb));
                 mrow[mt][h2] = mnew;
                 float sum = 0.f;
 #pragma unroll
                 for (int nb = 0; nb < NB; nb++)
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
-                        const float pe = ex2(fmaf(sc[mt][nb][2 * h2 + e], c2, -mb));
+                        const float pe = ck_ex2(fmaf(sc[mt][nb][2 * h2 + e], c2, -mb));
                         sc[mt][nb][2 * h2 + e] = pe;
                         sum += pe;
                     }
@@ -318,7 +265,7 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
 #pragma unroll
             for (int db = 0; db < D / 16; db++) {
                 uint32_t bf[4];
-                ldsm4t(bf, vb + ((voff ^ (db << 5)) + kk * 16 * D * 2));
+                ck_ldsm4t(bf, vb + ((voff ^ (db << 5)) + kk * 16 * D * 2));
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     E::mma(o[mt][2 * db], pa[mt], bf[0], bf[1]);
@@ -328,7 +275,7 @@ __global__ void __launch_bounds__(FA_THREADS) fa_k(const fa_args f) {
         }
         __syncthreads(); /* the next iteration's copy overwrites this stage */
     }
-    cp_wait<0>();
+    ck_cp_wait<0>();
 
     /* out = O / l, rows of real (token, head) pairs */
 #pragma unroll
@@ -412,6 +359,6 @@ extern "C" int ck_attention_fa(ck_stream st, float *out, const float *q, const v
         const double ctas = (double)a->n_seqs * ((max_q + QR - 1) / QR) * a->Hkv * ((grp + G - 1) / G);
         variant = a->D == 128 && ctas >= 4.0 * n_sm ? 0 : 1;
     }
-    if (kt == CK_BF16) return fa_d<EBF16>(st, out, q, kc, vc, a, max_q, variant);
-    return fa_d<EF16>(st, out, q, kc, vc, a, max_q, variant);
+    if (kt == CK_BF16) return fa_d<CkBF16>(st, out, q, kc, vc, a, max_q, variant);
+    return fa_d<CkF16>(st, out, q, kc, vc, a, max_q, variant);
 }

@@ -39,8 +39,10 @@
  * tensor-core kernel (attn_fa.cu) where it applies (BF16/F16 KV, D 64, 128
  * or 256); decode steps on 16-bit caches (D 64, 128, 256) run attn_dec.cu,
  * split over the keys until the CTAs fill the GPU VLLMC_CUDA_DEC_CTAS times
- * per multiprocessor (default 2; VLLMC_CUDA_DEC=1 its register-load
- * variant, 0 the warp kernel); the rest run the warp-per-row kernel, split
+ * per multiprocessor (default 2): its tensor-core variant (3, the default,
+ * D 64 and 128; VLLMC_CUDA_DEC=4 with three stages), 2 its exact-f32
+ * cp.async variant (also where 3 does not apply), 1 its register-load
+ * variant, 0 the warp kernel; the rest run the warp-per-row kernel, split
  * over the keys for decode. VLLMC_CUDA_ATTN=warp keeps the warp kernel for
  * everything; fa0, fa1 and fa2 fix the FA kernel's tile shape
  * (ck_attention_fa; fa, the default, lets it choose).
@@ -510,10 +512,12 @@ static void cu_attention(struct backend *bk, float *out, const float *q, const s
     const int T_bound = b->n_seqs * max_q;
     if (!c->attn_warp && c->dec && max_q < CUDA_FA_MIN_Q && ck_attention_dec_runs(kt, &a, kv->k, kv->v)) {
         /* as many key ranges as bring the CTAs to dec_ctas per multiprocessor,
-         * each at least 32 keys */
-        const size_t ctas = (size_t)ck_attention_dec_ctas(&a, max_q), target = (size_t)c->n_sm * c->dec_ctas;
+         * each at least a tile (32 keys; 64 for the tensor-core variants) */
+        const size_t ctas = (size_t)ck_attention_dec_ctas(&a, max_q, c->dec), target = (size_t)c->n_sm * c->dec_ctas;
+        const int tile = c->dec >= 3 ? 64 : 32;
         int n_split = 1;
-        if (ctas < target && keys > 32) n_split = (int)MAX(1, MIN(MIN((size_t)(keys + 31) / 32, (target + ctas - 1) / ctas), 128));
+        if (ctas < target && keys > tile)
+            n_split = (int)MAX(1, MIN(MIN((size_t)(keys + tile - 1) / tile, (target + ctas - 1) / ctas), 128));
         float *part = NULL;
         if (n_split > 1) {
             size_t need = (size_t)n_split * T_bound * (size_t)p->n_heads * (size_t)(p->head_dim + 2) * sizeof(float);
@@ -840,8 +844,8 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     }
     c->fa_variant = fa_variant;
     c->attn_warp = attn && !strcmp(attn, "warp");
-    c->dec = getenv("VLLMC_CUDA_DEC") ? atoi(getenv("VLLMC_CUDA_DEC")) : 2;
-    if (c->dec < 0 || c->dec > 2) c->dec = 2;
+    c->dec = getenv("VLLMC_CUDA_DEC") ? atoi(getenv("VLLMC_CUDA_DEC")) : 3;
+    if (c->dec < 0 || c->dec > 4) c->dec = 3;
     c->dec_ctas = getenv("VLLMC_CUDA_DEC_CTAS") ? atoi(getenv("VLLMC_CUDA_DEC_CTAS")) : 2;
     if (c->dec_ctas < 1) c->dec_ctas = 1;
     ck_attention_dec_pdl(!(getenv("VLLMC_CUDA_DEC_PDL") && !strcmp(getenv("VLLMC_CUDA_DEC_PDL"), "0")));

@@ -83,17 +83,21 @@ int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const
  * ck_attention, for steps of few query rows (max_q >= every sequence's),
  * BF16/F16 KV with D 64, 128 or 256 and 16-byte aligned pools
  * (ck_attention_dec_runs says whether a call qualifies). One CTA per (split,
- * KV head, chunk of up to 8 (token, query head) rows of that KV head,
- * sequence): ck_attention_dec_ctas CTAs per split; n_split <= 128 ranges of
- * keys merged by a second kernel (part: n_split * T_bound * H * (D + 2)
- * floats when n_split > 1). variant 1: K/V loaded into registers; 2: tiles
- * copied into shared memory by cp.async, two stages. */
+ * KV head, chunk of (token, query head) rows of that KV head, sequence):
+ * ck_attention_dec_ctas CTAs per split; n_split <= 128 ranges of keys merged
+ * by a second kernel (part: n_split * T_bound * H * (D + 2) floats when
+ * n_split > 1). variant 1: K/V loaded into registers, chunks of up to 8
+ * rows, exact f32 products; 2: the same with tiles copied into shared memory
+ * by cp.async, two stages; 3: tensor cores, chunks of 16 rows, q and P
+ * rounded to the KV type (attn_fa.cu's numerics), two stages of 64 keys;
+ * 4: variant 3 with three stages. Variants 3 and 4 take D 64 and 128 with
+ * power-of-two blocks; other calls run variant 2. */
 /* Launch the decode attention kernels with PDL (each waits at its start,
  * none triggers early): on by default (4-bit 8B decode 3.24-3.26 -> 3.19-3.20
  * ms/token on an H100), VLLMC_CUDA_DEC_PDL=0 off. */
 void ck_attention_dec_pdl(int on);
 int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, const void *kc, const void *vc);
-int ck_attention_dec_ctas(const struct ck_attn *a, int max_q);
+int ck_attention_dec_ctas(const struct ck_attn *a, int max_q, int variant);
 int ck_attention_dec(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
                      const struct ck_attn *a, int T_bound, int max_q, int n_split, float *part, int variant);
 
