@@ -486,7 +486,8 @@ TEST(attention_split_kv_decode) {
  * cores), a padded table (the bound a recorded step splits by); each variant
  * (VLLMC_CUDA_DEC 1: registers, 2: cp.async tiles, 3: tensor cores, the
  * default, 4: three stages) and few and many splits (VLLMC_CUDA_DEC_CTAS 1
- * and 16). Variants 1 and 2 compute in f32: the warp kernel's tolerance;
+ * and 16), with every overlap switch (VLLMC_CUDA_DEC_FLAGS 7) and none (0):
+ * the same results in any order of the copies. Variants 1 and 2 compute in f32: the warp kernel's tolerance;
  * 3 and 4 round q and P to the KV type: the FA kernel's (1e-2 bf16, 3e-3
  * f16; the worst seen is printed). D 256 cases run variant 2 under 3. */
 TEST(attention_decode_kernel) {
@@ -506,15 +507,18 @@ TEST(attention_decode_kernel) {
         { 16, 1, 128, 0, 0, DT_F16, 16, 2, { 900, 260 }, { 1, 2 } },
     };
     static const int pads[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 7, 0 };
-    static const char *ctas[] = { NULL, NULL, "1", "16", NULL, "1", "16", NULL },
-                      *dec[] = { "2", "1", "2", "2", NULL, "3", "3", "4" };
+    static const char *ctas[] = { NULL, NULL, "1", "16", NULL, "1", "16", NULL, "16", NULL },
+                      *dec[] = { "2", "1", "2", "2", NULL, "3", "3", "4", "3", "4" },
+                      *flags[] = { NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "7", "0" };
     struct backend *c = cpu();
     for (size_t v = 0; v < ARRAY_LEN(ctas); v++) {
         if (ctas[v]) setenv("VLLMC_CUDA_DEC_CTAS", ctas[v], 1);
         if (dec[v]) setenv("VLLMC_CUDA_DEC", dec[v], 1);
+        if (flags[v]) setenv("VLLMC_CUDA_DEC_FLAGS", flags[v], 1);
         struct backend *g = gpu();
         unsetenv("VLLMC_CUDA_DEC_CTAS");
         unsetenv("VLLMC_CUDA_DEC");
+        unsetenv("VLLMC_CUDA_DEC_FLAGS");
         const bool mma = !dec[v] || atoi(dec[v]) >= 3;
         double worst[2] = { 0, 0 }; /* bf16, f16 */
         for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
@@ -528,8 +532,8 @@ TEST(attention_decode_kernel) {
             worst[!bf] = fmax(worst[!bf], e);
         }
         if (mma)
-            printf("      variant %s, split target %s: max |err| %.2e (bf16 KV), %.2e (f16 KV)\n", dec[v] ? dec[v] : "3",
-                   ctas[v] ? ctas[v] : "2", worst[0], worst[1]);
+            printf("      variant %s, split target %s, flags %s: max |err| %.2e (bf16 KV), %.2e (f16 KV)\n",
+                   dec[v] ? dec[v] : "3", ctas[v] ? ctas[v] : "2", flags[v] ? flags[v] : "0", worst[0], worst[1]);
         table_pad = 0;
         bk_destroy(g);
     }

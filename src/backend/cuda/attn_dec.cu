@@ -48,6 +48,7 @@
 namespace {
 
 bool dec_pdl = true; /* ck_attention_dec_pdl */
+int dec_flags = 0;    /* ck_attention_dec_flags */
 
 
 constexpr unsigned FULL = 0xffffffffu;
@@ -381,8 +382,16 @@ template <class E, int D, int NS>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
 attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
             const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
-            int T_bound, int lb) {
-    ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
+            int T_bound, int lb, int flags) {
+    /* CK_DEC_PREFETCH: the keys the kernel before did not write are copied
+     * before the PDL wait. Safe while the kernels that may still run are
+     * the step's last few (qkv_prep, or rope + kv_store): they write only
+     * this step's keys, q and outputs; the tables and lengths are host
+     * uploads, which every kernel after them in the stream follows; and the
+     * GEMV or cuBLAS call before them does not let its dependents launch
+     * early, so everything before it has completed. */
+    const bool pre = flags & CK_DEC_PREFETCH;
+    if (!pre) ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
     constexpr int BN = DEC3_BN, CPR = D / 8, DB = D / 8, KT = D / 16, TILE = BN * D * 2;
     static_assert(DEC_WARPS * 16 == BN, "a warp per 16 keys of a tile");
     static_assert(DEC_WARPS * 16 * D * 4 <= NS * 2 * TILE, "the warps' outputs fit in the stages");
@@ -407,10 +416,15 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
     const size_t rowst = (size_t)a.Hkv * D;
     const int bmask = (1 << lb) - 1;
-    auto load_kv = [&](int st, int j0) { /* keys past k1 are zeros (and masked) */
+    /* keys from kfresh on are this step's (written by the kernel before) */
+    const int kfresh = L - nq;
+    /* which keys of the tile to copy: 0 all, 1 those before kfresh, 2 the
+     * rest; keys past k1 are zeros (and masked) */
+    auto load_kv = [&](int st, int j0, int part_sel) {
 #pragma unroll
         for (int i = 0; i < BN * CPR / (DEC_WARPS * 32); i++) {
             const int idx = tid + i * DEC_WARPS * 32, r = idx / CPR, ch = idx % CPR, j = j0 + r;
+            if (part_sel && (j < k1 && j >= kfresh) != (part_sel == 2)) continue;
             size_t off = 0;
             int bytes = 0;
             if (j < k1) off = (size_t)((bt[j >> lb] << lb) | (j & bmask)) * rowst + (size_t)(hk * D + ch * 8), bytes = 16;
@@ -419,10 +433,21 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             ck_cp16(o + TILE, vc + off, bytes);
         }
     };
+    if (pre) { /* the first NS tiles as one group: the old keys, the wait, this step's */
 #pragma unroll
-    for (int st = 0; st < NS; st++) {
-        if (st < nt) load_kv(st, k0 + st * BN);
-        ck_cp_commit(); /* one group per tile slot, empty or not: the waits below count them */
+        for (int st = 0; st < NS; st++)
+            if (st < nt) load_kv(st, k0 + st * BN, 1);
+        ck_pdl_wait();
+#pragma unroll
+        for (int st = 0; st < NS; st++)
+            if (st < nt) load_kv(st, k0 + st * BN, 2);
+        ck_cp_commit();
+    } else {
+#pragma unroll
+        for (int st = 0; st < NS; st++) {
+            if (st < nt) load_kv(st, k0 + st * BN, 0);
+            ck_cp_commit(); /* one group per tile slot, empty or not: the waits below count them */
+        }
     }
 
     /* Q: rows (query token, head of the group), 16-bit, rows past nr zero */
@@ -460,7 +485,13 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
 
     for (int it = 0; it < nt; it++) {
         const int st = it % NS, j0 = k0 + it * BN;
-        ck_cp_wait<NS - 1>();
+        /* groups: the first tiles' (NS of them, or one with pre), then a
+         * refill per iteration: tile it's group is complete when at most
+         * NS - 1 newer ones are pending (with pre, it of them before NS) */
+        static_assert(NS <= 3, "the waits below");
+        if (pre && it == 0) ck_cp_wait<0>();
+        else if (pre && NS == 3 && it == 1) ck_cp_wait<1>();
+        else ck_cp_wait<NS - 1>();
         __syncthreads(); /* tile it visible to all */
         const uint32_t kb = ak + (uint32_t)(st * 2 * TILE), vb = kb + TILE;
         float sc[2][4] = { { 0.f, 0.f, 0.f, 0.f }, { 0.f, 0.f, 0.f, 0.f } };
@@ -515,9 +546,10 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             E::mma(o[2 * db + 1], pa, bf[2], bf[3]);
         }
         __syncthreads(); /* every warp is done with stage st: refill it */
-        if (it + NS < nt) load_kv(st, j0 + NS * BN);
+        if (it + NS < nt) load_kv(st, j0 + NS * BN, 0);
         ck_cp_commit();
     }
+    if (flags & CK_DEC_TRIGGER) ck_pdl_trigger(); /* the merge kernel may launch */
     ck_cp_wait<0>();
     __syncthreads(); /* the stages now hold the warps' outputs */
 
@@ -566,7 +598,8 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
  * splits' o rows, all loads independent (one round trip to L2, no barrier).
  * A split that saw no key of the row has sum 0 and weighs nothing. */
 __global__ void attn_dec_combine_k(float *out, const float *part, const int32_t *query_start, int n_seqs, int H,
-                                   int n_split, int T_bound) {
+                                   int n_split, int T_bound, int flags) {
+    if (flags & CK_DEC_COMBINE_TRIGGER) ck_pdl_trigger();
     ck_pdl_wait();
     const int t = blockIdx.x / H, h = blockIdx.x % H, D = blockDim.x, d = threadIdx.x;
     if (t >= query_start[n_seqs]) return; /* the whole block */
@@ -597,7 +630,7 @@ void dec3_launch(ck_stream st, float *out, const float *q, const void *kc, const
     const dim3 grid((unsigned)n_split, (unsigned)(a->Hkv * n_rc), (unsigned)a->n_seqs);
     ck_launch_if(dec_pdl, attn_dec3_k<E, D, NS>, grid, DEC_WARPS * 32, smem, st, out, q,
                  static_cast<const uint16_t *>(kc), static_cast<const uint16_t *>(vc), *a, n_split, n_rc, part, T_bound,
-                 lb);
+                 lb, dec_flags);
 }
 
 template <class E>
@@ -658,6 +691,8 @@ bool dec3_runs(const ck_attn *a, int variant) {
 
 extern "C" void ck_attention_dec_pdl(int on) { dec_pdl = on != 0; }
 
+extern "C" void ck_attention_dec_flags(int flags) { dec_flags = flags; }
+
 extern "C" int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, const void *kc, const void *vc) {
     return (kt == CK_BF16 || kt == CK_F16) && (a->D == 64 || a->D == 128 || a->D == 256) && a->Hkv > 0 &&
            a->H % a->Hkv == 0 && ((uintptr_t)kc & 15) == 0 && ((uintptr_t)vc & 15) == 0;
@@ -684,6 +719,6 @@ extern "C" int ck_attention_dec(ck_stream st, float *out, const float *q, const 
     else dec_dims<DF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     if (n_split > 1)
         ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), (unsigned)a->D, 0, st, out,
-                     (const float *)part, a->query_start, a->n_seqs, a->H, n_split, T_bound);
+                     (const float *)part, a->query_start, a->n_seqs, a->H, n_split, T_bound, dec_flags);
     return (int)cudaGetLastError();
 }

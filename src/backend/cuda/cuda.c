@@ -849,6 +849,9 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     c->dec_ctas = getenv("VLLMC_CUDA_DEC_CTAS") ? atoi(getenv("VLLMC_CUDA_DEC_CTAS")) : 2;
     if (c->dec_ctas < 1) c->dec_ctas = 1;
     ck_attention_dec_pdl(!(getenv("VLLMC_CUDA_DEC_PDL") && !strcmp(getenv("VLLMC_CUDA_DEC_PDL"), "0")));
+    /* the prefetch and the early trigger: 4-bit 8B decode 3.21-3.22 -> 3.15-3.17 ms/token (H100) */
+    ck_attention_dec_flags(getenv("VLLMC_CUDA_DEC_FLAGS") ? atoi(getenv("VLLMC_CUDA_DEC_FLAGS"))
+                                                          : CK_DEC_PREFETCH | CK_DEC_TRIGGER);
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
     /* programmatic dependent launch (ck_device.cuh): sm_90+, off with VLLMC_CUDA_PDL=0
      * (process-wide: one kind of GPU per process is assumed, as the kernels' launch shapes do) */

@@ -96,6 +96,17 @@ int ck_attention(ck_stream st, float *out, const float *q, const void *kc, const
  * none triggers early): on by default (4-bit 8B decode 3.24-3.26 -> 3.19-3.20
  * ms/token on an H100), VLLMC_CUDA_DEC_PDL=0 off. */
 void ck_attention_dec_pdl(int on);
+/* Overlap switches of the decode kernels (VLLMC_CUDA_DEC_FLAGS, for sweeps):
+ * CK_DEC_PREFETCH: variant 3/4 copies the keys the kernel before did not
+ * write (all but each sequence's query rows) before its PDL wait;
+ * CK_DEC_TRIGGER: variant 3/4 lets the merge kernel launch after its main
+ * loop; CK_DEC_COMBINE_TRIGGER: the merge kernel lets the next kernel launch
+ * at its start. Default PREFETCH | TRIGGER (cuda.c; measured in
+ * BENCHMARKS.md); the combine trigger was no faster. */
+#define CK_DEC_PREFETCH 1
+#define CK_DEC_TRIGGER 2
+#define CK_DEC_COMBINE_TRIGGER 4
+void ck_attention_dec_flags(int flags);
 int ck_attention_dec_runs(enum ck_type kt, const struct ck_attn *a, const void *kc, const void *vc);
 int ck_attention_dec_ctas(const struct ck_attn *a, int max_q, int variant);
 int ck_attention_dec(ck_stream st, float *out, const float *q, const void *kc, const void *vc, enum ck_type kt,
