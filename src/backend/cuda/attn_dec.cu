@@ -5,38 +5,46 @@
  *
  * One CTA of 4 warps per (split of the keys, KV head, row chunk, sequence).
  * Its rows are the (query token, query head) pairs that share the KV head
- * (GQA), up to R of them (R = 1, 2, 4 or 8; more rows take several chunks),
- * so every K/V row it loads serves all of them: each K/V byte of a sequence
- * is read once per chunk, not once per query head as the warp-per-row kernel
- * (kernels.cu) does.
+ * (GQA), so every K/V row it loads serves all of them: each K/V byte of a
+ * sequence is read once per chunk, not once per query head as the
+ * warp-per-row kernel (kernels.cu) does.
  *
- * K/V tiles of 4096 / D keys (16 KB of K and 16 KB of V) are copied from
- * the paged blocks into shared memory by cp.async, two stages: the next
- * tile's copy runs while this one is computed (variant 2, the default;
- * variant 1 loads each lane's bytes straight into registers, 4 keys per step,
- * and is slower: BENCHMARKS.md). A K or V row is read by LPR = D / 8 lanes,
- * 16 bytes (8 bf16/f16 values) each, so a warp covers 32 / LPR rows per load
- * and each lane holds its 8 dims of q for all R rows in registers. The dot
- * products are reduced over the LPR lanes of a key by shuffles, and every
- * lane keeps its own online softmax (running max and sum per row, as
- * FlashAttention does) over the keys it saw, so no cross-lane max is needed
- * per step. At the end the key groups of a warp merge by shuffles, the 4
- * warps through shared memory, and the CTA writes either the output (one
- * split) or a partial result (sum of weighted V rows, max, sum) that
- * attn_dec_combine_k merges over the splits, as FlashDecoding does.
+ * Variant 3, the default (head dims 64 and 128, power-of-two blocks): tensor
+ * cores, attn_fa.cu's numerics (q and P rounded to the KV type, f32 sums).
+ * A chunk is up to 16 rows, one m16 tile; K/V tiles of 64 keys are copied
+ * into shared memory by cp.async (two stages; variant 4: three), and warp w
+ * computes keys 16 w .. 16 w + 15 of each tile with mma.sync (S = Q K^T,
+ * mask, online softmax on its 16 x 16 scores, O += P V), then the warps
+ * merge through shared memory. Overlap switches (ck_attention_dec_flags):
+ * the keys of earlier steps are copied before the PDL wait, and the merge
+ * kernel may launch once the main loop is done.
+ *
+ * Variants 1 and 2 (every head dim the kernel takes; exact f32 products, the
+ * CPU reference's arithmetic): up to R = 1, 2, 4 or 8 rows per chunk, each
+ * lane owning 8 dims of every row. K/V tiles of 4096 / D keys are copied
+ * into shared memory by cp.async, two stages (variant 2; variant 1 loads
+ * each lane's bytes straight into registers, 4 keys per step). A K or V row
+ * is read by LPR = D / 8 lanes, 16 bytes each; the dot products are reduced
+ * over the LPR lanes by shuffles, and every lane keeps its own online
+ * softmax (running max and sum per row) over the keys it saw. At the end the
+ * key groups of a warp merge by shuffles, the 4 warps through shared memory.
+ * This costs ~75 instructions per key per warp, which is what made batch 1
+ * issue-bound (Nsight Compute: 12% occupancy, 0.59 issued per scheduler) and
+ * what variant 3 removes.
+ *
+ * Every variant writes either the output (one split) or a partial result
+ * (sum of weighted V rows, max in natural units of the scaled score, sum)
+ * that attn_dec_combine_k merges over the splits, as FlashDecoding does.
  *
  * Splits: the host picks n_split so that all CTAs fill the GPU a few times
  * over (batch 1 at long context); each CTA cuts its sequence's visible keys
  * into n_split ranges from the real lengths, so a graph recorded against a
  * padded bound still splits the keys it has evenly.
  *
- * Numerics are the CPU reference's (cpu_ref.c): f32 q, K/V widened exactly,
- * f32 sums, scale then softcap (cap * tanh(s / cap)), expf; only the order of
- * the sums differs.
- *
  * What this does not do: f32 caches or head dims other than 64, 128, 256
  * (the warp-per-row kernel runs those), long query ranges (the tensor-core
- * kernel, attn_fa.cu). */
+ * kernel, attn_fa.cu), the RoPE and KV store of the step's own tokens (the
+ * kernel before, qkv_prep). */
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/ck_device.cuh"
 #include "backend/cuda/ck_mma.cuh"
