@@ -319,9 +319,10 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
  * qkv_prep only, =mm all but add_rmsnorm_matmul), VLLMC_CUDA_PDL=0 launches
- * without programmatic dependent launch, VLLMC_CUDA_DEC=0 or 1 and
- * VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and its split
- * (VLLMC_CUDA_DEC_PDL=0 launches it without PDL),
+ * without programmatic dependent launch, VLLMC_CUDA_DEC=0..4 (default 3,
+ * tensor cores) and VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and
+ * its split (VLLMC_CUDA_DEC_PDL=0 launches it without PDL,
+ * VLLMC_CUDA_DEC_FLAGS its overlap switches, cuda_kernels.h),
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations). */
