@@ -327,6 +327,10 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
+/* The same with the matmul activation mode given ("split" or "bf16"; NULL:
+ * VLLMC_CUDA_MATMUL, else split): the engine's --cuda-matmul. */
+int backend_cuda_create_mode(struct backend **out, int device, int n_threads, const char *matmul, char *err,
+                             size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */
 int backend_cuda_devices(void);
 /* The CUDA backend's device, for logs ("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)"). */

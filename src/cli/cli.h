@@ -38,7 +38,9 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "  --hf-overrides JSON       JSON object merged over config.json\n"                       \
     "  --device D                auto (CUDA if built with it and a GPU is present), cpu,\n"     \
     "                            cuda, cuda:N\n"                                                \
-    "  --gpu-memory-utilization F  CUDA: fraction of GPU memory to use (default 0.9)\n"
+    "  --gpu-memory-utilization F  CUDA: fraction of GPU memory to use (default 0.9)\n"      \
+    "  --cuda-matmul split|bf16  CUDA: activations of the GEMMs as hi + lo bf16 parts\n"    \
+    "                            (default, f32-like) or one bf16 (vLLM's numerics, faster)\n"
 
 /* "key 'K' has the wrong type" into err; returns -1. */
 int errf_cli(char *err, size_t errlen, const char *key);

@@ -94,7 +94,7 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     static const char *const with_value[] = {
         "--threads", "--cpu-isa", "--kv-cache-dtype", "--kv-cache-memory-bytes", "--block-size", "--max-model-len",
         "--max-num-seqs", "--max-num-batched-tokens", "--prefix-caching-hash-algo", "--generation-config", "--seed",
-        "--hf-overrides", "--device", "--gpu-memory-utilization",
+        "--hf-overrides", "--device", "--gpu-memory-utilization", "--cuda-matmul",
     };
     if (!strcmp(a, "--no-enable-prefix-caching")) { p->disable_prefix_caching = 1; return 1; }
     if (!strcmp(a, "--enable-prefix-caching")) { p->disable_prefix_caching = 0; return 1; }
@@ -146,6 +146,7 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     }
     if (!strcmp(a, "--cpu-isa")) p->cpu_isa = val;
     else if (!strcmp(a, "--device")) p->device = val;
+    else if (!strcmp(a, "--cuda-matmul")) p->cuda_matmul = val;
     else if (!strcmp(a, "--kv-cache-dtype")) p->kv_cache_dtype = val;
     else if (!strcmp(a, "--prefix-caching-hash-algo")) p->prefix_caching_hash_algo = val;
     else if (!strcmp(a, "--generation-config")) p->generation_config = val;

@@ -212,6 +212,8 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     int ordinal;
     if (parse_device(p->device, &cuda, &ordinal))
         return errf(err, errlen, "device '%s': expected auto, cpu, cuda or cuda:N", p->device), VLLMC_EINVAL;
+    if (p->cuda_matmul && strcmp(p->cuda_matmul, "split") && strcmp(p->cuda_matmul, "bf16"))
+        return errf(err, errlen, "cuda matmul '%s': expected split or bf16", p->cuda_matmul), VLLMC_EINVAL;
     if (p->gpu_memory_utilization > 1)
         return errf(err, errlen, "gpu memory utilization %g: expected a fraction in (0, 1]", p->gpu_memory_utilization),
                VLLMC_EINVAL;
@@ -220,7 +222,7 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     pthread_cond_init(&e->sub_cv, NULL);
     pthread_mutex_init(&e->stats_mu, NULL);
     if (modeldir_resolve(p->model, e->dir, sizeof e->dir, err, errlen)) goto fail_load;
-    if (cuda ? backend_cuda_create(&e->bk, ordinal, p->n_threads, err, errlen)
+    if (cuda ? backend_cuda_create_mode(&e->bk, ordinal, p->n_threads, p->cuda_matmul, err, errlen)
              : backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen))
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;

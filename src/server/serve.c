@@ -67,6 +67,9 @@ static void serve_usage(FILE *f) {
             "                                  cuda, cuda:N\n"
             "  --gpu-memory-utilization F      CUDA: fraction of GPU memory to use, the KV cache\n"
             "                                  taking what weights and activations leave (default 0.9)\n"
+            "  --cuda-matmul split|bf16        CUDA: activations of the GEMMs as hi + lo bf16 parts\n"
+            "                                  (default, f32-like precision) or one bf16 (vLLM's\n"
+            "                                  numerics, 1.5-2.3x the batched throughput)\n"
             "  --max-waiting-requests N        answer 429 when more requests than this wait in the\n"
             "                                  queue (default 4096)\n"
             "  --disable-log-requests          do not log each request\n"
@@ -168,7 +171,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             "--max-num-batched-tokens", "--block-size", "--kv-cache-memory-bytes", "--kv-cache-dtype",
             "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template", "--default-chat-template-kwargs",
             "--generation-config", "--hf-overrides", "--threads", "--max-waiting-requests",
-            "--device", "--gpu-memory-utilization",
+            "--device", "--gpu-memory-utilization", "--cuda-matmul",
         };
         int is_known = 0;
         for (size_t k = 0; k < ARRAY_LEN(known); k++) is_known |= !strcmp(flag, known[k]);
@@ -242,6 +245,11 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             if (parse_long(val, 1, 4096, &v)) return usage_error("--threads '%s': expected a positive integer%s", val, "");
             o->ep.n_threads = (int)v;
         } else if (!strcmp(flag, "--device")) o->ep.device = val; /* checked by the engine */
+        else if (!strcmp(flag, "--cuda-matmul")) {
+            if (strcmp(val, "split") && strcmp(val, "bf16"))
+                return usage_error("--cuda-matmul '%s': expected split or bf16%s", val, "");
+            o->ep.cuda_matmul = val;
+        }
         else if (!strcmp(flag, "--gpu-memory-utilization")) {
             char *end;
             double u = strtod(val, &end);

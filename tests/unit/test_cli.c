@@ -71,8 +71,24 @@ TEST(generate_bad_input_fails_cleanly) {
     CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--bogus"));
     snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/qwen3_f32 --prompt-ids 1 --cpu-isa sparc 2>&1", bin());
     CHECK(run(cmd, out, sizeof out) == 1 && strstr(out, "sparc"));
+    snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/qwen3_f32 --prompt-ids 1 --cuda-matmul fp8 2>&1", bin());
+    CHECK(run(cmd, out, sizeof out) == 1 && strstr(out, "'fp8'") && strstr(out, "split or bf16"));
     snprintf(cmd, sizeof cmd, "%s frobnicate 2>&1", bin());
     CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "unknown command"));
+}
+
+/* --cuda-matmul is a CUDA setting: on the CPU device it changes nothing (the
+ * same greedy tokens with and without it) */
+TEST(cuda_matmul_ignored_on_cpu) {
+    char cmd[512], a[4096], b[4096];
+    snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/qwen3_f32 --device cpu --prompt-ids 1,2,3 --max-tokens 6 2>/dev/null",
+             bin());
+    CHECK(run(cmd, a, sizeof a) == 0 && strlen(a) > 0);
+    snprintf(cmd, sizeof cmd,
+             "%s generate tests/fixtures/qwen3_f32 --device cpu --prompt-ids 1,2,3 --max-tokens 6 --cuda-matmul bf16 "
+             "2>/dev/null",
+             bin());
+    CHECK(run(cmd, b, sizeof b) == 0 && !strcmp(a, b));
 }
 
 /* --input JSONL through the engine: every line's greedy continuation equals

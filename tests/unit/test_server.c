@@ -455,7 +455,7 @@ TEST(cli_flags) {
         "--max-num-batched-tokens", "--block-size", "--kv-cache-memory-bytes", "--enable-prefix-caching",
         "--no-enable-prefix-caching", "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template",
         "--default-chat-template-kwargs", "--generation-config", "--hf-overrides", "--threads",
-        "--disable-log-requests",
+        "--disable-log-requests", "--device", "--gpu-memory-utilization", "--cuda-matmul",
     };
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         if (!strstr(out, flags[i])) {
@@ -475,6 +475,10 @@ TEST(cli_flags) {
     free(out);
     const char *badval[] = { "serve", QWEN, "--block-size", "7", NULL };
     CHECK(run_cmd(badval, &out) == 2);
+    free(out);
+    const char *badmm[] = { "serve", QWEN, "--cuda-matmul", "fp8", NULL };
+    CHECK(run_cmd(badmm, &out) == 2);
+    CHECK(strstr(out, "--cuda-matmul 'fp8'") != NULL);
     free(out);
     const char *missing[] = { "serve", "/nonexistent/model/dir", NULL };
     CHECK(run_cmd(missing, &out) == 1);

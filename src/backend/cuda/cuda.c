@@ -790,6 +790,11 @@ int backend_cuda_devices(void) {
 }
 
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen) {
+    return backend_cuda_create_mode(out, device, n_threads, NULL, err, errlen);
+}
+
+int backend_cuda_create_mode(struct backend **out, int device, int n_threads, const char *matmul, char *err,
+                             size_t errlen) {
     *out = NULL;
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -798,9 +803,10 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
         return errf(err, errlen, "cuda backend: no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "none");
     }
     if (device < 0 || device >= n) return errf(err, errlen, "cuda backend: device %d: this machine has %d", device, n);
-    const char *mode = getenv("VLLMC_CUDA_MATMUL");
+    const char *mode = matmul ? matmul : getenv("VLLMC_CUDA_MATMUL");
     if (mode && strcmp(mode, "split") && strcmp(mode, "bf16"))
-        return errf(err, errlen, "cuda backend: VLLMC_CUDA_MATMUL='%s': expected split or bf16", mode);
+        return errf(err, errlen, "cuda backend: %s '%s': expected split or bf16",
+                    matmul ? "matmul mode" : "VLLMC_CUDA_MATMUL", mode);
     const char *attn = getenv("VLLMC_CUDA_ATTN");
     int fa_variant = -1;
     if (attn && !strcmp(attn, "fa0")) fa_variant = 0;

@@ -9,6 +9,11 @@ int backend_cuda_create(struct backend **out, int device, int n_threads, char *e
     return errf(err, errlen, "cuda backend: this build has no CUDA support (rebuild with make CUDA=1)");
 }
 
+int backend_cuda_create_mode(struct backend **out, int device, int n_threads, const char *matmul, char *err,
+                             size_t errlen) {
+    return backend_cuda_create(out, device, n_threads, err, errlen);
+}
+
 int backend_cuda_devices(void) { return 0; }
 
 const char *backend_cuda_name(const struct backend *bk) { return "none"; }
