@@ -191,6 +191,23 @@ __device__ __forceinline__ void dec_step(const LK &kload, const LV &vload, int j
     }
 }
 
+/* One output element of a CTA's row: the attention output (one split) or
+ * this split's partial, the sum of weighted V rows, and at d = 0 the max
+ * (natural units of the scaled score) and the sum: o [split][T_bound][H][D],
+ * then (max, sum) [split][T_bound][H][2]. */
+__device__ __forceinline__ void dec_store(float *out, float *part, size_t item, int d, int D, float v, float M,
+                                          float Ls, int split, int n_split, size_t items) {
+    if (n_split == 1) {
+        out[item * D + d] = v / Ls;
+        return;
+    }
+    part[((size_t)split * items + item) * D + d] = v;
+    if (d == 0) {
+        float *ml = part + (size_t)n_split * items * D + ((size_t)split * items + item) * 2;
+        ml[0] = M, ml[1] = Ls;
+    }
+}
+
 /* The end of both kernels: the key groups of each warp merge by shuffles
  * (lanes dl, dl + LPR, ...), the warps through shared memory (o_sh: [4][R][D]
  * floats, m_sh, l_sh: [4][R]), and the CTA writes its rows (one split) or
@@ -242,16 +259,7 @@ __device__ __forceinline__ void dec_finish(float (&m)[R], float (&l)[R], float (
             Ls += l_sh[ww * R + i] * f;
             v += o_sh[(ww * R + i) * D + d] * f;
         }
-        const size_t item = (size_t)t * a.H + h;
-        if (n_split == 1) {
-            out[item * D + d] = v / Ls;
-        } else {
-            part[((size_t)split * items + item) * D + d] = v;
-            if (d == 0) {
-                float *ml = part + (size_t)n_split * items * D + ((size_t)split * items + item) * 2;
-                ml[0] = M, ml[1] = Ls;
-            }
-        }
+        dec_store(out, part, (size_t)t * a.H + h, d, D, v, M, Ls, split, n_split, items);
     }
 }
 
@@ -588,16 +596,9 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             Ls += l_sh[w][i] * f;
             v += o_sh[(w * 16 + i) * D + d] * f;
         }
-        const size_t item = (size_t)(q0 + r / G) * a.H + (size_t)hk * G + r % G;
-        if (n_split == 1) {
-            out[item * D + d] = v / Ls;
-        } else {
-            part[((size_t)split * items + item) * D + d] = v;
-            if (d == 0) {
-                float *ml = part + (size_t)n_split * items * D + ((size_t)split * items + item) * 2;
-                ml[0] = M * (c2 / CK_L2E), ml[1] = Ls; /* natural units of the scaled score, as dec_finish */
-            }
-        }
+        /* the max in natural units of the scaled score, as dec_finish's */
+        dec_store(out, part, (size_t)(q0 + r / G) * a.H + (size_t)hk * G + r % G, d, D, v, M * (c2 / CK_L2E), Ls,
+                  split, n_split, items);
     }
 }
 
