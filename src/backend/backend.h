@@ -325,7 +325,9 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_DEC_FLAGS its overlap switches, cuda_kernels.h),
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
- * 8 tokens at a time (default 32, 16 with bf16 activations). */
+ * 8 tokens at a time (default 32, 16 with bf16 activations),
+ * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
+ * MB (default 64; sweeps). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* The same with the matmul activation mode given ("split" or "bf16"; NULL:
  * VLLMC_CUDA_MATMUL, else split): the engine's --cuda-matmul. */

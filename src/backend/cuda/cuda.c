@@ -74,7 +74,9 @@
 
 #define LT_WORKSPACE ((size_t)32 << 20)
 #define CUDA_FA_MIN_Q 16 /* query rows of a sequence from which the FA kernel runs the step */
-#define QTILE_BYTES ((size_t)64 << 20) /* affine prefill: dequantized rows per tile (hi + lo) at most */
+/* affine prefill: dequantized rows per tile (hi + lo) at most; 8, 16 MB
+ * were slower on an H200 and 32 MB the same (BENCHMARKS.md); VLLMC_CUDA_QTILE_MB */
+#define QTILE_BYTES ((size_t)64 << 20)
 #define N_PLANS 64
 
 struct mm_plan {
@@ -112,6 +114,7 @@ struct cuda_backend {
     size_t qx_len;
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
+    size_t qtile_bytes;  /* affine matmuls beyond: dequantized rows per tile (hi + lo), VLLMC_CUDA_QTILE_MB */
     struct mm_plan plans[N_PLANS];
     int next_plan;
     void *samp, *samp_host; /* sample_rows: requests, results, candidates (device, pinned copy) */
@@ -298,7 +301,7 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         return;
     }
     const size_t parts = c->split ? 2 : 1;
-    size_t rows = QTILE_BYTES / (parts * (size_t)K * 2) / 64 * 64; /* tiles start on 256-byte boundaries of y */
+    size_t rows = c->qtile_bytes / (parts * (size_t)K * 2) / 64 * 64; /* tiles start on 256-byte boundaries of y */
     rows = MIN(MAX(rows, (size_t)64), (size_t)N);
     const size_t n = (size_t)T * (size_t)K, n_al = (n + 127) & ~(size_t)127;
     uint16_t *hi = grow(c, &c->xb, &c->xb_len, parts * n_al * sizeof(uint16_t));
@@ -843,6 +846,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
      * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */
     c->qchunk_max = getenv("VLLMC_CUDA_QCHUNK") ? atoi(getenv("VLLMC_CUDA_QCHUNK")) : c->split ? 32 : 16;
+    c->qtile_bytes = getenv("VLLMC_CUDA_QTILE_MB") ? (size_t)MAX(1, atoi(getenv("VLLMC_CUDA_QTILE_MB"))) << 20 : QTILE_BYTES;
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
         int S = 0, U = 0, W = 0, trig = 0;
         sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d,%d", &S, &U, &W, &trig);
