@@ -399,13 +399,14 @@ __global__ void __launch_bounds__(DEC_WARPS * 32)
 attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
             const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
             int T_bound, int lb, int flags) {
-    /* CK_DEC_PREFETCH: the keys the kernel before did not write are copied
-     * before the PDL wait. Safe while the kernels that may still run are
-     * the step's last few (qkv_prep, or rope + kv_store): they write only
-     * this step's keys, q and outputs; the tables and lengths are host
-     * uploads, which every kernel after them in the stream follows; and the
-     * GEMV or cuBLAS call before them does not let its dependents launch
-     * early, so everything before it has completed. */
+    /* CK_DEC_PREFETCH: the keys of earlier steps are copied before the PDL
+     * wait. Kernels of this step may still run then (those that trigger
+     * their dependents at their start, back to the last one that does not:
+     * the previous layer's merge kernel), but within a step only this
+     * layer's qkv_prep (or kv_store) writes this layer's cache, and only the
+     * step's own keys, which are copied after the wait; earlier steps ended
+     * before the host read their tokens; the tables and lengths are host
+     * uploads, which every kernel after them in the stream follows. */
     const bool pre = flags & CK_DEC_PREFETCH;
     if (!pre) ck_pdl_wait(); /* a no-op unless launched with PDL (ck_attention_dec_pdl) */
     constexpr int BN = DEC3_BN, CPR = D / 8, DB = D / 8, KT = D / 16, TILE = BN * D * 2;
