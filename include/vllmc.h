@@ -77,7 +77,7 @@ struct vllmc_model_info {
     int bos_token_id;             /* -1 if none */
     int n_eos;
     const int32_t *eos_token_ids;
-    const char *cpu_isa;          /* kernel set in use */
+    const char *cpu_isa;          /* kernel set in use; on CUDA the card and the matmul activation mode */
     int n_threads;
 };
 void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info);

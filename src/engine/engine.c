@@ -227,6 +227,11 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
     /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
+    if (cuda) {
+        const char *mm = p->cuda_matmul ? p->cuda_matmul : getenv("VLLMC_CUDA_MATMUL");
+        snprintf(e->dev_desc, sizeof e->dev_desc, "cuda: %s, %s activations", backend_cuda_name(e->bk),
+                 mm && !strcmp(mm, "bf16") ? "bf16" : "split hi + lo");
+    }
     const char *ds = getenv("VLLMC_DEVICE_SAMPLING");
     e->dev_sampling = e->bk->ops->sample_rows && !(ds && !strcmp(ds, "0"));
     const struct hparams *hp = &e->model->hp;
@@ -419,7 +424,8 @@ void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info) {
     info->bos_token_id = hp->bos_token_id;
     info->n_eos = hp->n_eos;
     info->eos_token_ids = hp->eos_token_ids;
-    info->cpu_isa = strcmp(e->bk->ops->name, "cpu") ? e->bk->ops->name : backend_cpu_isa(e->bk);
+    info->cpu_isa = e->dev_desc[0] ? e->dev_desc : strcmp(e->bk->ops->name, "cpu") ? e->bk->ops->name
+                                                                                  : backend_cpu_isa(e->bk);
     info->n_threads = e->bk->n_threads;
 }
 

@@ -160,6 +160,7 @@ struct vllmc_engine {
     size_t cap_logits;
     /* device sampling: the backend offers sample_rows (and VLLMC_DEVICE_SAMPLING != 0) */
     bool dev_sampling;
+    char dev_desc[192];   /* CUDA: the card and the matmul activation mode, for logs (vllmc_model_info) */
     struct bk_sample_req *dreq;
     struct bk_sample_res *dres;
     int32_t *dcid;

@@ -1052,6 +1052,7 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     p.device = "cuda";
     p.gpu_memory_utilization = 0.25;
     p.max_num_seqs = 1 << 20; /* so the cap of max_num_seqs full contexts is not what binds */
+    p.cuda_matmul = "bf16";   /* the engine option reaches the backend and its description */
     vllmc_engine *e;
     if (vllmc_engine_open(&e, &p, err, sizeof err)) {
         fprintf(stderr, "  open: %s\n", err);
@@ -1063,7 +1064,7 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     const double kv_bytes = (double)info.kv_tokens * 4 * 2 * 2 * 16 * 4;
     printf("      %lld KV tokens (%.2f GiB) of %.1f GiB on %s\n", (long long)info.kv_tokens, kv_bytes / (1 << 30),
            (double)tot / (1 << 30), info.cpu_isa);
-    CHECK(!strcmp(info.cpu_isa, "cuda"));
+    CHECK(!strncmp(info.cpu_isa, "cuda: ", 6) && strstr(info.cpu_isa, ", bf16 activations"));
     CHECK(kv_bytes <= 0.25 * (double)tot);
     CHECK(kv_bytes >= 0.15 * (double)tot);
     int32_t prompt[] = { 1, 5, 9, 13 }, out[8];
