@@ -633,8 +633,8 @@ template <class E, int D, int NS>
 void dec3_launch(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a,
                  int T_bound, int n_rc, int n_split, float *part) {
     constexpr int smem = dec3_smem<D, NS>();
-    static bool attr = false; /* once per kernel: one kind of GPU per process */
-    if (!attr) cudaFuncSetAttribute(attn_dec3_k<E, D, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), attr = true;
+    /* per call, as attn_fa.cu: cheap, and right for whichever device is current */
+    cudaFuncSetAttribute(attn_dec3_k<E, D, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     int lb = 0;
     while ((1 << lb) < a->block_size) lb++;
     const dim3 grid((unsigned)n_split, (unsigned)(a->Hkv * n_rc), (unsigned)a->n_seqs);
