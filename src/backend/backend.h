@@ -337,6 +337,8 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
 int backend_cuda_devices(void);
 /* The CUDA backend's device, for logs ("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)"). */
 const char *backend_cuda_name(const struct backend *bk);
+/* Its matmul activation mode in use: "split" or "bf16". */
+const char *backend_cuda_matmul_mode(const struct backend *bk);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }

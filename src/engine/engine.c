@@ -226,12 +226,10 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
              : backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen))
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
-    /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
-    if (cuda) {
-        const char *mm = p->cuda_matmul ? p->cuda_matmul : getenv("VLLMC_CUDA_MATMUL");
+    if (cuda)
         snprintf(e->dev_desc, sizeof e->dev_desc, "cuda: %s, %s activations", backend_cuda_name(e->bk),
-                 mm && !strcmp(mm, "bf16") ? "bf16" : "split hi + lo");
-    }
+                 backend_cuda_matmul_mode(e->bk));
+    /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
     const char *ds = getenv("VLLMC_DEVICE_SAMPLING");
     e->dev_sampling = e->bk->ops->sample_rows && !(ds && !strcmp(ds, "0"));
     const struct hparams *hp = &e->model->hp;

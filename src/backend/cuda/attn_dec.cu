@@ -418,7 +418,10 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
     const int split = blockIdx.x, hk = blockIdx.y / n_rc, rc = blockIdx.y % n_rc, s = blockIdx.z;
     const int G = a.H / a.Hkv, q0 = a.query_start[s], nq = a.query_start[s + 1] - q0, L = a.seq_len[s];
     const int r0 = rc * 16, nr = min(16, nq * G - r0);
-    if (nr <= 0) return; /* the whole CTA */
+    if (nr <= 0) { /* the whole CTA; after the wait, as the PDL contract asks of every exit */
+        if (pre) ck_pdl_wait();
+        return;
+    }
 
     /* this split's keys: its share of the range any row of the chunk sees,
      * from the first row's window start to the last row's position */

@@ -893,3 +893,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
 }
 
 const char *backend_cuda_name(const struct backend *bk) { return ((const struct cuda_backend *)bk)->name; }
+
+const char *backend_cuda_matmul_mode(const struct backend *bk) {
+    return ((const struct cuda_backend *)bk)->split ? "split" : "bf16";
+}

@@ -17,3 +17,5 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
 int backend_cuda_devices(void) { return 0; }
 
 const char *backend_cuda_name(const struct backend *bk) { return "none"; }
+
+const char *backend_cuda_matmul_mode(const struct backend *bk) { return "none"; }
