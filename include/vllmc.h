@@ -58,6 +58,12 @@ struct vllmc_engine_params {
                                    * tokens). NULL/"split" (default, or VLLMC_CUDA_MATMUL): hi + lo bf16 parts,
                                    * f32-like precision as on the CPU; "bf16": rounded once, as vLLM does,
                                    * 1.5-2.3x the batched throughput. Ignored on the CPU. */
+    int async_scheduling;         /* 0: auto, on where the backend queues work (CUDA with device sampling);
+                                   * 1: on; -1: off. On: step N+1 is scheduled and queued before step N's
+                                   * tokens are detokenized, checked for stop strings and delivered, so that
+                                   * host work runs while the device computes; a sequence ended by a stop
+                                   * string has one extra token computed and dropped (vLLM's
+                                   * --async-scheduling). Outputs are the same either way. */
 };
 
 /* Fill p with defaults. */
@@ -212,6 +218,11 @@ struct vllmc_engine_stats {
     double forward_seconds;      /* of which in the model's forward (on a device: until its results are
                                     back, device-side sampling included; the rest: scheduling, host
                                     sampling, text) */
+    double gap_seconds;          /* host time from a step's results being back to the next step's
+                                    forward call, summed over back-to-back steps: on a device, time it
+                                    waits for the host between steps (async scheduling moves text and
+                                    delivery out of it) */
+    int64_t gap_steps;           /* the steps gap_seconds covers */
     int engine_dead;             /* the engine thread failed */
 };
 void vllmc_engine_stats(vllmc_engine *e, struct vllmc_engine_stats *st);

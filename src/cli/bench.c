@@ -255,10 +255,13 @@ int cmd_bench(int argc, char **argv) {
         json_object_set_new(res, "engine_busy_seconds", json_real(st.busy_seconds));
         json_object_set_new(res, "preemptions", json_integer(st.preemptions));
         json_object_set_new(res, "engine_forward_seconds", json_real(st.forward_seconds));
+        json_object_set_new(res, "engine_gap_seconds", json_real(st.gap_seconds));
         fprintf(stderr, "vllmc: %lld steps, %.3f s in steps, %.3f s of them in the forward (engine overhead %.1f%%), "
-                "%lld preemptions\n", (long long)st.steps, st.busy_seconds, st.forward_seconds,
+                "%lld preemptions; %.1f us of host time from a step's results to the next forward (%lld steps)\n",
+                (long long)st.steps, st.busy_seconds, st.forward_seconds,
                 st.busy_seconds > 0 ? 100.0 * (st.busy_seconds - st.forward_seconds) / st.busy_seconds : 0.0,
-                (long long)st.preemptions);
+                (long long)st.preemptions, st.gap_steps ? 1e6 * st.gap_seconds / (double)st.gap_steps : 0.0,
+                (long long)st.gap_steps);
     }
     if (res && json_out && json_dump_file(res, json_out, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) {
         fprintf(stderr, "vllmc bench: cannot write %s\n", json_out);

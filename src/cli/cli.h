@@ -40,7 +40,9 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "                            cuda, cuda:N\n"                                                \
     "  --gpu-memory-utilization F  CUDA: fraction of GPU memory to use (default 0.9)\n"      \
     "  --cuda-matmul split|bf16  CUDA: activations of the GEMMs as hi + lo bf16 parts\n"    \
-    "                            (default, f32-like) or one bf16 (vLLM's numerics, faster)\n"
+    "                            (default, f32-like) or one bf16 (vLLM's numerics, faster)\n" \
+    "  --[no-]async-scheduling   queue step N+1 before step N's tokens are delivered\n"       \
+    "                            (default: on with CUDA, off on the CPU)\n"
 
 /* "key 'K' has the wrong type" into err; returns -1. */
 int errf_cli(char *err, size_t errlen, const char *key);

@@ -232,6 +232,10 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
     const char *ds = getenv("VLLMC_DEVICE_SAMPLING");
     e->dev_sampling = e->bk->ops->sample_rows && !(ds && !strcmp(ds, "0"));
+    /* async scheduling pays only where the forward and the sampling are
+     * queued and the host waits for the tokens alone; elsewhere it would
+     * hold each step's text back by one forward */
+    e->overlap = p->async_scheduling > 0 || (p->async_scheduling == 0 && e->dev_sampling && !e->bk->host_mem);
     const struct hparams *hp = &e->model->hp;
     if (parse_kv_dtype(p->kv_cache_dtype, model_default_kv_dtype(hp), &e->kv_dtype)) {
         errf(err, errlen, "kv cache dtype '%s': expected auto, float32, bfloat16 or float16", p->kv_cache_dtype);
@@ -446,7 +450,10 @@ static void *engine_main(void *arg) {
     struct vllmc_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->sub_mu);
-        while (!e->stop && !e->sub_head && !e->n_running && !e->n_waiting) pthread_cond_wait(&e->sub_cv, &e->sub_mu);
+        while (!e->stop && !e->sub_head && !e->n_running && !e->n_waiting && !e->inflight && !e->n_emit) {
+            e->t_ready = 0;
+            pthread_cond_wait(&e->sub_cv, &e->sub_mu);
+        }
         struct vllmc_request *list = e->sub_head;
         e->sub_head = e->sub_tail = NULL;
         bool stop = e->stop;
@@ -456,6 +463,7 @@ static void *engine_main(void *arg) {
             admit(e, r);
         }
         if (stop) {
+            engine_drain(e);
             for (int i = 0; i < e->n_running; i++) engine_finish_seq(e, e->running[i], VLLMC_FINISH_ABORT);
             for (int i = 0; i < e->n_waiting; i++) engine_finish_seq(e, e->waiting[i], VLLMC_FINISH_ABORT);
             e->n_running = e->n_waiting = 0;

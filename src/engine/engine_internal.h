@@ -60,6 +60,8 @@ struct seq {
     char *text;                  /* output text so far (after stop truncation) */
     size_t text_len, text_cap, text_sent;
     enum vllmc_finish finish;
+    bool fin_pending;            /* its last token ends it (EOS, stop id, length): not scheduled again,
+                                  * blocks already returned; seq_emit finishes it */
     /* this step */
     int sched_new;
     int logit_row;               /* row of the sampling logits, -1 */
@@ -74,6 +76,10 @@ struct samp_item {
     int32_t tok;
     uint64_t rng[4];
     struct vllmc_logprob chosen, top[VLLMC_MAX_LOGPROBS];
+    /* what seq_take decided for a sampled token, for seq_emit */
+    enum vllmc_finish fin;       /* STOP for EOS or a stop token id, else NOT_FINISHED */
+    int32_t stop_tok;            /* the stop token id, -1 */
+    bool at_len;                 /* max_tokens or max_model_len reached */
     /* device sampling (sched.c dev_sample) */
     bool done;                   /* finished from the backend's sample_rows results */
     int dev;                     /* its request there, -1: none */
@@ -169,6 +175,18 @@ struct vllmc_engine {
     int64_t dev_rows, dev_fallbacks; /* rows finished from the device's results; rows that needed the whole row */
     struct seq **sched;
     int cap_sched;
+    /* async scheduling (sched.c): the step queued on the backend whose
+     * results step_collect has not taken yet (its batch is sched[0..fl_n_sched),
+     * each sequence's request holding one reference until then), and the
+     * items of the last collected step whose tokens step_emit has not
+     * delivered yet */
+    bool overlap;
+    bool inflight;
+    int fl_n_sched, fl_n_rows;
+    const float *fl_lg;
+    int n_emit;
+    double t_ready;              /* when the last collected step's results were back; 0: the thread
+                                  * has slept since (no gap to count) */
     struct vllmc_request **touched;
     int n_touched, cap_touched;
 
@@ -180,6 +198,7 @@ struct vllmc_engine {
 
 /* sched.c */
 int engine_step(struct vllmc_engine *e); /* 1 if work was done, 0 if idle */
+void engine_drain(struct vllmc_engine *e); /* at shutdown: wait for a queued step, drop its results */
 void engine_finish_seq(struct vllmc_engine *e, struct seq *s, enum vllmc_finish f);
 void engine_publish(struct vllmc_engine *e); /* wake readers of requests touched this step */
 void engine_touch(struct vllmc_engine *e, struct vllmc_request *r);

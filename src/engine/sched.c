@@ -17,6 +17,13 @@
  * vocabulary passes on the device, and only the other rows (logit
  * processors, top_p without top_k, prompt logprobs) are downloaded whole.
  *
+ * A step is three parts (DESIGN.md 4): step_launch (aborts, schedule,
+ * batch, forward queued), step_collect (wait, sample, each sequence's token
+ * taken and the finishes that need no text decided: seq_take) and
+ * step_emit (detokenize, stop strings, channels: seq_emit). Async
+ * scheduling (e->overlap) runs collect(N), launch(N+1), emit(N), so the
+ * text work overlaps the device's next step.
+ *
  * Runs only on the engine thread; touches a request's channel only under
  * its mutex. */
 #include <math.h>
@@ -167,22 +174,44 @@ static bool is_in(int32_t t, const int32_t *a, int n) {
     return false;
 }
 
-/* After sampling token t for s: queue it, detokenize, check stops. */
-static void seq_append(struct vllmc_engine *e, struct seq *s, int32_t t, const struct vllmc_logprob *chosen,
-                       const struct vllmc_logprob *top, int n_top) {
+/* After sampling token it->tok for s, what the next step depends on: the
+ * token joins s, and the finishes that need no text (EOS, a stop token id,
+ * max_tokens, max_model_len) are decided into it. A sequence so ended gives
+ * its blocks back at once and is not scheduled again (fin_pending); its
+ * text and its finish go out in seq_emit. */
+static void seq_take(struct vllmc_engine *e, struct seq *s, struct samp_item *it) {
     struct vllmc_request *r = s->req;
     const struct vllmc_sampling_params *sp = &r->sp;
+    const int32_t t = it->tok;
     GROWI(s->tokens, s->cap_tokens, s->n_tokens + 1);
     s->tokens[s->n_tokens++] = t;
     s->n_output++;
     e->st.generation_tokens++;
-
-    enum vllmc_finish fin = VLLMC_NOT_FINISHED;
-    int32_t stop_tok = -1;
-    const char *stop_str = NULL;
     const struct hparams *hp = &e->model->hp;
-    if (!sp->ignore_eos && is_in(t, (const int32_t *)hp->eos_token_ids, hp->n_eos)) fin = VLLMC_FINISH_STOP;
-    else if (is_in(t, r->stop_ids, sp->n_stop_token_ids)) fin = VLLMC_FINISH_STOP, stop_tok = t;
+    it->fin = VLLMC_NOT_FINISHED;
+    it->stop_tok = -1;
+    if (!sp->ignore_eos && is_in(t, (const int32_t *)hp->eos_token_ids, hp->n_eos)) it->fin = VLLMC_FINISH_STOP;
+    else if (is_in(t, r->stop_ids, sp->n_stop_token_ids)) it->fin = VLLMC_FINISH_STOP, it->stop_tok = t;
+    it->at_len = (sp->max_tokens >= 0 && s->n_output >= sp->max_tokens) || s->n_tokens >= e->max_model_len;
+    if (it->fin || it->at_len) {
+        s->fin_pending = true;
+        seq_release_blocks(e, s);
+    }
+}
+
+/* The rest of a sampled token's way out: detokenize it, check the stop
+ * strings, queue token, text and logprobs on the channel, finish. A
+ * sequence that ended since seq_take (an abort) gets nothing more. */
+static void seq_emit(struct vllmc_engine *e, struct seq *s, const struct samp_item *it) {
+    if (s->state == SEQ_FINISHED) return;
+    struct vllmc_request *r = s->req;
+    const struct vllmc_sampling_params *sp = &r->sp;
+    const int32_t t = it->tok;
+    const int n_top = sp->logprobs > 0 ? sp->logprobs : 0;
+    const struct vllmc_logprob *chosen = &it->chosen, *top = it->top;
+    enum vllmc_finish fin = it->fin;
+    int32_t stop_tok = it->stop_tok;
+    const char *stop_str = NULL;
 
     size_t text_before = s->text_len;
     if (sp->detokenize && s->ds && (fin == VLLMC_NOT_FINISHED || sp->include_stop_str_in_output))
@@ -199,9 +228,7 @@ static void seq_append(struct vllmc_engine *e, struct seq *s, int32_t t, const s
             stop_str = r->stop[which];
         }
     }
-    if (fin == VLLMC_NOT_FINISHED &&
-        ((sp->max_tokens >= 0 && s->n_output >= sp->max_tokens) || s->n_tokens >= e->max_model_len))
-        fin = VLLMC_FINISH_LENGTH;
+    if (fin == VLLMC_NOT_FINISHED && it->at_len) fin = VLLMC_FINISH_LENGTH;
     /* finished other than by a stop string: what the detokenizer held back
      * (an unfinished character) belongs to the text, as in a full decode */
     if (fin && !stop_str && sp->detokenize && s->ds) engine_detok_flush(e, s);
@@ -404,23 +431,25 @@ static int fetch_rows(struct vllmc_engine *e, const float *lg, int n_items, char
 }
 
 /* A step whose forward or sampling failed: its sequences end with the error. */
-static int step_failed(struct vllmc_engine *e, int n_sched, const char *err) {
+static void step_failed(struct vllmc_engine *e, int n_sched, const char *err) {
     for (int k = 0; k < n_sched; k++) {
-        struct vllmc_request *r = e->sched[k]->req;
-        pthread_mutex_lock(&r->mu);
-        snprintf(r->error, sizeof r->error, "%s", err);
-        r->has_error = true;
-        pthread_mutex_unlock(&r->mu);
-        engine_finish_seq(e, e->sched[k], VLLMC_FINISH_ERROR);
+        struct seq *s = e->sched[k];
+        if (s->state == SEQ_FINISHED) continue;
+        pthread_mutex_lock(&s->req->mu);
+        snprintf(s->req->error, sizeof s->req->error, "%s", err);
+        s->req->has_error = true;
+        pthread_mutex_unlock(&s->req->mu);
+        engine_finish_seq(e, s, VLLMC_FINISH_ERROR);
     }
     remove_finished(e->running, &e->n_running);
-    engine_publish(e);
-    return 1;
 }
 
 static int want_plp(const struct seq *s) { return s->req->sp.prompt_logprobs >= 0 && s->index == 0 && !s->plp_done; }
 
-int engine_step(struct vllmc_engine *e) {
+/* Schedule the next step, build its flat batch and start its forward:
+ * 1 when a step was started (step_collect takes its results), 0 when
+ * nothing was to run or the forward failed (its sequences then ended). */
+static int step_launch(struct vllmc_engine *e) {
     /* aborts first: their blocks return before anything is scheduled */
     for (int i = 0; i < e->n_running; i++)
         if (atomic_load(&e->running[i]->req->aborted)) engine_finish_seq(e, e->running[i], VLLMC_FINISH_ABORT);
@@ -428,11 +457,7 @@ int engine_step(struct vllmc_engine *e) {
         if (atomic_load(&e->waiting[i]->req->aborted)) engine_finish_seq(e, e->waiting[i], VLLMC_FINISH_ABORT);
     remove_finished(e->running, &e->n_running);
     remove_finished(e->waiting, &e->n_waiting);
-    if (!e->n_running && !e->n_waiting) {
-        engine_publish(e);
-        return 0;
-    }
-    double t0 = time_now();
+    if (!e->n_running && !e->n_waiting) return 0;
     const int B = e->block_size;
     int budget = e->max_num_batched_tokens, n_sched = 0;
     bool preempted = false;
@@ -440,13 +465,16 @@ int engine_step(struct vllmc_engine *e) {
 
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct seq *s = e->running[i];
+        if (s->fin_pending) continue; /* ends in seq_emit */
         int num_new = MIN(s->n_tokens - s->n_computed, budget);
         if (want_plp(s)) num_new = MIN(num_new, PLP_CHUNK);
         bool ok = seq_allocate(e, s, num_new, NULL, 0);
         while (!ok) {
             struct seq *victim = e->running[--e->n_running];
-            preempt(e, victim);
-            preempted = true;
+            if (!victim->fin_pending) { /* an ending one holds no blocks: it just leaves the list */
+                preempt(e, victim);
+                preempted = true;
+            }
             if (victim == s) break;
             ok = seq_allocate(e, s, num_new, NULL, 0);
         }
@@ -507,8 +535,7 @@ int engine_step(struct vllmc_engine *e) {
             engine_finish_seq(e, s, VLLMC_FINISH_ERROR);
             remove_finished(e->waiting, &e->n_waiting);
         }
-        engine_publish(e);
-        return 1;
+        return 0;
     }
 
     /* the flat batch */
@@ -580,26 +607,56 @@ int engine_step(struct vllmc_engine *e) {
     int frc = e->dev_sampling ? model_forward_keep(e->model, &b, &e->kv, e->logits, &lg, err, sizeof err)
                               : model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
     /* on a device the forward only queues work: the wait for it is in the
-     * first download (dev_sample's), which counts as forward time below */
-    if (!e->dev_sampling) e->st.forward_seconds += time_now() - tf;
+     * first download (dev_sample's), counted as forward time in step_collect */
+    e->st.forward_seconds += time_now() - tf;
+    if (e->t_ready > 0) {
+        e->st.gap_seconds += tf - e->t_ready;
+        e->st.gap_steps++;
+    }
+    e->t_ready = 0;
     /* the batch was built from validated ids: a failure fails these requests */
-    if (frc) return step_failed(e, n_sched, err);
+    if (frc) {
+        step_failed(e, n_sched, err);
+        return 0;
+    }
+    for (int k = 0; k < n_sched; k++) atomic_fetch_add(&e->sched[k]->req->refs, 1);
+    e->inflight = true;
+    e->fl_n_sched = n_sched;
+    e->fl_n_rows = n_rows;
+    e->fl_lg = lg;
+    return 1;
+}
 
+/* Take the started step's results: wait for them (a device's first
+ * download), sample, advance each sequence and take its token (seq_take).
+ * The sampled items stay in e->items for step_emit. Sequences that ended
+ * while the step ran (a stop string found by step_emit) are skipped: their
+ * rows were computed for nothing. */
+static void step_collect(struct vllmc_engine *e) {
+    const int n_sched = e->fl_n_sched, n_rows = e->fl_n_rows;
+    const float *lg = e->fl_lg;
+    char err[256];
+    e->inflight = false;
     /* sampling and prompt logprobs: one item per logits row, spread over
      * the backend's threads (each with its own scratch; a sequence's RNG is
      * advanced only by its own item, so results do not depend on the split) */
     int n_items = 0;
-    GROWI(e->items, e->cap_items, n_rows);
+    GROWI(e->items, e->cap_items, MAX(n_rows, 1));
     for (int k = 0; k < n_sched; k++) {
         struct seq *s = e->sched[k];
+        if (s->state == SEQ_FINISHED) continue;
         for (int i = 0; i < s->plp_n; i++)
             e->items[n_items++] = (struct samp_item){ .s = s, .row = s->plp_row0 + i, .pos = s->n_computed + i + 1 };
         if (s->logit_row >= 0) e->items[n_items++] = (struct samp_item){ .s = s, .row = s->logit_row, .pos = -1 };
     }
+    double tw = time_now();
     if (e->dev_sampling && (dev_sample(e, lg, n_items, err, sizeof err) ||
-                            (!e->bk->host_mem && fetch_rows(e, lg, n_items, err, sizeof err))))
-        return step_failed(e, n_sched, err);
-    if (e->dev_sampling) e->st.forward_seconds += time_now() - tf;
+                            (!e->bk->host_mem && fetch_rows(e, lg, n_items, err, sizeof err)))) {
+        step_failed(e, n_sched, err);
+        goto out;
+    }
+    e->t_ready = time_now();
+    if (e->dev_sampling) e->st.forward_seconds += e->t_ready - tw;
     int n_host = 0;
     for (int i = 0; i < n_items; i++) n_host += !e->items[i].done;
     struct samp_ctx sc = { .e = e, .n = n_items };
@@ -607,6 +664,7 @@ int engine_step(struct vllmc_engine *e) {
     else if (n_host == 1) samp_fn(&sc, 0, 1);
     for (int k = 0, it = 0; k < n_sched; k++) {
         struct seq *s = e->sched[k];
+        if (s->state == SEQ_FINISHED) continue;
         struct vllmc_request *r = s->req;
         it += s->plp_n;
         bool was_prefill = s->n_computed < s->n_prompt;
@@ -622,12 +680,51 @@ int engine_step(struct vllmc_engine *e) {
         if (s->logit_row < 0) continue;
         struct samp_item *item = &e->items[it++];
         memcpy(s->rng, item->rng, sizeof s->rng);
-        seq_append(e, s, item->tok, &item->chosen, item->top, r->sp.logprobs > 0 ? r->sp.logprobs : 0);
+        seq_take(e, s, item);
     }
-    remove_finished(e->running, &e->n_running);
-
+    e->n_emit = n_items;
     e->st.steps++;
-    e->st.busy_seconds += time_now() - t0;
+out:
+    /* the batch's references (step_launch): a request may go here */
+    for (int k = 0; k < n_sched; k++) engine_release_request(e->sched[k]->req);
+}
+
+/* Deliver the tokens step_collect took (seq_emit), in batch order. */
+static void step_emit(struct vllmc_engine *e) {
+    for (int i = 0; i < e->n_emit; i++)
+        if (e->items[i].pos < 0) seq_emit(e, e->items[i].s, &e->items[i]);
+    e->n_emit = 0;
+    remove_finished(e->running, &e->n_running);
+    remove_finished(e->waiting, &e->n_waiting);
+}
+
+/* One engine step. Synchronous: launch, collect, emit. With async
+ * scheduling (e->overlap): collect the step queued by the previous call,
+ * launch the next one, and only then emit the collected tokens, so that
+ * detokenizing, stop strings, delivery and the readers' wake-ups run while
+ * the device computes. Either way a sequence's tokens are the same; with
+ * the overlap, one that a stop string ends has had one more token computed
+ * (and dropped) in the step already queued. */
+int engine_step(struct vllmc_engine *e) {
+    double t0 = time_now();
+    int did;
+    if (e->overlap) {
+        did = e->inflight;
+        if (did) step_collect(e);
+        did |= step_launch(e);
+    } else {
+        did = step_launch(e);
+        if (did) step_collect(e);
+    }
+    if (did) {
+        step_emit(e);
+        e->st.busy_seconds += time_now() - t0;
+    }
     engine_publish(e);
-    return 1;
+    return did;
+}
+
+void engine_drain(struct vllmc_engine *e) {
+    if (e->inflight) step_collect(e);
+    e->n_emit = 0;
 }

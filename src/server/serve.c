@@ -70,6 +70,9 @@ static void serve_usage(FILE *f) {
             "  --cuda-matmul split|bf16        CUDA: activations of the GEMMs as hi + lo bf16 parts\n"
             "                                  (default, f32-like precision) or one bf16 (vLLM's\n"
             "                                  numerics, 1.5-2.3x the batched throughput)\n"
+            "  --async-scheduling              schedule and queue step N+1 before step N's tokens are\n"
+            "                                  detokenized and sent (default on CUDA)\n"
+            "  --no-async-scheduling           one step at a time (default on the CPU)\n"
             "  --max-waiting-requests N        answer 429 when more requests than this wait in the\n"
             "                                  queue (default 4096)\n"
             "  --disable-log-requests          do not log each request\n"
@@ -156,13 +159,16 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             snprintf(flag, sizeof flag, "%s", a);
         }
         static const char *const bools[] = { "--enable-prefix-caching", "--no-enable-prefix-caching",
-                                             "--disable-log-requests" };
+                                             "--disable-log-requests", "--async-scheduling",
+                                             "--no-async-scheduling" };
         int is_bool = 0;
         for (size_t k = 0; k < ARRAY_LEN(bools); k++) is_bool |= !strcmp(flag, bools[k]);
         if (is_bool) {
             if (val) return usage_error("option '%s' takes no value%s", flag, "");
             if (!strcmp(flag, "--enable-prefix-caching")) o->ep.disable_prefix_caching = 0;
             else if (!strcmp(flag, "--no-enable-prefix-caching")) o->ep.disable_prefix_caching = 1;
+            else if (!strcmp(flag, "--async-scheduling")) o->ep.async_scheduling = 1;
+            else if (!strcmp(flag, "--no-async-scheduling")) o->ep.async_scheduling = -1;
             else o->log_requests = 0;
             continue;
         }

@@ -118,27 +118,32 @@ TEST(generate_jsonl_matches_transformers) {
         json_decref(line);
     }
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/llama3_f32 --input %s --output %s 2>&1", bin(), in, outp);
-    CHECK(run(cmd, out, sizeof out) == 0);
-    f = fopen(outp, "r");
-    REQUIRE(f);
-    char line[65536];
-    size_t c = 0;
-    while (fgets(line, sizeof line, f)) {
-        json_t *o = json_loads(line, 0, NULL);
-        REQUIRE(o && c < json_array_size(cases));
-        CHECK(json_integer_value(json_object_get(o, "index")) == (json_int_t)c);
-        json_t *seq = json_array_get(json_object_get(o, "outputs"), 0);
-        json_t *ids = json_object_get(seq, "token_ids"), *g = json_object_get(json_array_get(cases, c), "greedy_ids");
-        CHECK((int)json_array_size(ids) == want_n[c]);
-        for (int i = 0; i < want_n[c] && i < (int)json_array_size(ids); i++)
-            CHECK(json_integer_value(json_array_get(ids, i)) == json_integer_value(json_array_get(g, i)));
-        CHECK(!strcmp(json_string_value(json_object_get(seq, "finish_reason")), "length"));
-        json_decref(o);
-        c++;
+    /* the same with async scheduling forced on (on the CPU only the order of
+     * the engine's work changes) */
+    for (int async = 0; async < 2; async++) {
+        snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/llama3_f32 --input %s --output %s%s 2>&1", bin(), in, outp,
+                 async ? " --async-scheduling" : "");
+        CHECK(run(cmd, out, sizeof out) == 0);
+        f = fopen(outp, "r");
+        REQUIRE(f);
+        char line[65536];
+        size_t c = 0;
+        while (fgets(line, sizeof line, f)) {
+            json_t *o = json_loads(line, 0, NULL);
+            REQUIRE(o && c < json_array_size(cases));
+            CHECK(json_integer_value(json_object_get(o, "index")) == (json_int_t)c);
+            json_t *seq = json_array_get(json_object_get(o, "outputs"), 0);
+            json_t *ids = json_object_get(seq, "token_ids"), *g = json_object_get(json_array_get(cases, c), "greedy_ids");
+            CHECK((int)json_array_size(ids) == want_n[c]);
+            for (int i = 0; i < want_n[c] && i < (int)json_array_size(ids); i++)
+                CHECK(json_integer_value(json_array_get(ids, i)) == json_integer_value(json_array_get(g, i)));
+            CHECK(!strcmp(json_string_value(json_object_get(seq, "finish_reason")), "length"));
+            json_decref(o);
+            c++;
+        }
+        fclose(f);
+        CHECK(c == json_array_size(cases));
     }
-    fclose(f);
-    CHECK(c == json_array_size(cases));
     json_decref(r);
     /* a bad line is named */
     f = fopen(in, "w");

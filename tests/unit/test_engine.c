@@ -30,6 +30,23 @@ static const char *fixture_dir(const char *name) {
     return p;
 }
 
+/* Every engine test runs twice (ENGINE_TEST): with async scheduling off,
+ * and on (step N+1 queued before step N's tokens are emitted; on the CPU the
+ * forward is synchronous, so only the order changes), each against the same
+ * references. g_async is the mode of the running test's engines. */
+static int g_async = -1;
+#define ENGINE_TEST(name)                         \
+    static void body_##name(void);                \
+    TEST(name) {                                  \
+        g_async = -1;                             \
+        body_##name();                            \
+    }                                             \
+    TEST(name##_async) {                          \
+        g_async = 1;                              \
+        body_##name();                            \
+    }                                             \
+    static void body_##name(void)
+
 static vllmc_engine *open_engine(const char *dir, int kv_tokens, int batched, int caching, const char *algo) {
     struct vllmc_engine_params p;
     vllmc_engine_params_default(&p);
@@ -41,12 +58,14 @@ static vllmc_engine *open_engine(const char *dir, int kv_tokens, int batched, in
     p.prefix_caching_hash_algo = algo;
     p.max_model_len = 96;
     p.device = getenv("VLLMC_TEST_DEVICE") ? getenv("VLLMC_TEST_DEVICE") : "cpu";
+    p.async_scheduling = g_async;
     vllmc_engine *e;
     char err[512];
     if (vllmc_engine_open(&e, &p, err, sizeof err)) {
         fprintf(stderr, "  open %s: %s\n", dir, err);
         _exit(1);
     }
+    CHECK(e->overlap == (g_async > 0));
     return e;
 }
 
@@ -255,12 +274,12 @@ static void batch_invariance(const char *name) {
     fixture_free(&f);
 }
 
-TEST(batch_invariance_qwen3) { batch_invariance("qwen3_f32"); }
-TEST(batch_invariance_mistral_swa) { batch_invariance("mistral_swa_f32"); }
+ENGINE_TEST(batch_invariance_qwen3) { batch_invariance("qwen3_f32"); }
+ENGINE_TEST(batch_invariance_mistral_swa) { batch_invariance("mistral_swa_f32"); }
 
 /* ---- preemption ---- */
 
-TEST(preemption_keeps_outputs) {
+ENGINE_TEST(preemption_keeps_outputs) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("llama3_f32")) == 0);
     /* 12 blocks of 16: far less than 16 concurrent requests of up to 61 tokens */
@@ -283,7 +302,7 @@ TEST(preemption_keeps_outputs) {
 
 /* ---- prefix caching ---- */
 
-TEST(prefix_cache_hits_and_same_outputs) {
+ENGINE_TEST(prefix_cache_hits_and_same_outputs) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     vllmc_engine *on = open_engine(f.dir, 0, 2048, 1, NULL), *off = open_engine(f.dir, 0, 2048, 0, NULL);
@@ -317,7 +336,7 @@ TEST(prefix_cache_hits_and_same_outputs) {
     fixture_free(&f);
 }
 
-TEST(prefix_cache_salt_separates_tenants) {
+ENGINE_TEST(prefix_cache_salt_separates_tenants) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     vllmc_engine *e = open_engine(f.dir, 0, 2048, 1, "xxhash");
@@ -336,7 +355,7 @@ TEST(prefix_cache_salt_separates_tenants) {
     fixture_free(&f);
 }
 
-TEST(prefix_cache_eviction_under_pressure) {
+ENGINE_TEST(prefix_cache_eviction_under_pressure) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     /* 8 blocks: the first request's cached blocks must be evicted by others */
@@ -360,7 +379,7 @@ TEST(prefix_cache_eviction_under_pressure) {
 
 /* ---- prompt logprobs, limits, abort ---- */
 
-TEST(prompt_logprobs_chunked) {
+ENGINE_TEST(prompt_logprobs_chunked) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     vllmc_engine *e = open_engine(f.dir, 0, 16, 1, NULL); /* 16-token budget: the prompt spans several steps */
@@ -373,7 +392,7 @@ TEST(prompt_logprobs_chunked) {
     fixture_free(&f);
 }
 
-TEST(limits_and_errors) {
+ENGINE_TEST(limits_and_errors) {
     vllmc_engine *e = open_engine(fixture_dir("qwen3_f32"), 0, 64, 1, NULL);
     int32_t ids[200];
     for (int i = 0; i < 200; i++) ids[i] = 5 + i;
@@ -418,7 +437,7 @@ TEST(limits_and_errors) {
     vllmc_engine_close(e);
 }
 
-TEST(abort_frees_blocks) {
+ENGINE_TEST(abort_frees_blocks) {
     vllmc_engine *e = open_engine(fixture_dir("qwen3_f32"), 0, 8, 1, NULL);
     int32_t ids[60];
     for (int i = 0; i < 60; i++) ids[i] = 7 + i;
@@ -524,13 +543,18 @@ static void stop_case(vllmc_engine *e, const struct fixture *f, int include) {
     rp.sampling.include_stop_str_in_output = include;
     vllmc_request *r;
     char err[256];
+    struct vllmc_engine_stats st;
+    vllmc_engine_stats(e, &st);
+    const int64_t steps0 = st.steps;
     REQUIRE(vllmc_submit(e, &rp, &r, err, sizeof err) == 0);
     char got[256] = "";
     struct vllmc_output o;
     char stop_str[16] = "";
     enum vllmc_finish fin = 0;
+    int n_tok = 0;
     while (vllmc_request_next(r, &o, 60000) == 1) {
         for (int i = 0; i < o.n_seqs; i++) {
+            n_tok += o.seqs[i].n_tokens;
             REQUIRE(strlen(got) + o.seqs[i].text_len < sizeof got);
             strncat(got, o.seqs[i].text, o.seqs[i].text_len);
             if (o.seqs[i].finish) fin = o.seqs[i].finish;
@@ -543,11 +567,24 @@ static void stop_case(vllmc_engine *e, const struct fixture *f, int include) {
     CHECK(!strcmp(stop_str, stop));
     CHECK(strlen(got) == want_len && !strncmp(got, text, want_len)); /* nothing of the stop string leaked */
     if (strlen(got) != want_len) fprintf(stderr, "  got '%s', want '%.*s'\n", got, (int)want_len, text);
+    /* one step per token (the prompt fits one step); with async scheduling
+     * the step after the stop string's token was already queued when the
+     * string was found, so it is computed and dropped: one step more */
+    const int64_t want = n_tok + (g_async > 0);
+    for (int i = 0; i < 200; i++) {
+        vllmc_engine_stats(e, &st);
+        if (st.steps - steps0 >= want) break;
+        usleep(10000);
+    }
+    usleep(20000);
+    vllmc_engine_stats(e, &st);
+    if (st.steps - steps0 != want) fprintf(stderr, "  %lld steps for %d tokens\n", (long long)(st.steps - steps0), n_tok);
+    CHECK(st.steps - steps0 == want);
 }
 
 /* bad_words through the tokenizer: banning the text of the first greedy
  * token changes the first token, and the banned id never appears. */
-TEST(bad_words_ban_token_text) {
+ENGINE_TEST(bad_words_ban_token_text) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     vllmc_engine *e = open_engine(text_model("qwen3_f32"), 0, 64, 1, NULL);
@@ -586,7 +623,7 @@ TEST(bad_words_ban_token_text) {
     fixture_free(&f);
 }
 
-TEST(stop_strings_across_tokens) {
+ENGINE_TEST(stop_strings_across_tokens) {
     struct fixture f;
     REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
     vllmc_engine *e = open_engine(text_model("qwen3_f32"), 0, 64, 1, NULL);
@@ -633,7 +670,7 @@ static void sample_run(vllmc_engine *e, uint64_t seed, int n, int32_t out[][16],
     for (int k = 0; k < others; k++) vllmc_request_free(noise[k]);
 }
 
-TEST(seeded_sampling_reproduces_in_any_batch) {
+ENGINE_TEST(seeded_sampling_reproduces_in_any_batch) {
     vllmc_engine *e = open_engine(fixture_dir("qwen3_f32"), 0, 64, 1, NULL);
     int32_t a[4][16], b[4][16], c[4][16];
     sample_run(e, 1234, 4, a, 0);
@@ -704,7 +741,7 @@ static void dcase_run(vllmc_engine *e, const struct dcase *c, uint64_t seed, str
  * VLLMC_CPU_SAMPLE_ROWS=1) against the same engine sampling whole rows on
  * the host (VLLMC_DEVICE_SAMPLING=0): the same tokens, logprobs, ranks and
  * top lists for every mode, one request at a time (the same batches). */
-TEST(device_sampling_matches_host) {
+ENGINE_TEST(device_sampling_matches_host) {
     setenv("VLLMC_CPU_SAMPLE_ROWS", "1", 1);
     vllmc_engine *a = open_engine(fixture_dir("qwen3_f32"), 0, 64, 1, NULL);
     setenv("VLLMC_DEVICE_SAMPLING", "0", 1);

@@ -455,7 +455,8 @@ TEST(cli_flags) {
         "--max-num-batched-tokens", "--block-size", "--kv-cache-memory-bytes", "--enable-prefix-caching",
         "--no-enable-prefix-caching", "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template",
         "--default-chat-template-kwargs", "--generation-config", "--hf-overrides", "--threads",
-        "--disable-log-requests", "--device", "--gpu-memory-utilization", "--cuda-matmul",
+        "--disable-log-requests", "--device", "--gpu-memory-utilization", "--cuda-matmul", "--async-scheduling",
+        "--no-async-scheduling",
     };
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         if (!strstr(out, flags[i])) {
