@@ -150,6 +150,8 @@ struct bk_sample_req {
     float inv_t, min_p;     /* DRAW: weights exp((l - max) * inv_t), 0 where < min_p */
     double u;               /* DRAW: the uniform draw, in [0, 1) */
     int32_t cand_off, cand_cap; /* this row's candidate slots */
+    int32_t wsum;           /* 1: also z, the sum of the DRAW weights (inv_t, min_p) over the row */
+    int32_t pad_;
 };
 struct bk_sample_res {
     int32_t token;          /* ARGMAX, DRAW: the token; NONE: -1 */
@@ -158,6 +160,7 @@ struct bk_sample_res {
     float m, L;             /* the max (always) and the log-sum-exp (lp) */
     float kth, floor;       /* k > 0 */
     int32_t n_cand;         /* k > 0: how many candidates (only cand_cap are written) */
+    double z;               /* wsum or DRAW: the weights' sum (0 when every logit is -inf) */
 };
 
 struct backend;

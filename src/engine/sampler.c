@@ -588,11 +588,39 @@ static void build_kept(struct sampler_scratch *S, const float *l, int V, int n_a
     K->Z = Z;
 }
 
+/* The kept candidates cid/ev[0..n) in id order (heapsort): the draw walks
+ * them in an order that does not depend on how they were found (the host's
+ * gather above a guessed weight, or a device's candidate list), so both
+ * give the same token for the same draw. */
+static void kept_by_id(const struct sampler_scratch *S, int n) {
+    int32_t *id = S->cid;
+    float *w = S->ev;
+    for (int start = n / 2 - 1, end = n; end > 1;) {
+        int root;
+        if (start >= 0) root = start--;
+        else {
+            end--;
+            int32_t ti = id[0];
+            float tw = w[0];
+            id[0] = id[end], w[0] = w[end], id[end] = ti, w[end] = tw;
+            root = 0;
+        }
+        for (int c; (c = 2 * root + 1) < end; root = c) {
+            if (c + 1 < end && id[c + 1] > id[c]) c++;
+            if (id[root] >= id[c]) break;
+            int32_t ti = id[root];
+            float tw = w[root];
+            id[root] = id[c], w[root] = w[c], id[c] = ti, w[c] = tw;
+        }
+    }
+}
+
 /* Invert the cumulative weights at u in [0, 1). */
 static int32_t kept_draw(const struct sampler_scratch *S, const struct kept *K, int V, double u) {
     if (!(K->Z > 0)) return 0;
     double target = u * K->Z, cum = 0;
     if (!K->dense) {
+        kept_by_id(S, K->n);
         for (int j = 0; j < K->n; j++) {
             cum += S->ev[j];
             if (cum > target) return S->cid[j];
@@ -758,8 +786,14 @@ void sampler_dev_plan(const struct sampler_seq *q, int V, struct sampler_dev_pla
         } else if (use_k && sp->top_k <= SAMPLER_DEV_MAX_K) {
             p->mode = SAMPLER_DEV_CANDS;
             p->k = MAX(sp->top_k, n_top);
+        } else if (!use_k && V > SAMPLER_DEV_NUCLEUS_K) {
+            p->mode = SAMPLER_DEV_NUCLEUS;
+            p->k = SAMPLER_DEV_NUCLEUS_K;
+            p->wsum = true;
+            p->inv_t = 1.0f / T;
+            p->min_p = sp->min_p > 0 ? sp->min_p : 0;
         } else {
-            return; /* top_p over the whole row, or a large top_k: the host's passes */
+            return; /* a large top_k (or top_p over a tiny vocabulary): the host's passes */
         }
         p->draws = true;
     }
@@ -799,12 +833,32 @@ int32_t sampler_dev_finish(struct sampler_scratch *s, int V, const struct sample
         struct kept K;
         kept_cands(s, c, sp, &K);
         tok = kept_draw(s, &K, V, u);
+    } else if (p->mode == SAMPLER_DEV_NUCLEUS) {
+        /* build_kept's top_p over the whole row, from the candidates: their
+         * weights as the host's weight pass makes them, the device's sum of
+         * all; they hold the nucleus (a prefix of the order) once they carry
+         * the mass the host's gather asks for */
+        const float T = effective_temperature(sp), m = d->m;
+        const double Z = d->z, P = Z * (1.0 - (double)(1.0f - sp->top_p)), need = P * (1 + 1e-9);
+        if (!(Z > 0) || !(m > -INFINITY)) return -1;
+        int c = 0;
+        double G = 0;
+        for (int j = 0; j < d->n_cand; j++) {
+            float e = sk_exp1((d->cv[j] - m) * p->inv_t);
+            if (!(e >= p->min_p) || e <= 0) continue;
+            s->cid[c] = d->cid[j], s->ev[c] = e, s->cs[c++] = d->cv[j] / T;
+            G += e;
+        }
+        if (!(G >= need)) return -1;
+        struct kept K = { .n = cand_topp(s, c, Z, sp->top_p) };
+        for (int j = 0; j < K.n; j++) K.Z += s->ev[j];
+        tok = kept_draw(s, &K, V, u);
     }
     if (tok < 0 || tok >= V) return -1;
     if (sp->logprobs < 0) return tok;
     const float m = d->m, L = d->L;
     if (chosen) {
-        if (p->mode != SAMPLER_DEV_CANDS) {
+        if (p->mode != SAMPLER_DEV_CANDS && p->mode != SAMPLER_DEV_NUCLEUS) {
             *chosen = (struct vllmc_logprob){ tok, d->logprob, d->rank };
         } else {
             /* rank by counting the candidates: exact when no token under the

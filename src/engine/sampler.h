@@ -111,8 +111,12 @@ enum sampler_dev_mode {
     SAMPLER_DEV_ARGMAX,   /* greedy: the device's argmax is the token */
     SAMPLER_DEV_DRAW,     /* temperature [+ min_p] over the whole row: the device draws */
     SAMPLER_DEV_CANDS,    /* 0 < top_k <= SAMPLER_DEV_MAX_K [+ top_p, min_p]: the host draws among candidates */
+    SAMPLER_DEV_NUCLEUS,  /* top_p without top_k [+ min_p]: the host draws among the best
+                           * SAMPLER_DEV_NUCLEUS_K candidates if they hold the nucleus (the row's
+                           * weight sum z from the device says), else the whole row is the host's */
 };
 #define SAMPLER_DEV_MAX_K 64
+#define SAMPLER_DEV_NUCLEUS_K 256
 
 /* What the device computes for one row (backend.h bk_sample_req). */
 struct sampler_dev_plan {
@@ -121,12 +125,13 @@ struct sampler_dev_plan {
     int cap;            /* candidate slots to give the row */
     bool lp;            /* logprobs wanted: the log-sum-exp, the device's token's logprob and rank */
     bool draws;         /* the row takes one draw from the sequence's generator */
-    float inv_t, min_p; /* DRAW: weights exp((l - max) * inv_t), 0 under min_p */
+    bool wsum;          /* NUCLEUS: the device also sums the weights (inv_t, min_p) */
+    float inv_t, min_p; /* DRAW, NUCLEUS: weights exp((l - max) * inv_t), 0 under min_p */
 };
 
 /* HOST for a row the logit processors change (allowed_token_ids, a bad word
- * that applies now, min_tokens not reached, logit_bias, penalties), for
- * top_p without top_k and for top_k > SAMPLER_DEV_MAX_K. */
+ * that applies now, min_tokens not reached, logit_bias, penalties) and for
+ * top_k > SAMPLER_DEV_MAX_K. */
 void sampler_dev_plan(const struct sampler_seq *q, int V, struct sampler_dev_plan *p);
 
 /* The device's results for one row (backend.h bk_sample_res). */
@@ -138,6 +143,7 @@ struct sampler_dev_row {
     int n_cand;          /* ... this many (more than the plan's cap: not all are here) ... */
     const int32_t *cid;  /* ... in id order, with their raw logits */
     const float *cv;
+    double z;            /* NUCLEUS: the sum of the row's weights */
 };
 
 /* Finish a planned row with the draw u (read only when p->draws): returns

@@ -15,7 +15,8 @@
  * leaves the logits there, the rows the sampler can finish from a few
  * numbers and a short candidate list (sampler_dev_plan) get their
  * vocabulary passes on the device, and only the other rows (logit
- * processors, top_p without top_k, prompt logprobs) are downloaded whole.
+ * processors, a top_p nucleus beyond the candidates, prompt logprobs) are
+ * downloaded whole.
  *
  * A step is three parts (DESIGN.md 4): step_launch (aborts, schedule,
  * batch, forward queued), step_collect (wait, sample, each sequence's token
@@ -362,7 +363,7 @@ static void samp_fn(void *arg, int ith, int nth) {
  * the same number again from the original. 0, or -1 with err. */
 static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char *err, size_t errlen) {
     static const int32_t bk_mode[] = { [SAMPLER_DEV_ARGMAX] = BK_SAMPLE_ARGMAX, [SAMPLER_DEV_DRAW] = BK_SAMPLE_DRAW,
-                                       [SAMPLER_DEV_CANDS] = BK_SAMPLE_NONE };
+                                       [SAMPLER_DEV_CANDS] = BK_SAMPLE_NONE, [SAMPLER_DEV_NUCLEUS] = BK_SAMPLE_NONE };
     const int V = e->model->hp.n_vocab;
     int n = 0, slots = 0;
     GROWI(e->dreq, e->cap_dreq, n_items);
@@ -380,6 +381,7 @@ static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char
         e->dreq[n] = (struct bk_sample_req){
             .row = it->row, .mode = bk_mode[it->plan.mode], .k = it->plan.k, .lp = it->plan.lp,
             .inv_t = it->plan.inv_t, .min_p = it->plan.min_p, .u = it->u, .cand_off = slots, .cand_cap = it->plan.cap,
+            .wsum = it->plan.wsum,
         };
         slots += it->plan.cap;
         it->dev = n++;
@@ -396,6 +398,7 @@ static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char
         const struct sampler_dev_row d = {
             .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
             .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
+            .z = rs->z,
         };
         struct sampler_seq q;
         seq_view(e, it->s, &q);

@@ -82,6 +82,10 @@ int main(int argc, char **argv) {
     }
     float *dev = bk_alloc(g, (size_t)RMAX * V * sizeof(float));
     if (!dev || bk_upload(g, dev, host, (size_t)RMAX * V * sizeof(float), err, sizeof err)) die("upload");
+    /* peaked rows, as a trained model's: 32 tokens near the top, the rest ~12 lower */
+    for (size_t i = 0; i < (size_t)RMAX * V; i++) host[i] = (i % V) % 4001 == 17 ? host[i] * 0.5f : host[i] * 0.5f - 12;
+    float *dev_pk = bk_alloc(g, (size_t)RMAX * V * sizeof(float));
+    if (!dev_pk || bk_upload(g, dev_pk, host, (size_t)RMAX * V * sizeof(float), err, sizeof err)) die("upload");
     const int nth = bk_host_threads(g);
     struct sampler_scratch **scr = malloc((size_t)nth * sizeof *scr);
     for (int i = 0; i < nth; i++) scr[i] = sampler_scratch_new(V);
@@ -89,19 +93,22 @@ int main(int argc, char **argv) {
     struct bk_sample_res *res = malloc(RMAX * sizeof *res);
     struct sampler_dev_plan *plan = malloc(RMAX * sizeof *plan);
     double *u = malloc(RMAX * sizeof *u);
-    int32_t *cid = malloc((size_t)RMAX * 256 * sizeof *cid);
-    float *cv = malloc((size_t)RMAX * 256 * sizeof *cv);
+    int32_t *cid = malloc((size_t)RMAX * 512 * sizeof *cid);
+    float *cv = malloc((size_t)RMAX * 512 * sizeof *cv);
 
     struct mode {
         const char *name;
         float T, top_p, min_p;
         int top_k, logprobs;
+        bool peaked; /* the peaked rows */
     } modes[] = {
         { "greedy", 0, 1, 0, 0, -1 },
         { "greedy + logprobs 5", 0, 1, 0, 0, 5 },
         { "temperature 0.8", 0.8f, 1, 0, 0, -1 },
         { "T 0.8, min_p 0.05, logprobs 0", 0.8f, 1, 0.05f, 0, 0 },
         { "T 0.8, top_k 50, top_p 0.9", 0.8f, 0.9f, 0, 50, -1 },
+        { "T 0.8, top_p 0.9 (peaked rows)", 0.8f, 0.9f, 0, 0, -1, true },
+        { "T 1, top_p 0.95, logprobs 1 (peaked rows)", 1.0f, 0.95f, 0, 0, 1, true },
     };
     const int Rs[] = { 1, 8, 64, 256 };
     printf("`bench_sample` on %s, V = %d, %d host threads; ms per step (median of 7)\n\n", backend_cuda_name(g), V,
@@ -109,6 +116,7 @@ int main(int argc, char **argv) {
     printf("| mode | rows | host: download + sampler | device: sample_rows + finish | speed-up |\n|---|---|---|---|---|\n");
     for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
         const struct mode *md = &modes[mi];
+        const float *rows = md->peaked ? dev_pk : dev;
         struct vllmc_sampling_params sp = { .n = 1, .temperature = md->T, .top_p = md->top_p, .top_k = md->top_k,
                                             .min_p = md->min_p, .repetition_penalty = 1, .logprobs = md->logprobs,
                                             .max_tokens = 16, .prompt_logprobs = -1 };
@@ -118,7 +126,7 @@ int main(int argc, char **argv) {
             int fallbacks = 0;
             for (int it = 0; it < 7; it++) {
                 double t0 = now();
-                if (bk_download(g, host, dev, (size_t)R * V * sizeof(float), err, sizeof err)) die("download");
+                if (bk_download(g, host, rows, (size_t)R * V * sizeof(float), err, sizeof err)) die("download");
                 struct host_ctx hc = { host, V, R, &sp, scr, nth };
                 bk_host_parallel(g, host_fn, &hc);
                 th[it] = now() - t0;
@@ -130,19 +138,21 @@ int main(int argc, char **argv) {
                     sampler_seed(q.rng, 7, (uint64_t)r);
                     sampler_dev_plan(&q, V, &plan[r]);
                     u[r] = plan[r].draws ? sampler_uniform(q.rng) : 0;
-                    static const int32_t bm[] = { 0, BK_SAMPLE_ARGMAX, BK_SAMPLE_DRAW, BK_SAMPLE_NONE };
+                    static const int32_t bm[] = { 0, BK_SAMPLE_ARGMAX, BK_SAMPLE_DRAW, BK_SAMPLE_NONE, BK_SAMPLE_NONE };
                     req[r] = (struct bk_sample_req){ .row = r, .mode = bm[plan[r].mode], .k = plan[r].k,
                                                      .lp = plan[r].lp, .inv_t = plan[r].inv_t, .min_p = plan[r].min_p,
-                                                     .u = u[r], .cand_off = slots, .cand_cap = plan[r].cap };
+                                                     .u = u[r], .cand_off = slots, .cand_cap = plan[r].cap,
+                                                     .wsum = plan[r].wsum };
                     slots += plan[r].cap;
                 }
-                if (bk_sample_rows(g, dev, V, req, R, res, cid, cv, slots, err, sizeof err)) die("sample_rows");
+                if (bk_sample_rows(g, rows, V, req, R, res, cid, cv, slots, err, sizeof err)) die("sample_rows");
                 for (int r = 0; r < R; r++) {
                     struct sampler_seq q = { .sp = &sp };
                     const struct sampler_dev_row d = { .token = res[r].token, .rank = res[r].rank,
                                                        .logprob = res[r].logprob, .m = res[r].m, .L = res[r].L,
                                                        .floor = res[r].floor, .n_cand = res[r].n_cand,
-                                                       .cid = cid + req[r].cand_off, .cv = cv + req[r].cand_off };
+                                                       .cid = cid + req[r].cand_off, .cv = cv + req[r].cand_off,
+                                                       .z = res[r].z };
                     struct vllmc_logprob ch, top[20];
                     if (sampler_dev_finish(scr[0], V, &q, &plan[r], &d, u[r], &ch, top) < 0) fallbacks++;
                 }
@@ -155,6 +165,7 @@ int main(int argc, char **argv) {
         }
     }
     bk_free(g, dev);
+    bk_free(g, dev_pk);
     bk_destroy(g);
     return 0;
 }

@@ -28,7 +28,9 @@ static const struct sr_case SR_CASES[] = {
     { 0.9f, 0.9f, 0, 64, -1 },  /* top_k 64 + top_p */
     { 1.3f, 0.5f, 0.05f, 8, 3 },/* top_k + top_p + min_p */
     { 0.001f, 1, 0, 0, 2 },     /* T < 0.01 counts as 0.01 */
-    { 1, 0.9f, 0, 0, -1 },      /* top_p alone: the host's */
+    { 1, 0.9f, 0, 0, -1 },      /* top_p alone: the nucleus from the candidates, or the host's */
+    { 0.7f, 0.95f, 0.02f, 0, 4 },/* top_p + min_p + top 4 */
+    { 2.0f, 0.3f, 0, 0, 0 },    /* top_p, flat: rows whose nucleus outgrows the candidates */
     { 1, 1, 0, 100, -1 },       /* top_k > 64: the host's */
 };
 #define SR_KINDS 5
@@ -78,10 +80,10 @@ static int sr_check(struct backend *g, int V, int *n_dev, int *n_fallback, int *
         dev_of[r] = -1;
         if (plan[r].mode == SAMPLER_DEV_HOST) continue;
         u[r] = plan[r].draws ? sampler_uniform(q.rng) : 0;
-        static const int32_t mode[] = { 0, BK_SAMPLE_ARGMAX, BK_SAMPLE_DRAW, BK_SAMPLE_NONE };
+        static const int32_t mode[] = { 0, BK_SAMPLE_ARGMAX, BK_SAMPLE_DRAW, BK_SAMPLE_NONE, BK_SAMPLE_NONE };
         req[n] = (struct bk_sample_req){ .row = r, .mode = mode[plan[r].mode], .k = plan[r].k, .lp = plan[r].lp,
                                          .inv_t = plan[r].inv_t, .min_p = plan[r].min_p, .u = u[r],
-                                         .cand_off = slots, .cand_cap = plan[r].cap };
+                                         .cand_off = slots, .cand_cap = plan[r].cap, .wsum = plan[r].wsum };
         slots += plan[r].cap;
         dev_of[r] = n++;
     }
@@ -104,7 +106,7 @@ static int sr_check(struct backend *g, int V, int *n_dev, int *n_fallback, int *
         int32_t ref = sampler_sample(S, work, V, &q, &c_ref, t_ref);
         const struct sampler_dev_row d = { .token = rr->token, .rank = rr->rank, .logprob = rr->logprob, .m = rr->m,
                                            .L = rr->L, .floor = rr->floor, .n_cand = rr->n_cand,
-                                           .cid = cid + rq->cand_off, .cv = cv + rq->cand_off };
+                                           .cid = cid + rq->cand_off, .cv = cv + rq->cand_off, .z = rr->z };
         q = (struct sampler_seq){ .sp = &sp[r] };
         int32_t got = sampler_dev_finish(S, V, &q, &plan[r], &d, u[r], &c_dev, t_dev);
         if (got < 0) {
@@ -114,9 +116,11 @@ static int sr_check(struct backend *g, int V, int *n_dev, int *n_fallback, int *
         (*n_dev)++;
         const char *why = NULL;
         if (got != ref) {
-            /* a dense draw may land on the other side of a boundary within rounding */
+            /* a draw over weights summed in another order (dense, or the
+             * nucleus against the device's sum) may land on the other side
+             * of a boundary within rounding */
             why = "token";
-            if (plan[r].mode == SAMPLER_DEV_DRAW && got >= 0 && got < V) {
+            if ((plan[r].mode == SAMPLER_DEV_DRAW || plan[r].mode == SAMPLER_DEV_NUCLEUS) && got >= 0 && got < V) {
                 memcpy(work, row, (size_t)V * sizeof(float));
                 sampler_distribution(S, work, V, &q, probs);
                 double lo = 0;

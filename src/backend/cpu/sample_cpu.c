@@ -61,14 +61,15 @@ static void sample_row(const float *l, int V, const struct bk_sample_req *q, str
         for (int i = 0; i < V; i++) se += wexp(l[i] - m);
         L = (float)log(se);
     }
+    double Z = 0;
+    if ((q->wsum || q->mode == BK_SAMPLE_DRAW) && m > -INFINITY)
+        for (int i = 0; i < V; i++) Z += weight(l[i], m, q->inv_t, q->min_p);
     int tok = -1;
     if (q->mode == BK_SAMPLE_ARGMAX) {
         tok = amax;
     } else if (q->mode == BK_SAMPLE_DRAW) {
         tok = 0;
         if (m > -INFINITY) {
-            double Z = 0;
-            for (int i = 0; i < V; i++) Z += weight(l[i], m, q->inv_t, q->min_p);
             double target = q->u * Z, cum = 0;
             int last = -1;
             tok = -1;
@@ -83,7 +84,7 @@ static void sample_row(const float *l, int V, const struct bk_sample_req *q, str
             if (tok < 0) tok = last < 0 ? 0 : last;
         }
     }
-    *r = (struct bk_sample_res){ .token = tok, .m = m, .L = L };
+    *r = (struct bk_sample_res){ .token = tok, .m = m, .L = L, .z = Z };
     if (q->lp && tok >= 0) {
         if (m == -INFINITY) {
             r->logprob = -INFINITY, r->rank = V;

@@ -660,7 +660,9 @@ _Static_assert(sizeof(struct ck_sample_req) == sizeof(struct bk_sample_req) &&
                    offsetof(struct ck_sample_req, u) == offsetof(struct bk_sample_req, u) &&
                    offsetof(struct ck_sample_req, cand_cap) == offsetof(struct bk_sample_req, cand_cap) &&
                    sizeof(struct ck_sample_res) == sizeof(struct bk_sample_res) &&
-                   offsetof(struct ck_sample_res, n_cand) == offsetof(struct bk_sample_res, n_cand),
+                   offsetof(struct ck_sample_res, n_cand) == offsetof(struct bk_sample_res, n_cand) &&
+                   offsetof(struct ck_sample_req, wsum) == offsetof(struct bk_sample_req, wsum) &&
+                   offsetof(struct ck_sample_res, z) == offsetof(struct bk_sample_res, z),
                "sample_rows layouts");
 
 /* One upload of the requests, the kernel, one download of results and candidates. */

@@ -148,12 +148,13 @@ struct ck_sample_req {
     int32_t row, mode, k, lp;
     float inv_t, min_p;
     double u;
-    int32_t cand_off, cand_cap;
+    int32_t cand_off, cand_cap, wsum, pad_;
 };
 struct ck_sample_res {
     int32_t token, rank;
     float logprob, m, L, kth, floor;
     int32_t n_cand;
+    double z;
 };
 int ck_sample_rows(ck_stream st, const float *logits, int V, const struct ck_sample_req *req, int n,
                    struct ck_sample_res *res, int32_t *cand_id, float *cand_val);

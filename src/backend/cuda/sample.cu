@@ -8,7 +8,8 @@
  * global memory (coalesced):
  *   1. max and first argmax; with k > 0 also the histogram of the top 11
  *      bits of the order-preserving keys (radix select, first digit);
- *   2. lp: sum exp(l - m) in doubles; DRAW: the weight sums of groups of
+ *   2. lp: sum exp(l - m) in doubles; wsum: the sum of the weights; DRAW:
+ *      the weight sums of groups of
  *      consecutive tokens (at most SR_GROUPS groups, in shared memory); a
  *      block scan over the groups finds the one where u * Z falls and one
  *      warp walks it with a warp scan (ties to the host's walk: the first
@@ -23,8 +24,9 @@
  * token boundary may differ (sampler.h allows it) and the log-sum-exp may
  * differ in its last bit.
  *
- * Does not: apply logit processors or top_p (the engine downloads those
- * rows), or split one row over several blocks (few rows leave SMs idle). */
+ * Does not: apply logit processors (the engine downloads those rows; top_p
+ * is the host's, from the candidates and z), or split one row over several
+ * blocks (few rows leave SMs idle). */
 #include <float.h>
 #include <limits.h>
 #include <stdint.h>
@@ -215,7 +217,7 @@ __global__ void __launch_bounds__(SR_NT) k_sample_rows(const float *__restrict__
     /* 2. log-sum-exp; DRAW weights by group */
     const bool draw = q.mode == CK_SAMPLE_DRAW && m > -INFINITY;
     const int gs = 32 * ((V + 32 * SR_GROUPS - 1) / (32 * SR_GROUPS)), G = (V + gs - 1) / gs;
-    double se = 0;
+    double se = 0, z = 0;
     if (draw) {
         for (int g = warp; g < G; g += SR_NW) {
             const int end = min(V, (g + 1) * gs);
@@ -228,8 +230,14 @@ __global__ void __launch_bounds__(SR_NT) k_sample_rows(const float *__restrict__
             for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(FULL, acc, o);
             if (lane == 0) sm.gsum[g] = acc;
         }
-    } else if (q.lp && m > -INFINITY) {
-        for (int i = tid; i < V; i += SR_NT) se += wexp(l[i] - m);
+    } else if ((q.lp || q.wsum) && m > -INFINITY) {
+        double zs = 0;
+        for (int i = tid; i < V; i += SR_NT) {
+            const float x = l[i];
+            if (q.lp) se += wexp(x - m);
+            if (q.wsum) zs += weight(x, m, q.inv_t, q.min_p);
+        }
+        if (q.wsum) z = block_sum_d(zs, sm);
     }
     float L = 0;
     if (q.lp) {
@@ -249,6 +257,7 @@ __global__ void __launch_bounds__(SR_NT) k_sample_rows(const float *__restrict__
         for (int g = g0; g < g1; g++) ts += sm.gsum[g];
         double Z;
         double c = block_excl_scan_d(ts, &Z, sm);
+        z = Z;
         const double target = q.u * Z;
         if (tid == 0) sm.found = INT_MAX, sm.tok = -1;
         __syncthreads();
@@ -353,7 +362,7 @@ __global__ void __launch_bounds__(SR_NT) k_sample_rows(const float *__restrict__
             rank = block_sum_i(c, sm);
         }
     }
-    if (tid == 0) res[blockIdx.x] = (struct ck_sample_res){ tok, rank, lp, m, L, kth, fl, n_cand };
+    if (tid == 0) res[blockIdx.x] = (struct ck_sample_res){ tok, rank, lp, m, L, kth, fl, n_cand, z };
 }
 
 extern "C" int ck_sample_rows(ck_stream st, const float *logits, int V, const struct ck_sample_req *req, int n,
