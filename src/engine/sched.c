@@ -451,8 +451,10 @@ static int want_plp(const struct seq *s) { return s->req->sp.prompt_logprobs >= 
 
 /* Schedule the next step, build its flat batch and start its forward:
  * 1 when a step was started (step_collect takes its results), 0 when
- * nothing was to run or the forward failed (its sequences then ended). */
-static int step_launch(struct vllmc_engine *e) {
+ * nothing was to run, -1 when the forward failed (err; its sequences are
+ * sched[0..fl_n_sched), for step_failed once the last step's tokens are
+ * out). */
+static int step_launch(struct vllmc_engine *e, char *err, size_t errlen) {
     /* aborts first: their blocks return before anything is scheduled */
     for (int i = 0; i < e->n_running; i++)
         if (atomic_load(&e->running[i]->req->aborted)) engine_finish_seq(e, e->running[i], VLLMC_FINISH_ABORT);
@@ -460,6 +462,14 @@ static int step_launch(struct vllmc_engine *e) {
         if (atomic_load(&e->waiting[i]->req->aborted)) engine_finish_seq(e, e->waiting[i], VLLMC_FINISH_ABORT);
     remove_finished(e->running, &e->n_running);
     remove_finished(e->waiting, &e->n_waiting);
+    /* sequences whose last token was just taken leave the list (step_emit,
+     * later in this engine_step, finishes them): their slots are free now */
+    {
+        int k = 0;
+        for (int i = 0; i < e->n_running; i++)
+            if (!e->running[i]->fin_pending) e->running[k++] = e->running[i];
+        e->n_running = k;
+    }
     if (!e->n_running && !e->n_waiting) return 0;
     const int B = e->block_size;
     int budget = e->max_num_batched_tokens, n_sched = 0;
@@ -468,16 +478,13 @@ static int step_launch(struct vllmc_engine *e) {
 
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct seq *s = e->running[i];
-        if (s->fin_pending) continue; /* ends in seq_emit */
         int num_new = MIN(s->n_tokens - s->n_computed, budget);
         if (want_plp(s)) num_new = MIN(num_new, PLP_CHUNK);
         bool ok = seq_allocate(e, s, num_new, NULL, 0);
         while (!ok) {
             struct seq *victim = e->running[--e->n_running];
-            if (!victim->fin_pending) { /* an ending one holds no blocks: it just leaves the list */
-                preempt(e, victim);
-                preempted = true;
-            }
+            preempt(e, victim);
+            preempted = true;
             if (victim == s) break;
             ok = seq_allocate(e, s, num_new, NULL, 0);
         }
@@ -604,11 +611,10 @@ static int step_launch(struct vllmc_engine *e) {
                   .max_blocks = maxb },
         .rope_len = e->b_rl, .n_logits = n_rows, .logits_rows = e->b_rows,
     };
-    char err[256];
     double tf = time_now();
     const float *lg = e->logits; /* where the logits rows are: host memory, or the backend's (dev_sampling) */
-    int frc = e->dev_sampling ? model_forward_keep(e->model, &b, &e->kv, e->logits, &lg, err, sizeof err)
-                              : model_forward(e->model, &b, &e->kv, e->logits, err, sizeof err);
+    int frc = e->dev_sampling ? model_forward_keep(e->model, &b, &e->kv, e->logits, &lg, err, errlen)
+                              : model_forward(e->model, &b, &e->kv, e->logits, err, errlen);
     /* on a device the forward only queues work: the wait for it is in the
      * first download (dev_sample's), counted as forward time in step_collect */
     e->st.forward_seconds += time_now() - tf;
@@ -618,13 +624,10 @@ static int step_launch(struct vllmc_engine *e) {
     }
     e->t_ready = 0;
     /* the batch was built from validated ids: a failure fails these requests */
-    if (frc) {
-        step_failed(e, n_sched, err);
-        return 0;
-    }
+    e->fl_n_sched = n_sched;
+    if (frc) return -1;
     for (int k = 0; k < n_sched; k++) atomic_fetch_add(&e->sched[k]->req->refs, 1);
     e->inflight = true;
-    e->fl_n_sched = n_sched;
     e->fl_n_rows = n_rows;
     e->fl_lg = lg;
     return 1;
@@ -710,17 +713,21 @@ static void step_emit(struct vllmc_engine *e) {
  * (and dropped) in the step already queued. */
 int engine_step(struct vllmc_engine *e) {
     double t0 = time_now();
-    int did;
+    char err[256];
+    int did = 0, rc;
     if (e->overlap) {
-        did = e->inflight;
-        if (did) step_collect(e);
-        did |= step_launch(e);
+        if (e->inflight) step_collect(e), did = 1;
+        rc = step_launch(e, err, sizeof err);
     } else {
-        did = step_launch(e);
-        if (did) step_collect(e);
+        rc = step_launch(e, err, sizeof err);
+        if (rc > 0) step_collect(e);
     }
+    did |= rc != 0;
     if (did) {
         step_emit(e);
+        /* a failed forward fails its sequences after the last step's tokens
+         * are out (a stop string found there keeps its finish) */
+        if (rc < 0) step_failed(e, e->fl_n_sched, err);
         e->st.busy_seconds += time_now() - t0;
     }
     engine_publish(e);

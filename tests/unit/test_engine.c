@@ -465,6 +465,70 @@ ENGINE_TEST(abort_frees_blocks) {
     vllmc_engine_close(e);
 }
 
+/* ---- the slot of a sequence that ends ---- */
+
+/* max_num_seqs = 1, two requests: when A's last token (max_tokens) is
+ * taken, B is admitted in the same engine step. With async scheduling B's
+ * step is queued before A's token is delivered, so when A's finish is
+ * published (its notify, on the engine thread) B is already running; one
+ * step at a time, B is still waiting then. */
+struct slot_probe {
+    vllmc_request *a, *b;
+    int b_state, seen;
+};
+static void slot_notify(void *arg) {
+    struct slot_probe *p = arg;
+    if (p->b && !p->seen && p->a->n_finished == p->a->n_seqs) p->seen = 1, p->b_state = p->b->seqs[0].state;
+}
+ENGINE_TEST(ended_sequence_frees_its_slot_at_once) {
+    struct vllmc_engine_params p;
+    vllmc_engine_params_default(&p);
+    p.model = fixture_dir("qwen3_f32");
+    p.n_threads = 2;
+    p.max_model_len = 96;
+    p.max_num_seqs = 1;
+    p.device = getenv("VLLMC_TEST_DEVICE") ? getenv("VLLMC_TEST_DEVICE") : "cpu";
+    p.async_scheduling = g_async;
+    vllmc_engine *e;
+    char err[512];
+    REQUIRE(vllmc_engine_open(&e, &p, err, sizeof err) == 0);
+    static struct slot_probe pr;
+    int32_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = 20 + i;
+    vllmc_request *r[2];
+    pthread_mutex_lock(&e->sub_mu); /* both queued before the engine looks */
+    for (int k = 0; k < 2; k++) {
+        struct vllmc_request_params rp = { .prompt = ids, .n_prompt = 12 };
+        vllmc_sampling_params_default(e, &rp.sampling);
+        rp.sampling.temperature = 0;
+        rp.sampling.max_tokens = 6;
+        rp.sampling.ignore_eos = 1;
+        if (k == 0) rp.notify = slot_notify, rp.notify_arg = &pr;
+        pthread_mutex_unlock(&e->sub_mu);
+        REQUIRE(vllmc_submit(e, &rp, &r[k], err, sizeof err) == 0);
+        pthread_mutex_lock(&e->sub_mu);
+    }
+    pthread_mutex_lock(&r[0]->mu); /* notify runs under it */
+    pr.a = r[0], pr.b = r[1];
+    pthread_mutex_unlock(&r[0]->mu);
+    pthread_mutex_unlock(&e->sub_mu);
+    struct vllmc_output o;
+    for (int k = 0; k < 2; k++) {
+        int n = 0;
+        while (vllmc_request_next(r[k], &o, 60000) == 1) {
+            for (int i = 0; i < o.n_seqs; i++) n += o.seqs[i].n_tokens;
+            if (o.finished) break;
+        }
+        CHECK(n == 6);
+        vllmc_request_free(r[k]);
+    }
+    CHECK(pr.seen);
+    if (pr.b_state != (g_async > 0 ? SEQ_RUNNING : SEQ_WAITING))
+        fprintf(stderr, "  B's state when A's finish was published: %d\n", pr.b_state);
+    CHECK(pr.b_state == (g_async > 0 ? SEQ_RUNNING : SEQ_WAITING));
+    vllmc_engine_close(e);
+}
+
 /* ---- stop strings (text) ---- */
 
 /* The text of id in text_model's vocabulary (special tokens: skipped, as
