@@ -26,6 +26,7 @@ static void bench_usage(FILE *f) {
             "  --prefix-len P         shared prefix (prefix-caching; default 2000): time to first token\n"
             "                         of prefix+suffix cold, then with a new suffix of --suffix-len (16)\n"
             "  --greedy               temperature 0 instead of vLLM's 1\n"
+            "  --top-k K, --top-p P   sample each request with these (default: off, as vLLM's bench)\n"
             "  --output-json FILE     results as JSON\n"
             "\n" ENGINE_OPTIONS_HELP);
 }
@@ -37,6 +38,9 @@ static uint64_t rng_next(uint64_t *s) {
 
 /* Submit n requests of random prompts and wait for all; returns seconds, or
  * a negative value after printing an error. */
+static long b_top_k = 0;   /* --top-k (0: off) */
+static double b_top_p = 1; /* --top-p */
+
 static double run_batch(vllmc_engine *e, int n, int in_len, int out_len, int greedy, uint64_t *rng, int64_t *out_toks) {
     struct vllmc_model_info info;
     vllmc_model_info(e, &info);
@@ -50,7 +54,8 @@ static double run_batch(vllmc_engine *e, int n, int in_len, int out_len, int gre
         struct vllmc_request_params rp = { .prompt = ids, .n_prompt = in_len };
         vllmc_sampling_params_default(e, &rp.sampling);
         rp.sampling.temperature = greedy ? 0.0f : 1.0f;
-        rp.sampling.top_p = 1, rp.sampling.top_k = 0, rp.sampling.min_p = 0, rp.sampling.repetition_penalty = 1;
+        rp.sampling.top_p = (float)b_top_p, rp.sampling.top_k = (int)b_top_k, rp.sampling.min_p = 0;
+        rp.sampling.repetition_penalty = 1;
         rp.sampling.max_tokens = out_len;
         rp.sampling.ignore_eos = 1;
         rp.sampling.detokenize = 0;
@@ -187,8 +192,18 @@ int cmd_bench(int argc, char **argv) {
         NUMOPT("--prefix-len", 1, prefix_len)
         NUMOPT("--suffix-len", 1, suffix_len)
         NUMOPT("--repetitions", 1, reps)
+        NUMOPT("--top-k", 0, b_top_k)
 #undef NUMOPT
         if (!strcmp(a, "--greedy")) greedy = 1;
+        else if (!strcmp(a, "--top-p")) {
+            char *end = NULL;
+            b_top_p = val ? strtod(val, &end) : 0;
+            if (!val || end == val || *end || !(b_top_p > 0 && b_top_p <= 1)) {
+                fprintf(stderr, "vllmc bench: --top-p needs a number in (0, 1]\n");
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(a, "--output-json")) {
             if (!val) { fprintf(stderr, "vllmc bench: --output-json needs a file\n"); return 2; }
             json_out = val;

@@ -167,6 +167,19 @@ TEST(bench_throughput_json) {
     CHECK(json_real_value(json_object_get(o, "total_num_tokens")) == 12 * (20 + 9));
     CHECK(json_real_value(json_object_get(o, "requests_per_second")) > 0);
     json_decref(o);
+    /* sampled with top_k / top_p: every request still runs to its length; bad values are usage errors */
+    snprintf(cmd, sizeof cmd,
+             "%s bench throughput tests/fixtures/qwen3_f32 --num-prompts 5 --input-len 7 --output-len 4 "
+             "--max-model-len 64 --top-k 3 --top-p 0.5 --output-json %s 2>&1", bin(), js);
+    CHECK(run(cmd, out, sizeof out) == 0);
+    o = json_load_file(js, 0, NULL);
+    REQUIRE(o);
+    CHECK(json_real_value(json_object_get(o, "total_num_tokens")) == 5 * (7 + 4));
+    json_decref(o);
+    snprintf(cmd, sizeof cmd, "%s bench throughput tests/fixtures/qwen3_f32 --top-p 0 2>&1", bin());
+    CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--top-p"));
+    snprintf(cmd, sizeof cmd, "%s bench throughput tests/fixtures/qwen3_f32 --top-k -1 2>&1", bin());
+    CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "--top-k"));
 }
 
 TEST_MAIN()
