@@ -588,10 +588,15 @@ static void build_kept(struct sampler_scratch *S, const float *l, int V, int n_a
     K->Z = Z;
 }
 
-/* The kept candidates cid/ev[0..n) in id order (heapsort): the draw walks
- * them in an order that does not depend on how they were found (the host's
- * gather above a guessed weight, or a device's candidate list), so both
- * give the same token for the same draw. */
+/* The kept candidates cid/ev[0..n) in id order (heapsort), for up to
+ * KEPT_SORT_MAX of them: the draw walks them in an order that does not
+ * depend on how they were found (the host's gather above a guessed weight,
+ * or a device's candidate list: at most SAMPLER_DEV_NUCLEUS_K + 64), so both
+ * give the same token for the same draw. A larger nucleus (only the host
+ * finds one) keeps its partition order: sorting 100k tokens of a flat row
+ * would cost milliseconds. */
+#define KEPT_SORT_MAX 1024
+_Static_assert(KEPT_SORT_MAX >= SAMPLER_DEV_NUCLEUS_K + 64, "a device nucleus (k + 64 candidates) is always sorted");
 static void kept_by_id(const struct sampler_scratch *S, int n) {
     int32_t *id = S->cid;
     float *w = S->ev;
@@ -620,7 +625,7 @@ static int32_t kept_draw(const struct sampler_scratch *S, const struct kept *K, 
     if (!(K->Z > 0)) return 0;
     double target = u * K->Z, cum = 0;
     if (!K->dense) {
-        kept_by_id(S, K->n);
+        if (K->n <= KEPT_SORT_MAX) kept_by_id(S, K->n);
         for (int j = 0; j < K->n; j++) {
             cum += S->ev[j];
             if (cum > target) return S->cid[j];
