@@ -354,6 +354,30 @@ static void samp_fn(void *arg, int ith, int nth) {
     }
 }
 
+/* sampler_dev_finish for the items of a dev_sample call (thread ith of nth,
+ * its own scratch); an item it settles is marked done. */
+static void finish_fn(void *arg, int ith, int nth) {
+    struct samp_ctx *c = arg;
+    struct vllmc_engine *e = c->e;
+    const int V = e->model->hp.n_vocab;
+    struct sampler_scratch *scr = e->scratch[ith < e->n_scratch ? ith : 0];
+    for (int i = ith; i < c->n; i += nth) {
+        struct samp_item *it = &e->items[i];
+        if (it->dev < 0) continue;
+        const struct bk_sample_req *rq = &e->dreq[it->dev];
+        const struct bk_sample_res *rs = &e->dres[it->dev];
+        const struct sampler_dev_row d = {
+            .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
+            .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
+            .z = rs->z,
+        };
+        struct sampler_seq q;
+        seq_view(e, it->s, &q);
+        int32_t tok = sampler_dev_finish(scr, V, &q, &it->plan, &d, it->u, &it->chosen, it->top);
+        if (tok >= 0) it->tok = tok, it->done = true;
+    }
+}
+
 /* Device sampling: the sampling rows the backend's sample_rows can take
  * (sampler_dev_plan) get their vocabulary passes where the logits lg are,
  * one upload of the requests and one download of the results; the sampler
@@ -390,27 +414,16 @@ static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char
     GROWI(e->dcid, e->cap_dcid, MAX(slots, 1));
     GROWI(e->dcv, e->cap_dcv, MAX(slots, 1));
     if (bk_sample_rows(e->bk, lg, V, e->dreq, n, e->dres, e->dcid, e->dcv, slots, err, errlen)) return -1;
-    for (int i = 0; i < n_items; i++) {
-        struct samp_item *it = &e->items[i];
-        if (it->dev < 0) continue;
-        const struct bk_sample_req *rq = &e->dreq[it->dev];
-        const struct bk_sample_res *rs = &e->dres[it->dev];
-        const struct sampler_dev_row d = {
-            .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
-            .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
-            .z = rs->z,
-        };
-        struct sampler_seq q;
-        seq_view(e, it->s, &q);
-        int32_t tok = sampler_dev_finish(e->scratch[0], V, &q, &it->plan, &d, it->u, &it->chosen, it->top);
-        if (tok < 0) {
-            e->dev_fallbacks++;
-            continue;
+    /* the finishing halves, over the host threads when they are many (a
+     * top_k or top_p row's candidate work is a few microseconds) */
+    struct samp_ctx sc = { .e = e, .n = n_items };
+    if (n >= 8) bk_host_parallel(e->bk, finish_fn, &sc);
+    else finish_fn(&sc, 0, 1);
+    for (int i = 0; i < n_items; i++)
+        if (e->items[i].dev >= 0) {
+            if (e->items[i].done) e->dev_rows++;
+            else e->dev_fallbacks++;
         }
-        it->tok = tok;
-        it->done = true;
-        e->dev_rows++;
-    }
     return 0;
 }
 
