@@ -450,7 +450,7 @@ static void *engine_main(void *arg) {
     struct vllmc_engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->sub_mu);
-        while (!e->stop && !e->sub_head && !e->n_running && !e->n_waiting && !e->inflight && !e->n_emit) {
+        while (!e->stop && !e->sub_head && !e->n_running && !e->n_waiting && !e->inflight) {
             e->t_ready = 0;
             pthread_cond_wait(&e->sub_cv, &e->sub_mu);
         }

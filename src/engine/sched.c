@@ -312,11 +312,6 @@ void engine_publish(struct vllmc_engine *e) {
     e->n_touched = 0;
 }
 
-struct samp_ctx {
-    struct vllmc_engine *e;
-    int n;
-};
-
 /* The sampler's view of sequence s for its sampling row. */
 static void seq_view(const struct vllmc_engine *e, const struct seq *s, struct sampler_seq *q) {
     const struct vllmc_request *r = s->req;
@@ -329,53 +324,64 @@ static void seq_view(const struct vllmc_engine *e, const struct seq *s, struct s
     memcpy(q->rng, s->rng, sizeof q->rng);
 }
 
-static void samp_fn(void *arg, int ith, int nth) {
-    struct samp_ctx *c = arg;
-    struct vllmc_engine *e = c->e;
+/* One logits row on the host: the sampler's whole-row pass, or the prompt
+ * logprob of token pos. Skips rows the device's results settled. */
+static void item_sample(struct vllmc_engine *e, struct sampler_scratch *scr, struct samp_item *it) {
+    if (it->done) return;
     const int V = e->model->hp.n_vocab;
-    struct sampler_scratch *scr = e->scratch[ith < e->n_scratch ? ith : 0];
-    for (int i = ith; i < c->n; i += nth) {
-        struct samp_item *it = &e->items[i];
-        if (it->done) continue;
-        struct seq *s = it->s;
-        struct vllmc_request *r = s->req;
-        float *row = e->logits + (size_t)it->row * V;
-        if (it->pos >= 0) { /* prompt logprob of token pos */
-            int kk = r->sp.prompt_logprobs;
-            sampler_logprobs(scr, row, V, s->tokens[it->pos], kk, &r->plp[it->pos].chosen,
-                             r->plp_top + (size_t)it->pos * kk);
-            r->plp[it->pos].n_top = kk;
-            continue;
-        }
-        struct sampler_seq q;
-        seq_view(e, s, &q);
-        it->tok = sampler_sample(scr, row, V, &q, &it->chosen, it->top);
-        memcpy(it->rng, q.rng, sizeof q.rng);
+    struct seq *s = it->s;
+    struct vllmc_request *r = s->req;
+    float *row = e->logits + (size_t)it->row * V;
+    if (it->pos >= 0) { /* prompt logprob of token pos */
+        int kk = r->sp.prompt_logprobs;
+        sampler_logprobs(scr, row, V, s->tokens[it->pos], kk, &r->plp[it->pos].chosen,
+                         r->plp_top + (size_t)it->pos * kk);
+        r->plp[it->pos].n_top = kk;
+        return;
     }
+    struct sampler_seq q;
+    seq_view(e, s, &q);
+    it->tok = sampler_sample(scr, row, V, &q, &it->chosen, it->top);
+    memcpy(it->rng, q.rng, sizeof q.rng);
 }
 
-/* sampler_dev_finish for the items of a dev_sample call (thread ith of nth,
- * its own scratch); an item it settles is marked done. */
-static void finish_fn(void *arg, int ith, int nth) {
-    struct samp_ctx *c = arg;
-    struct vllmc_engine *e = c->e;
-    const int V = e->model->hp.n_vocab;
-    struct sampler_scratch *scr = e->scratch[ith < e->n_scratch ? ith : 0];
-    for (int i = ith; i < c->n; i += nth) {
-        struct samp_item *it = &e->items[i];
-        if (it->dev < 0) continue;
-        const struct bk_sample_req *rq = &e->dreq[it->dev];
-        const struct bk_sample_res *rs = &e->dres[it->dev];
-        const struct sampler_dev_row d = {
-            .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
-            .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
-            .z = rs->z,
-        };
-        struct sampler_seq q;
-        seq_view(e, it->s, &q);
-        int32_t tok = sampler_dev_finish(scr, V, &q, &it->plan, &d, it->u, &it->chosen, it->top);
-        if (tok >= 0) it->tok = tok, it->done = true;
-    }
+/* The finishing half of a row sent to the device (sampler_dev_finish); a row
+ * its results settle is marked done. */
+static void item_finish(struct vllmc_engine *e, struct sampler_scratch *scr, struct samp_item *it) {
+    if (it->dev < 0) return;
+    const struct bk_sample_req *rq = &e->dreq[it->dev];
+    const struct bk_sample_res *rs = &e->dres[it->dev];
+    const struct sampler_dev_row d = {
+        .token = rs->token, .rank = rs->rank, .logprob = rs->logprob, .m = rs->m, .L = rs->L,
+        .floor = rs->floor, .n_cand = rs->n_cand, .cid = e->dcid + rq->cand_off, .cv = e->dcv + rq->cand_off,
+        .z = rs->z,
+    };
+    struct sampler_seq q;
+    seq_view(e, it->s, &q);
+    int32_t tok = sampler_dev_finish(scr, e->model->hp.n_vocab, &q, &it->plan, &d, it->u, &it->chosen, it->top);
+    if (tok >= 0) it->tok = tok, it->done = true;
+}
+
+/* fn over items[0..n), spread over the backend's host threads when there are
+ * at least min_par of them (each thread its own scratch; a sequence's RNG is
+ * advanced only by its own item, so results do not depend on the split). */
+struct items_ctx {
+    struct vllmc_engine *e;
+    int n;
+    void (*fn)(struct vllmc_engine *, struct sampler_scratch *, struct samp_item *);
+};
+
+static void items_thread(void *arg, int ith, int nth) {
+    const struct items_ctx *c = arg;
+    struct sampler_scratch *scr = c->e->scratch[ith < c->e->n_scratch ? ith : 0];
+    for (int i = ith; i < c->n; i += nth) c->fn(c->e, scr, &c->e->items[i]);
+}
+
+static void items_run(struct vllmc_engine *e, int n, int n_work, int min_par,
+                      void (*fn)(struct vllmc_engine *, struct sampler_scratch *, struct samp_item *)) {
+    struct items_ctx c = { .e = e, .n = n, .fn = fn };
+    if (n_work >= min_par && n_work > 1) bk_host_parallel(e->bk, items_thread, &c);
+    else if (n_work > 0) items_thread(&c, 0, 1);
 }
 
 /* Device sampling: the sampling rows the backend's sample_rows can take
@@ -383,7 +389,7 @@ static void finish_fn(void *arg, int ith, int nth) {
  * one upload of the requests and one download of the results; the sampler
  * finishes them here (sampler_dev_finish) and they are marked done. Each
  * random row's draw is made here from a copy of its generator, so a row the
- * results do not settle (left for samp_fn, as are prompt-logprob rows) draws
+ * results do not settle (left for item_sample, as are prompt-logprob rows) draws
  * the same number again from the original. 0, or -1 with err. */
 static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char *err, size_t errlen) {
     static const int32_t bk_mode[] = { [SAMPLER_DEV_ARGMAX] = BK_SAMPLE_ARGMAX, [SAMPLER_DEV_DRAW] = BK_SAMPLE_DRAW,
@@ -416,9 +422,7 @@ static int dev_sample(struct vllmc_engine *e, const float *lg, int n_items, char
     if (bk_sample_rows(e->bk, lg, V, e->dreq, n, e->dres, e->dcid, e->dcv, slots, err, errlen)) return -1;
     /* the finishing halves, over the host threads when they are many (a
      * top_k or top_p row's candidate work is a few microseconds) */
-    struct samp_ctx sc = { .e = e, .n = n_items };
-    if (n >= 8) bk_host_parallel(e->bk, finish_fn, &sc);
-    else finish_fn(&sc, 0, 1);
+    items_run(e, n_items, n, 8, item_finish);
     for (int i = 0; i < n_items; i++)
         if (e->items[i].dev >= 0) {
             if (e->items[i].done) e->dev_rows++;
@@ -678,9 +682,7 @@ static void step_collect(struct vllmc_engine *e) {
     if (e->dev_sampling) e->st.forward_seconds += e->t_ready - tw;
     int n_host = 0;
     for (int i = 0; i < n_items; i++) n_host += !e->items[i].done;
-    struct samp_ctx sc = { .e = e, .n = n_items };
-    if (n_host > 1) bk_host_parallel(e->bk, samp_fn, &sc);
-    else if (n_host == 1) samp_fn(&sc, 0, 1);
+    items_run(e, n_items, n_host, 2, item_sample);
     for (int k = 0, it = 0; k < n_sched; k++) {
         struct seq *s = e->sched[k];
         if (s->state == SEQ_FINISHED) continue;
