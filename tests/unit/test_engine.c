@@ -10,6 +10,7 @@
  * VLLMC_TEST_DEVICE (cpu, cuda) picks the engine's device (default cpu);
  * on cuda log-probabilities are held to the bf16 tolerance, 1e-2. */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "engine/engine_internal.h"
 #include "fixture.h"
@@ -527,6 +528,103 @@ ENGINE_TEST(ended_sequence_frees_its_slot_at_once) {
         fprintf(stderr, "  B's state when A's finish was published: %d\n", pr.b_state);
     CHECK(pr.b_state == (g_async > 0 ? SEQ_RUNNING : SEQ_WAITING));
     vllmc_engine_close(e);
+}
+
+/* ---- a forward that fails ---- */
+
+/* The backend's ops with alloc failing while g_fail_alloc is set: the
+ * forward's scratch grows for a larger batch, so a step that adds a long
+ * prompt fails in its forward, as a device out of memory would. */
+static atomic_int g_fail_alloc;
+static const struct backend_ops *g_real_ops;
+static void *failing_alloc(struct backend *bk, size_t bytes) {
+    return atomic_load(&g_fail_alloc) ? NULL : g_real_ops->alloc(bk, bytes);
+}
+
+/* A's notify (the engine thread, after it published A's output): at its
+ * third call it holds the engine there until the test has queued B, so B
+ * joins the very next launch, whatever the threads' timing. */
+static atomic_int g_gate; /* 0: open, 1: the engine waits in the notify, 2: released */
+static int g_gate_calls;
+static void gate_notify(void *arg) {
+    (void)arg;
+    if (++g_gate_calls != 3) return;
+    atomic_store(&g_gate, 1);
+    for (int i = 0; i < 600000 && atomic_load(&g_gate) == 1; i++) usleep(50); /* 30 s at most */
+}
+
+/* A decodes; B's long prompt joins and its step's forward fails. Both
+ * requests end with the error, A after every token of the steps before
+ * (with async scheduling the failing step is launched before the previous
+ * step's tokens are emitted: they must still go out), and the engine serves
+ * the next request. */
+ENGINE_TEST(failed_forward_keeps_earlier_tokens) {
+    struct fixture f;
+    REQUIRE(fixture_load(&f, fixture_dir("qwen3_f32")) == 0);
+    vllmc_engine *e = open_engine(f.dir, 0, 256, 0, NULL);
+    static struct backend_ops ops;
+    g_real_ops = e->bk->ops, ops = *e->bk->ops, ops.alloc = failing_alloc;
+    e->bk->ops = &ops; /* the engine thread is idle: nothing submitted yet */
+    atomic_store(&g_gate, 0), g_gate_calls = 0;
+    const struct fcase *fc = &f.c[0];
+    enum { MAXT = 48 };
+    struct job a;
+    job_make(&a, &f, 0, 0);
+    REQUIRE(a.n_prompt + MAXT <= 96);
+    struct vllmc_request_params rp = { .prompt = a.prompt, .n_prompt = a.n_prompt };
+    vllmc_sampling_params_default(e, &rp.sampling);
+    rp.sampling.temperature = 0;
+    rp.sampling.max_tokens = MAXT;
+    rp.sampling.ignore_eos = 1;
+    rp.notify = gate_notify;
+    char err[256];
+    REQUIRE(vllmc_submit(e, &rp, &a.r, err, sizeof err) == 0);
+    for (int i = 0; i < 600000 && atomic_load(&g_gate) != 1; i++) usleep(50);
+    REQUIRE(atomic_load(&g_gate) == 1);
+    atomic_store(&g_fail_alloc, 1);
+    struct job b = { 0 };
+    for (int i = 0; i < 80; i++) b.prompt[i] = 300 + i;
+    b.n_prompt = 80;
+    job_submit(e, &b, 4, -1, NULL);
+    atomic_store(&g_gate, 2);
+    struct vllmc_output o;
+    char a_msg[256] = "";
+    int rc;
+    while ((rc = vllmc_request_next(a.r, &o, 60000)) == 1) {
+        for (int i = 0; i < o.n_seqs; i++)
+            for (int t = 0; t < o.seqs[i].n_tokens && a.n_out < 64; t++) a.out[a.n_out++] = o.seqs[i].tokens[t];
+        if (o.error) snprintf(a_msg, sizeof a_msg, "%s", o.error);
+        if (o.finished) break;
+    }
+    REQUIRE(rc == 1);
+    vllmc_request_free(a.r);
+    job_collect(&b);
+    CHECK(b.finish == VLLMC_FINISH_ERROR && b.n_out == 0);
+    atomic_store(&g_fail_alloc, 0);
+    if (!strstr(a_msg, "cannot allocate")) fprintf(stderr, "  A's error: '%s'\n", a_msg);
+    CHECK(strstr(a_msg, "cannot allocate") != NULL);
+    struct vllmc_engine_stats st;
+    vllmc_engine_stats(e, &st);
+    /* every token sampled for A reached A (B sampled none): 3 or 4 of them,
+     * as the failing step was launched after A's third output or, with the
+     * overlap, after the fourth step had been queued */
+    if (st.generation_tokens != a.n_out)
+        fprintf(stderr, "  A read %d tokens, the engine sampled %lld\n", a.n_out, (long long)st.generation_tokens);
+    CHECK(st.generation_tokens == a.n_out);
+    CHECK(a.n_out == (g_async > 0 ? 4 : 3));
+    for (int t = 0; t < a.n_out && t < fc->n_greedy; t++) {
+        CHECK(a.out[t] == fc->greedy[t]);
+        if (a.out[t] != fc->greedy[t] || fc->margin[t] < MARGIN) break;
+    }
+    /* the engine goes on: the next request is served in full */
+    struct job c;
+    job_make(&c, &f, 1, 0);
+    job_submit(e, &c, 8, -1, NULL);
+    job_collect(&c);
+    CHECK(job_check(&c, &f, 8, false) == 0);
+    e->bk->ops = g_real_ops;
+    vllmc_engine_close(e);
+    fixture_free(&f);
 }
 
 /* ---- stop strings (text) ---- */
