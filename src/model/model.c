@@ -94,17 +94,15 @@ static int bind_matrix(struct binder *b, struct bk_weight *w, const char *name, 
     if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
         return errf(b->err, b->errlen, "%s: tensor '%s%s' has shape %s, expected [%lld, %lld]", t->file, b->prefix,
                     name, s, (long long)rows, (long long)cols);
-    w->dtype = t->dtype;
-    w->rows = rows;
-    w->cols = cols;
-    w->data = t->data;
+    /* every field: callers may hand in an uninitialised weight (bind_split) */
+    *w = (struct bk_weight){ .dtype = t->dtype, .rows = rows, .cols = cols, .data = t->data, .fmt = BK_W_DENSE };
     return 0;
 }
 
 /* Rows [r0, r0 + rows) of a fused matrix of shape [total_rows, cols]. */
 static int bind_split(struct binder *b, struct bk_weight *w, const char *name, int64_t total_rows, int64_t cols,
                       int64_t r0, int64_t rows) {
-    struct bk_weight whole;
+    struct bk_weight whole = { 0 };
     if (bind_matrix(b, &whole, name, total_rows, cols)) return -1;
     *w = whole;
     w->rows = rows;
