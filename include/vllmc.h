@@ -44,8 +44,9 @@ struct vllmc_engine_params {
     int max_model_len;            /* <= 0: from the config */
     const char *kv_cache_dtype;   /* NULL/"auto", "float32", "bfloat16", "float16" */
     const char *hf_overrides;     /* NULL or a JSON object merged over config.json */
-    int max_num_seqs;             /* <= 0: 256 */
-    int max_num_batched_tokens;   /* <= 0: 2048 */
+    int max_num_seqs;             /* <= 0: 256; 1024 on a CUDA device of 70 GiB or more other than an A100
+                                   * (vLLM's defaults for its API server) */
+    int max_num_batched_tokens;   /* <= 0: 2048; 8192 on such a device */
     int disable_prefix_caching;   /* automatic prefix caching is on by default */
     const char *prefix_caching_hash_algo; /* NULL/"sha256" or "xxhash" */
     const char *generation_config;/* NULL/"auto": generation_config.json defaults; "vllm": vLLM's */
@@ -85,6 +86,7 @@ struct vllmc_model_info {
     const int32_t *eos_token_ids;
     const char *cpu_isa;          /* kernel set in use; on CUDA the card and the matmul activation mode */
     int n_threads;
+    int max_num_seqs, max_num_batched_tokens; /* in effect (the defaults resolved) */
 };
 void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info);
 

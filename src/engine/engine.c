@@ -244,11 +244,16 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
     }
     e->max_model_len = p->max_model_len > 0 ? p->max_model_len : hp->max_pos;
     e->block_size = B;
-    e->max_num_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : 256;
-    e->max_num_batched_tokens = p->max_num_batched_tokens > 0 ? p->max_num_batched_tokens : 2048;
+    /* vLLM's batch defaults for its API server (arg_utils.py,
+     * get_batch_defaults): 1024 sequences and 8192 tokens a step on a GPU of
+     * 70 GiB or more other than an A100 (H100, H200), else 256 and 2048 */
+    size_t dev_free, dev_total;
+    const bool big_gpu = cuda && bk_mem_info(e->bk, &dev_free, &dev_total) == 0 &&
+                         dev_total >= ((size_t)70 << 30) && !strstr(backend_cuda_name(e->bk), "A100");
+    e->max_num_seqs = p->max_num_seqs > 0 ? p->max_num_seqs : big_gpu ? 1024 : 256;
+    e->max_num_batched_tokens = p->max_num_batched_tokens > 0 ? p->max_num_batched_tokens : big_gpu ? 8192 : 2048;
     size_t per_tok = model_kv_bytes_per_token(hp, e->kv_dtype);
     int64_t blocks, budget = p->kv_cache_memory_bytes;
-    size_t dev_free, dev_total;
     if (p->kv_cache_memory_bytes > 0) blocks = p->kv_cache_memory_bytes / (int64_t)(per_tok * (size_t)B);
     else if (p->kv_cache_tokens > 0) blocks = (p->kv_cache_tokens + B - 1) / B;
     else if (!e->bk->host_mem && bk_mem_info(e->bk, &dev_free, &dev_total) == 0) {
@@ -429,6 +434,8 @@ void vllmc_model_info(const vllmc_engine *e, struct vllmc_model_info *info) {
     info->cpu_isa = e->dev_desc[0] ? e->dev_desc : strcmp(e->bk->ops->name, "cpu") ? e->bk->ops->name
                                                                                   : backend_cpu_isa(e->bk);
     info->n_threads = e->bk->n_threads;
+    info->max_num_seqs = e->max_num_seqs;
+    info->max_num_batched_tokens = e->max_num_batched_tokens;
 }
 
 /* ---- the engine thread -------------------------------------------------- */

@@ -254,6 +254,10 @@ static int bind_all(struct model *m, const struct quant_cfg *qc, char *err, size
 /* ---- device backends: weights uploaded once ------------------------------ */
 
 static void *dev_copy(struct model *m, const void *src, size_t bytes, char *err, size_t errlen) {
+    if (m->dev_count) { /* device_room's pass: the pointer stays the host's */
+        *m->dev_count += (bytes + 511) / 512 * 512; /* cudaMalloc's granularity, at least */
+        return (void *)src;
+    }
     void *d = bk_alloc(m->bk, bytes);
     if (!d) {
         errf(err, errlen, "%s: cannot allocate %zu bytes of %s memory for the weights", m->dir, bytes, m->bk->ops->name);
@@ -313,6 +317,22 @@ static int upload_all(struct model *m, char *err, size_t errlen) {
     return 0;
 }
 
+/* Device backends: whether the weights fit in the device's free memory,
+ * before anything is read from disk or uploaded (a model too large for the
+ * card fails at once with both sizes, not after paging in the checkpoint). */
+static int device_room(struct model *m, char *err, size_t errlen) {
+    size_t need = 0, fr, tot;
+    m->dev_count = &need;
+    int rc = upload_all(m, err, errlen);
+    m->dev_count = NULL;
+    if (rc || bk_mem_info(m->bk, &fr, &tot)) return rc;
+    if (need > fr)
+        return errf(err, errlen, "%s: the weights need %.2f GiB of %s memory, %.2f GiB of the device's %.2f GiB is free",
+                    m->dir, (double)need / (1 << 30), m->bk->ops->name, (double)fr / (1 << 30),
+                    (double)tot / (1 << 30));
+    return 0;
+}
+
 int model_load(struct model **out, const char *dir, struct backend *bk, const char *hf_overrides_json, char *err,
                size_t errlen) {
     *out = NULL;
@@ -332,9 +352,12 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
         return -1;
     }
     int rc = st_open_dir(&m->st, dir, err, errlen);
-    if (!rc) st_prefault(m->st); /* weights resident before the first request; progress on stderr */
+    /* weights resident before the first request (progress on stderr); on a
+     * device once they are known to fit */
+    if (!rc && bk->host_mem) st_prefault(m->st);
     if (!rc) rc = bind_all(m, &qc, err, errlen);
-    if (!rc && !bk->host_mem) rc = upload_all(m, err, errlen); /* device backends: once, stored format */
+    if (!rc && !bk->host_mem) rc = device_room(m, err, errlen);
+    if (!rc && !bk->host_mem) st_prefault(m->st), rc = upload_all(m, err, errlen); /* once, stored format */
     quant_cfg_free(&qc);
     if (rc) {
         model_free(m);

@@ -117,6 +117,7 @@ struct model {
     size_t pad_len;
     void **dev_owned;           /* device copies of weights and vectors (bk_free at model_free) */
     int n_dev, cap_dev;
+    size_t *dev_count;          /* set during the room check: dev_copy adds up bytes instead of copying */
     /* recorded decode steps (forward.c), and a counter bumped whenever the
      * scratch or index buffers move (recordings older than it are stale) */
     struct model_graph { void *g; int T, mb; unsigned gen; uint64_t kv; } graphs[MODEL_GRAPHS];

@@ -43,8 +43,9 @@ static void serve_usage(FILE *f) {
             "  --api-key KEY                   require \"Authorization: Bearer KEY\" on /v1 endpoints\n"
             "                                  (default: $VLLM_API_KEY if set)\n"
             "  --max-model-len N               context length (default: the model's; 32k/1K style ok)\n"
-            "  --max-num-seqs N                most sequences running at once (default 256)\n"
-            "  --max-num-batched-tokens N      tokens per engine step (default 2048)\n"
+            "  --max-num-seqs N                most sequences running at once (default 256; 1024 on a\n"
+            "                                  GPU of 70 GiB or more other than an A100, as vLLM)\n"
+            "  --max-num-batched-tokens N      tokens per engine step (default 2048; 8192 on such a GPU)\n"
             "  --block-size N                  KV cache block size: 8, 16 or 32 (default 16)\n"
             "  --kv-cache-memory-bytes B       KV cache size in bytes (1G/512M style ok; default: a\n"
             "                                  quarter of available memory, at most 4 GiB)\n"
@@ -416,9 +417,11 @@ int vllmc_serve_main(int argc, char **argv) {
     }
     log_info("model %s (%s, %s, %d layers, vocabulary %d), loaded in %.1f s", s->info.dir, s->info.architecture,
              s->info.dtype, s->info.n_layers, s->info.n_vocab, time_now() - t0);
-    log_info("KV cache: %lld blocks of %d tokens (%lld tokens); max_model_len %d; %d threads (%s)",
+    log_info("KV cache: %lld blocks of %d tokens (%lld tokens); max_model_len %d; max_num_seqs %d; "
+             "max_num_batched_tokens %d; %d threads (%s)",
              (long long)s->info.kv_blocks, s->info.block_size, (long long)s->info.kv_tokens, s->info.max_model_len,
-             s->info.n_threads, s->info.cpu_isa ? s->info.cpu_isa : "?");
+             s->info.max_num_seqs, s->info.max_num_batched_tokens, s->info.n_threads,
+             s->info.cpu_isa ? s->info.cpu_isa : "?");
     if (!s->tok) log_warn("no tokenizer.json: only token-id prompts are accepted");
 
     rc = -1;

@@ -15,9 +15,11 @@
  * every test reports skipped, not passed (but sample_rows_cpu_version, the
  * CPU backend's version of the device-sampling op, runs anywhere). */
 #include <math.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "harness.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "vllmc.h"
 
@@ -1034,6 +1036,92 @@ TEST(quantized_model_loads) {
     bk_destroy(g);
 }
 
+/* A checkpoint larger than the card: model_load refuses it before reading
+ * its weights (st_prefault never starts: its progress reporter is not
+ * called), with both sizes. The checkpoint is a sparse file: its
+ * safetensors header real, its ~1.25x the device's memory of bf16 data
+ * holes. */
+static int g_prefault_calls;
+static void count_prefault(void *arg, size_t done, size_t total) {
+    (void)arg, (void)done, (void)total;
+    g_prefault_calls++;
+}
+
+TEST(model_larger_than_device_refused_at_once) {
+    struct backend *g = gpu();
+    size_t fr, tot;
+    REQUIRE(bk_mem_info(g, &fr, &tot) == 0);
+    const int d = 4096, ff = 4096, V = (int)((double)tot * 1.25 / (2.0 * d)) + 1;
+    REQUIRE((double)V * d * 2 > (double)tot);
+    const char *dir = test_write_tmp("config.json", "");
+    char path[600], cfg[1024];
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": %d, "
+             "\"intermediate_size\": %d, \"num_hidden_layers\": 1, \"num_attention_heads\": 32, "
+             "\"num_key_value_heads\": 8, \"vocab_size\": %d, \"rms_norm_eps\": 1e-5, \"rope_theta\": 500000, "
+             "\"max_position_embeddings\": 8192, \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}",
+             d, ff, V);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f && fputs(cfg, f) >= 0);
+    fclose(f);
+    /* tensors: name, rows, cols (cols 0: a vector) */
+    struct { const char *name; long long r, c; } t[] = {
+        { "model.embed_tokens.weight", V, d },
+        { "model.layers.0.input_layernorm.weight", d, 0 },
+        { "model.layers.0.self_attn.q_proj.weight", d, d },
+        { "model.layers.0.self_attn.k_proj.weight", 1024, d },
+        { "model.layers.0.self_attn.v_proj.weight", 1024, d },
+        { "model.layers.0.self_attn.o_proj.weight", d, d },
+        { "model.layers.0.post_attention_layernorm.weight", d, 0 },
+        { "model.layers.0.mlp.gate_proj.weight", ff, d },
+        { "model.layers.0.mlp.up_proj.weight", ff, d },
+        { "model.layers.0.mlp.down_proj.weight", d, ff },
+        { "model.norm.weight", d, 0 },
+    };
+    char hdr[4096];
+    int n = snprintf(hdr, sizeof hdr, "{");
+    long long off = 0;
+    for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+        const long long bytes = 2 * t[i].r * (t[i].c ? t[i].c : 1);
+        if (t[i].c)
+            n += snprintf(hdr + n, sizeof hdr - (size_t)n,
+                          "%s\"%s\": {\"dtype\": \"BF16\", \"shape\": [%lld, %lld], \"data_offsets\": [%lld, %lld]}",
+                          i ? ", " : "", t[i].name, t[i].r, t[i].c, off, off + bytes);
+        else
+            n += snprintf(hdr + n, sizeof hdr - (size_t)n,
+                          "%s\"%s\": {\"dtype\": \"BF16\", \"shape\": [%lld], \"data_offsets\": [%lld, %lld]}",
+                          i ? ", " : "", t[i].name, t[i].r, off, off + bytes);
+        off += bytes;
+    }
+    n += snprintf(hdr + n, sizeof hdr - (size_t)n, "}");
+    while (n % 8) hdr[n++] = ' ';
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    f = fopen(path, "wb");
+    const uint64_t hl = (uint64_t)n;
+    REQUIRE(f && fwrite(&hl, 8, 1, f) == 1 && fwrite(hdr, 1, (size_t)n, f) == (size_t)n);
+    REQUIRE(ftruncate(fileno(f), (off_t)(8 + n + off)) == 0); /* the data: holes */
+    fclose(f);
+    char err[1024] = "";
+    struct model *m = NULL;
+    g_prefault_calls = 0;
+    st_set_progress(count_prefault, NULL);
+    const int rc = model_load(&m, dir, g, NULL, err, sizeof err);
+    printf("      %.1f GB checkpoint on a %.1f GB device: %s\n", (double)(8 + n + off) / 1e9, (double)tot / 1e9, err);
+    CHECK(rc != 0 && m == NULL);
+    CHECK(strstr(err, "the weights need") && strstr(err, "GiB is free") && strstr(err, dir));
+    CHECK(g_prefault_calls == 0);
+    /* a checkpoint that fits calls the reporter, so the check above can fail */
+    snprintf(path, sizeof path, "%s/llama3_f32", getenv("VLLMC_FIXTURES") ? getenv("VLLMC_FIXTURES") : "tests/fixtures");
+    REQUIRE(model_load(&m, path, g, NULL, err, sizeof err) == 0);
+    CHECK(g_prefault_calls > 0);
+    model_free(m);
+    st_set_progress(NULL, NULL);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    bk_destroy(g);
+}
+
 /* The engine on the GPU sizes its KV cache from --gpu-memory-utilization:
  * what that fraction of the card leaves after the weights and activations
  * (capped at max_num_seqs full contexts, as on the CPU). */
@@ -1067,10 +1155,21 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     CHECK(!strncmp(info.cpu_isa, "cuda: ", 6) && strstr(info.cpu_isa, ", bf16 activations"));
     CHECK(kv_bytes <= 0.25 * (double)tot);
     CHECK(kv_bytes >= 0.15 * (double)tot);
+    CHECK(info.max_num_seqs == 1 << 20); /* given */
+    /* vLLM's API-server batch defaults: 8192 tokens a step (1024 sequences)
+     * on a card of 70 GiB or more other than an A100, else 2048 (256) */
+    const bool big = tot >= ((size_t)70 << 30) && !strstr(info.cpu_isa, "A100");
+    CHECK(info.max_num_batched_tokens == (big ? 8192 : 2048));
     int32_t prompt[] = { 1, 5, 9, 13 }, out[8];
     int n_out = 0;
     CHECK(vllmc_generate_greedy(e, prompt, 4, 8, 1, out, &n_out, err, sizeof err) == 0);
     CHECK(n_out == 8);
+    vllmc_engine_close(e);
+    p.max_num_seqs = 0;
+    p.max_num_batched_tokens = 1000; /* given */
+    REQUIRE(vllmc_engine_open(&e, &p, err, sizeof err) == 0);
+    vllmc_model_info(e, &info);
+    CHECK(info.max_num_seqs == (big ? 1024 : 256) && info.max_num_batched_tokens == 1000);
     vllmc_engine_close(e);
 }
 
