@@ -315,10 +315,10 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
 /* CUDA backend (src/backend/cuda/, built with make CUDA=1; without it this
  * reports that it was not built). device: the CUDA device ordinal. n_threads:
  * host threads for host_parallel (sampling), <= 0: one per physical core.
- * VLLMC_CUDA_MATMUL=bf16 rounds activations to bf16 in dense bf16/f16
- * GEMMs, as bf16 inference usually does; by default they are split into
- * hi + lo parts (two GEMMs) so results keep f32-like activation precision, as
- * on the CPU (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
+ * Dense bf16/f16 GEMMs round their activations to bf16, as bf16 inference
+ * usually does; VLLMC_CUDA_MATMUL=split splits them into hi + lo parts (two
+ * GEMMs) so results keep f32-like activation precision, as on the CPU
+ * (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
  * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
  * qkv_prep only, =mm all but add_rmsnorm_matmul), VLLMC_CUDA_PDL=0 launches
@@ -332,8 +332,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
  * MB (default 64; sweeps). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
-/* The same with the matmul activation mode given ("split" or "bf16"; NULL:
- * VLLMC_CUDA_MATMUL, else split): the engine's --cuda-matmul. */
+/* The same with the matmul activation mode given ("bf16" or "split"; NULL:
+ * VLLMC_CUDA_MATMUL, else bf16): the engine's --cuda-matmul. */
 int backend_cuda_create_mode(struct backend **out, int device, int n_threads, const char *matmul, char *err,
                              size_t errlen);
 /* Number of CUDA devices usable here; 0 when there are none or the build has no CUDA. */

@@ -6,9 +6,9 @@
  *   - copy bandwidth: bk_scale over a 4 GiB buffer in place (read + write),
  *     the ceiling decode is compared with;
  *   - GEMM peak: one matmul of 8192 x 8192 x 8192 bf16 through the backend
- *     (with the default hi+lo split that is two GEMMs; the rate is per
- *     GEMM), the ceiling prefill is compared with; run it with
- *     VLLMC_CUDA_MATMUL=bf16 for plain bf16 activations (one GEMM);
+ *     (one GEMM with the default bf16 activations; with
+ *     VLLMC_CUDA_MATMUL=split the hi+lo split makes it two, and the rate is
+ *     per GEMM), the ceiling prefill is compared with;
  *   - prefill of P tokens (default 4096) in one step: time, and useful
  *     FLOPs (2 * matmul params * P + causal attention) / time / peak;
  *   - decode, batch 1, G steps (default 64) after that prefill: tokens/s and
@@ -185,7 +185,7 @@ int main(int argc, char **argv) {
             best = fmin(best, now() - t0);
         }
         const char *mode = getenv("VLLMC_CUDA_MATMUL");
-        const int gemms = mode && !strcmp(mode, "bf16") ? 1 : 2;
+        const int gemms = mode && !strcmp(mode, "split") ? 2 : 1; /* the default: bf16 activations */
         printf("| GEMM 8192^3 bf16 through bk_matmul (%s) | %.1f ms | %.0f TFLOP/s (per GEMM: %d GEMMs) |\n",
                gemms == 1 ? "bf16 activations" : "hi+lo split", best * 1e3,
                gemms * 2.0 * M * (double)M * M / best / 1e12, gemms);

@@ -25,10 +25,15 @@
 
 static unsigned long long rng = 0x9E3779B97F4A7C15ull;
 
+/* The matmul activation mode of the backends gpu() makes: the tests hold
+ * the GEMMs to the split mode's near-f32 tolerance unless they set "bf16"
+ * (and put "split" back). */
+static const char *g_matmul = "split";
+
 static struct backend *gpu(void) {
     static char err[512];
     struct backend *bk;
-    if (backend_cuda_create(&bk, 0, 2, err, sizeof err)) SKIP(err);
+    if (backend_cuda_create_mode(&bk, 0, 2, g_matmul, err, sizeof err)) SKIP(err);
     return bk;
 }
 
@@ -192,14 +197,34 @@ TEST(matmul_all_dtypes) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* VLLMC_CUDA_MATMUL=bf16: activations rounded once, so error of order 2^-9
- * of the sum's size, where the default split holds 2e-5 (above). */
+/* bf16 activations (the default mode): rounded once, so error of order 2^-9
+ * of the sum's size, where the split holds 2e-5 (above). */
 TEST(matmul_bf16_activation_mode) {
-    setenv("VLLMC_CUDA_MATMUL", "bf16", 1);
+    g_matmul = "bf16";
     struct backend *g = gpu(), *c = cpu();
+    g_matmul = "split";
     static const int Ts[] = { 9, 69 };
     check_matmul(g, c, DT_BF16, 257, 1000, Ts, 2, 4e-3);
     bk_destroy(g), bk_destroy(c);
+}
+
+/* The mode a backend gets without one named: VLLMC_CUDA_MATMUL, else bf16
+ * (vLLM's numerics); a bad value is refused. */
+TEST(matmul_mode_default_and_environment) {
+    static char err[512];
+    struct backend *bk;
+    if (backend_cuda_create(&bk, 0, 2, err, sizeof err)) SKIP(err);
+    CHECK(!strcmp(backend_cuda_matmul_mode(bk), "bf16"));
+    bk_destroy(bk);
+    setenv("VLLMC_CUDA_MATMUL", "split", 1);
+    REQUIRE(backend_cuda_create(&bk, 0, 2, err, sizeof err) == 0);
+    CHECK(!strcmp(backend_cuda_matmul_mode(bk), "split"));
+    bk_destroy(bk);
+    REQUIRE(backend_cuda_create_mode(&bk, 0, 2, "bf16", err, sizeof err) == 0); /* the named mode wins */
+    CHECK(!strcmp(backend_cuda_matmul_mode(bk), "bf16"));
+    bk_destroy(bk);
+    setenv("VLLMC_CUDA_MATMUL", "fp8", 1);
+    CHECK(backend_cuda_create(&bk, 0, 2, err, sizeof err) != 0 && strstr(err, "expected split or bf16"));
 }
 
 TEST(embed_all_dtypes) {
@@ -822,7 +847,6 @@ static void check_affine(struct backend *g, struct backend *c, int bits, int gs,
  * cuBLASLt); BF16 and F16 scales (F32 too for 4 and 8 bits: AWQ repacks
  * into F32), odd N */
 TEST(affine_matmul_every_bits_and_group) {
-    unsetenv("VLLMC_CUDA_MATMUL");
     struct backend *g = gpu(), *c = cpu();
     static const int Ts[] = { 1, 3, 8, 37 };
     const int bits[] = { 2, 3, 4, 5, 6, 8 }, gss[] = { 32, 64, 128 };
@@ -839,7 +863,6 @@ TEST(affine_matmul_every_bits_and_group) {
 /* model-like widths: many units per row set, T from 1 to 32 (the GEMV) and prefill,
  * tiles of rows (the head-sized case spans several), unaligned activations */
 TEST(affine_matmul_real_widths) {
-    unsetenv("VLLMC_CUDA_MATMUL");
     struct backend *g = gpu(), *c = cpu();
     /* 9-32 tokens: the GEMV in runs of 8 (the default split's qchunk_max), 37: dequantized tiles */
     static const int Ts[] = { 1, 2, 4, 5, 6, 7, 8, 16, 27, 32, 37 }, T1[] = { 1, 3, 9, 37 };
@@ -859,7 +882,6 @@ TEST(affine_matmul_real_widths) {
  * (a dense weight among them, prefill-sized T), every activation, GLU rows
  * with an odd stride (scalar loads) */
 TEST(affine_matmul_many_and_glu) {
-    unsetenv("VLLMC_CUDA_MATMUL");
     struct backend *g = gpu(), *c = cpu();
     REQUIRE(g->ops->matmul_many && g->ops->glu_matmul);
     static const int Ts[] = { 1, 2, 5, 8, 37 };
@@ -945,7 +967,6 @@ TEST(affine_matmul_many_and_glu) {
  * h and every y against the CPU's add_scaled, rmsnorm and matmuls; h apart
  * or on o (as the model calls it), with and without a norm weight */
 TEST(add_rmsnorm_matmul_fused) {
-    unsetenv("VLLMC_CUDA_MATMUL");
     struct backend *g = gpu(), *c = cpu();
     REQUIRE(g->ops->add_rmsnorm_matmul);
     struct ncase {
@@ -983,14 +1004,15 @@ TEST(affine_matmul_f32_gemv) {
     unsetenv("VLLMC_CUDA_QGEMV");
 }
 
-/* VLLMC_CUDA_MATMUL=bf16: the dequantized weight and the activations rounded once */
+/* bf16 activations (the default mode): the dequantized weight and the
+ * activations rounded once */
 TEST(affine_matmul_bf16_activation_mode) {
-    setenv("VLLMC_CUDA_MATMUL", "bf16", 1);
+    g_matmul = "bf16";
     struct backend *g = gpu(), *c = cpu();
+    g_matmul = "split";
     static const int Ts[] = { 37 };
     check_affine(g, c, 4, 64, DT_BF16, 257, 1024, Ts, 1, 4e-3, 0);
     bk_destroy(g), bk_destroy(c);
-    unsetenv("VLLMC_CUDA_MATMUL");
 }
 
 TEST(affine_embed_exact) {
@@ -1140,7 +1162,7 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     p.device = "cuda";
     p.gpu_memory_utilization = 0.25;
     p.max_num_seqs = 1 << 20; /* so the cap of max_num_seqs full contexts is not what binds */
-    p.cuda_matmul = "bf16";   /* the engine option reaches the backend and its description */
+    p.cuda_matmul = "split";  /* the engine option reaches the backend and its description */
     vllmc_engine *e;
     if (vllmc_engine_open(&e, &p, err, sizeof err)) {
         fprintf(stderr, "  open: %s\n", err);
@@ -1152,7 +1174,7 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     const double kv_bytes = (double)info.kv_tokens * 4 * 2 * 2 * 16 * 4;
     printf("      %lld KV tokens (%.2f GiB) of %.1f GiB on %s\n", (long long)info.kv_tokens, kv_bytes / (1 << 30),
            (double)tot / (1 << 30), info.cpu_isa);
-    CHECK(!strncmp(info.cpu_isa, "cuda: ", 6) && strstr(info.cpu_isa, ", bf16 activations"));
+    CHECK(!strncmp(info.cpu_isa, "cuda: ", 6) && strstr(info.cpu_isa, ", split activations"));
     CHECK(kv_bytes <= 0.25 * (double)tot);
     CHECK(kv_bytes >= 0.15 * (double)tot);
     CHECK(info.max_num_seqs == 1 << 20); /* given */

@@ -13,8 +13,10 @@
  * to load with a message containing that text.
  * VLLMC_TEST_ISA forces a kernel set (the Arm run uses it); VLLMC_TEST_DEVICE=cuda
  * runs the fixtures on the CUDA backend (GPU machine; KV cache in device
- * memory) at the portable tolerance, 1e-2 (its GEMV keeps f32 activations, its
- * prefill splits weights and activations into bf16 hi + lo). */
+ * memory) at the portable tolerance, 1e-2, with split activations (its GEMV
+ * keeps ~16-bit activations, its prefill splits weights and activations into
+ * bf16 hi + lo), and with bf16 activations (the default there: the prefill's
+ * dequantized GEMMs in bf16) at FIXTURE_TOL_BF16_ACT. */
 #include <dirent.h>
 #include <math.h>
 
@@ -80,7 +82,9 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
         return 1;
     }
     const bool f32_act = cuda || strcmp(backend_cpu_quant_isa(bk), "portable") == 0;
-    const double tol = f32_act ? 1e-2 : 2e-2, margin_eps = 5e-2;
+    const bool act16 = cuda && !strcmp(fixture_cuda_matmul, "bf16"); /* the prefill's dequantized GEMMs */
+    const double tol = act16 ? FIXTURE_TOL_BF16_ACT : f32_act ? 1e-2 : 2e-2;
+    const double margin_eps = act16 ? FIXTURE_TOL_BF16_ACT : 5e-2;
     const int V = m->hp.n_vocab, S = f->n_cases;
     int fails = 0, T = 0, max_len = 0;
     for (int s = 0; s < S; s++) {
@@ -186,8 +190,8 @@ static int check_fixture(const struct fixture *f, const char *isa, int threads) 
     }
     kv_free(&k);
     printf("      %s [%s/%s]: max |logprob - ref| = %.2e (tol %.0e), %d greedy steps agreed\n", f->name,
-           cuda ? "cuda" : backend_cpu_isa(bk), cuda ? backend_cuda_name(bk) : backend_cpu_quant_isa(bk), worst, tol,
-           agreed);
+           cuda ? (act16 ? "cuda, bf16 activations" : "cuda, split activations") : backend_cpu_isa(bk),
+           cuda ? backend_cuda_name(bk) : backend_cpu_quant_isa(bk), worst, tol, agreed);
     free(tok), free(pos), free(sl_), free(rows), free(logits);
     model_free(m);
     bk_destroy(bk);
@@ -238,6 +242,18 @@ TEST(quant_fixtures_auto_isa) {
     int checked = 0, rejected = 0;
     CHECK(for_each(getenv("VLLMC_TEST_ISA"), 0, &checked, &rejected) == 0);
     CHECK(checked >= 8 && rejected >= 5);
+}
+
+/* On CUDA the test above runs the split mode; this one the default, bf16
+ * activations (the prefill's dequantized GEMMs), at its own tolerance
+ * (fixture.h). */
+TEST(quant_fixtures_cuda_bf16_activations) {
+    if (!fixture_on_cuda()) SKIP("CUDA only (VLLMC_TEST_DEVICE=cuda)");
+    int checked = 0, rejected = 0;
+    fixture_cuda_matmul = "bf16";
+    CHECK(for_each(NULL, 0, &checked, &rejected) == 0);
+    fixture_cuda_matmul = "split";
+    CHECK(checked >= 8);
 }
 
 TEST(quant_fixtures_portable_one_thread) {

@@ -10,10 +10,10 @@
  * Matmul: up to CK_GEMV_MAX_T tokens (decode) our GEMV reads each weight row
  * once with f32 activations; more tokens go to cuBLASLt (f32 sums). F32
  * weights: an f32 GEMM (no TF32). BF16/F16 weights: the activations are
- * rounded to the weight type, and by default the rounding error goes through
- * a second GEMM (x = hi + lo, y = W·hi + W·lo), so results keep f32-like
- * activation precision as on the CPU; VLLMC_CUDA_MATMUL=bf16 skips the
- * second GEMM (plain 16-bit activations, as bf16 inference usually does).
+ * rounded to the weight type (one GEMM, as bf16 inference usually does: the
+ * default); with the split mode (--cuda-matmul split, VLLMC_CUDA_MATMUL=split)
+ * the rounding error goes through a second GEMM (x = hi + lo, y = W·hi +
+ * W·lo), so results keep f32-like activation precision as on the CPU.
  * F16 activations saturate beyond 65504 (F16 weights only).
  * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
  * GEMV of quant.cu up to CK_GEMV_MAX_T tokens (4 and 8 bits: activations
@@ -276,11 +276,11 @@ static bool qweight_of(const struct bk_weight *w, struct ck_qweight *q) {
 
 /* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu). Beyond, tiles
  * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
- * and go through cuBLASLt. The dequantized weight is exact in f32, so with
- * the default hi + lo activations it is split the same way (w = w_hi + w_lo)
- * and y = W_hi·x_hi + W_hi·x_lo + W_lo·x_hi: both sides keep ~16 bits, as in
- * the dense split (W_lo·x_lo, ~2^-18 of the sum, is left out).
- * VLLMC_CUDA_MATMUL=bf16: W_hi·x_hi alone. */
+ * and go through cuBLASLt: W_hi·x_hi (bf16 weight and activations, the
+ * default). The dequantized weight is exact in f32, so with the split mode's
+ * hi + lo activations it is split the same way (w = w_hi + w_lo) and y =
+ * W_hi·x_hi + W_hi·x_lo + W_lo·x_hi: both sides keep ~16 bits, as in the
+ * dense split (W_lo·x_lo, ~2^-18 of the sum, is left out). */
 static void matmul_affine(struct cuda_backend *c, float *y, const float *x, const struct bk_weight *w, int T) {
     struct ck_qweight q;
     if (!qweight_of(w, &q)) {
@@ -841,7 +841,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->base.host_mem = false;
     c->device = device;
     c->n_sm = prop.multiProcessorCount;
-    c->split = !(mode && !strcmp(mode, "bf16"));
+    c->split = mode && !strcmp(mode, "split"); /* default bf16: vLLM's numerics (DESIGN.md 7) */
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
     c->qgemv_variant = qv && !strcmp(qv, "f32");
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
