@@ -66,6 +66,8 @@ struct vllmc_engine_params {
                                    * host work runs while the device computes; a sequence ended by a stop
                                    * string has one extra token computed and dropped (vLLM's
                                    * --async-scheduling). Outputs are the same either way. */
+    int enforce_eager;            /* CUDA: 1 = decode steps are never recorded as CUDA graphs, each kernel is
+                                   * launched one by one (vLLM's --enforce-eager). Ignored on the CPU. */
 };
 
 /* Fill p with defaults. */

@@ -29,8 +29,9 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "                            of available memory, at most 4 GiB)\n"                         \
     "  --block-size N            KV block size: 8, 16 (default) or 32\n"                         \
     "  --max-model-len N         context limit (default: from the config)\n"                    \
-    "  --max-num-seqs N          sequences running at once (default 256)\n"                      \
-    "  --max-num-batched-tokens N  tokens per step (default 2048)\n"                             \
+    "  --max-num-seqs N          sequences running at once (default 256; 1024 on a GPU of\n"     \
+    "                            70 GiB or more other than an A100, as vLLM)\n"              \
+    "  --max-num-batched-tokens N  tokens per step (default 2048; 8192 on such a GPU)\n"         \
     "  --no-enable-prefix-caching  turn automatic prefix caching off\n"                          \
     "  --prefix-caching-hash-algo sha256|xxhash  block hash (default sha256)\n"                  \
     "  --generation-config auto|vllm  sampling defaults from generation_config.json (auto)\n"   \
@@ -39,8 +40,9 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "  --device D                auto (CUDA if built with it and a GPU is present), cpu,\n"     \
     "                            cuda, cuda:N\n"                                                \
     "  --gpu-memory-utilization F  CUDA: fraction of GPU memory to use (default 0.9)\n"      \
-    "  --cuda-matmul split|bf16  CUDA: activations of the GEMMs as hi + lo bf16 parts\n"    \
-    "                            (default, f32-like) or one bf16 (vLLM's numerics, faster)\n" \
+    "  --cuda-matmul bf16|split  CUDA: activations of the GEMMs rounded to bf16 (default,\n"  \
+    "                            vLLM's numerics) or hi + lo bf16 parts (f32-like, slower)\n" \
+    "  --enforce-eager           CUDA: no CUDA graphs (each kernel launched one by one)\n"   \
     "  --[no-]async-scheduling   queue step N+1 before step N's tokens are delivered\n"       \
     "                            (default: on with CUDA, off on the CPU)\n"
 

@@ -100,6 +100,7 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     if (!strcmp(a, "--enable-prefix-caching")) { p->disable_prefix_caching = 0; return 1; }
     if (!strcmp(a, "--async-scheduling")) { p->async_scheduling = 1; return 1; }
     if (!strcmp(a, "--no-async-scheduling")) { p->async_scheduling = -1; return 1; }
+    if (!strcmp(a, "--enforce-eager")) { p->enforce_eager = 1; return 1; }
     bool known = false;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return 0;

@@ -226,9 +226,10 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
              : backend_cpu_create(&e->bk, p->n_threads, p->cpu_isa, err, errlen))
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
+    e->model->eager = p->enforce_eager > 0;
     if (cuda)
-        snprintf(e->dev_desc, sizeof e->dev_desc, "cuda: %s, %s activations", backend_cuda_name(e->bk),
-                 backend_cuda_matmul_mode(e->bk));
+        snprintf(e->dev_desc, sizeof e->dev_desc, "cuda: %s, %s activations%s", backend_cuda_name(e->bk),
+                 backend_cuda_matmul_mode(e->bk), e->model->eager ? ", eager" : "");
     /* sampling passes where the logits are, if the backend can (VLLMC_DEVICE_SAMPLING=0: never) */
     const char *ds = getenv("VLLMC_DEVICE_SAMPLING");
     e->dev_sampling = e->bk->ops->sample_rows && !(ds && !strcmp(ds, "0"));

@@ -328,7 +328,7 @@ static void pad_batch(struct model *m, const struct model_batch *b, struct model
 
 static bool graph_eligible(const struct model *m, const struct model_batch *b, const struct bk_attn_batch *ab) {
     const struct hparams *hp = &m->hp;
-    if (!m->bk->ops->graph_begin || b->n_tokens > MODEL_GRAPH_MAX_T || ab->max_query_len != 1 ||
+    if (m->eager || !m->bk->ops->graph_begin || b->n_tokens > MODEL_GRAPH_MAX_T || ab->max_query_len != 1 ||
         b->n_logits != b->n_tokens)
         return false;
     for (int i = 0; i < b->n_logits; i++)

@@ -123,6 +123,7 @@ struct model {
     struct model_graph { void *g; int T, mb; unsigned gen; uint64_t kv; } graphs[MODEL_GRAPHS];
     int next_graph;
     unsigned gen;
+    bool eager;                 /* no recorded steps (the engine's enforce_eager) */
     char dir[4096];
 };
 

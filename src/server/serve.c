@@ -74,6 +74,11 @@ static void serve_usage(FILE *f) {
             "  --async-scheduling              schedule and queue step N+1 before step N's tokens are\n"
             "                                  detokenized and sent (default on CUDA)\n"
             "  --no-async-scheduling           one step at a time (default on the CPU)\n"
+            "  --enforce-eager                 CUDA: no CUDA graphs, every kernel of a decode step\n"
+            "                                  launched one by one (as vLLM's flag)\n"
+            "  --tensor-parallel-size N, -tp N 1 only: one device per server\n"
+            "  --trust-remote-code             accepted for vLLM's command lines; no code from a\n"
+            "                                  checkpoint is ever run\n"
             "  --max-waiting-requests N        answer 429 when more requests than this wait in the\n"
             "                                  queue (default 4096)\n"
             "  --disable-log-requests          do not log each request\n"
@@ -145,7 +150,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             serve_usage(stdout);
             return 3;
         }
-        if (strncmp(a, "--", 2)) {
+        if (strncmp(a, "--", 2) && strcmp(a, "-tp") && strncmp(a, "-tp=", 4)) {
             if (o->model) return usage_error("unexpected argument '%s'%s", a, "");
             o->model = a;
             continue;
@@ -161,7 +166,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
         }
         static const char *const bools[] = { "--enable-prefix-caching", "--no-enable-prefix-caching",
                                              "--disable-log-requests", "--async-scheduling",
-                                             "--no-async-scheduling" };
+                                             "--no-async-scheduling", "--enforce-eager", "--trust-remote-code" };
         int is_bool = 0;
         for (size_t k = 0; k < ARRAY_LEN(bools); k++) is_bool |= !strcmp(flag, bools[k]);
         if (is_bool) {
@@ -170,15 +175,18 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             else if (!strcmp(flag, "--no-enable-prefix-caching")) o->ep.disable_prefix_caching = 1;
             else if (!strcmp(flag, "--async-scheduling")) o->ep.async_scheduling = 1;
             else if (!strcmp(flag, "--no-async-scheduling")) o->ep.async_scheduling = -1;
-            else o->log_requests = 0;
+            else if (!strcmp(flag, "--enforce-eager")) o->ep.enforce_eager = 1;
+            else if (!strcmp(flag, "--disable-log-requests")) o->log_requests = 0;
+            /* --trust-remote-code: nothing of a checkpoint is ever run as code */
             continue;
         }
+        if (!strcmp(flag, "-tp")) snprintf(flag, sizeof flag, "--tensor-parallel-size");
         static const char *const known[] = {
             "--host", "--port", "--served-model-name", "--api-key", "--max-model-len", "--max-num-seqs",
             "--max-num-batched-tokens", "--block-size", "--kv-cache-memory-bytes", "--kv-cache-dtype",
             "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template", "--default-chat-template-kwargs",
             "--generation-config", "--hf-overrides", "--threads", "--max-waiting-requests",
-            "--device", "--gpu-memory-utilization", "--cuda-matmul",
+            "--device", "--gpu-memory-utilization", "--cuda-matmul", "--tensor-parallel-size",
         };
         int is_known = 0;
         for (size_t k = 0; k < ARRAY_LEN(known); k++) is_known |= !strcmp(flag, known[k]);
@@ -189,6 +197,11 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
         }
         long long v;
         if (!strcmp(flag, "--host")) o->host = val;
+        else if (!strcmp(flag, "--tensor-parallel-size")) {
+            if (parse_long(val, 1, 1, &v))
+                return usage_error("--tensor-parallel-size '%s': one device per server (tensor parallelism is not "
+                                   "supported yet)%s", val, "");
+        }
         else if (!strcmp(flag, "--port")) {
             if (parse_long(val, 0, 65535, &v)) return usage_error("--port '%s': expected 0..65535%s", val, "");
             o->port = (int)v;

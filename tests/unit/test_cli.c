@@ -77,16 +77,16 @@ TEST(generate_bad_input_fails_cleanly) {
     CHECK(run(cmd, out, sizeof out) == 2 && strstr(out, "unknown command"));
 }
 
-/* --cuda-matmul is a CUDA setting: on the CPU device it changes nothing (the
- * same greedy tokens with and without it) */
+/* --cuda-matmul and --enforce-eager are CUDA settings: on the CPU device they
+ * change nothing (the same greedy tokens with and without them) */
 TEST(cuda_matmul_ignored_on_cpu) {
     char cmd[512], a[4096], b[4096];
     snprintf(cmd, sizeof cmd, "%s generate tests/fixtures/qwen3_f32 --device cpu --prompt-ids 1,2,3 --max-tokens 6 2>/dev/null",
              bin());
     CHECK(run(cmd, a, sizeof a) == 0 && strlen(a) > 0);
     snprintf(cmd, sizeof cmd,
-             "%s generate tests/fixtures/qwen3_f32 --device cpu --prompt-ids 1,2,3 --max-tokens 6 --cuda-matmul bf16 "
-             "2>/dev/null",
+             "%s generate tests/fixtures/qwen3_f32 --device cpu --prompt-ids 1,2,3 --max-tokens 6 --cuda-matmul split "
+             "--enforce-eager 2>/dev/null",
              bin());
     CHECK(run(cmd, b, sizeof b) == 0 && !strcmp(a, b));
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "engine/engine_internal.h"
 #include "harness.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -1189,10 +1190,19 @@ TEST(engine_kv_from_gpu_memory_utilization) {
     vllmc_engine_close(e);
     p.max_num_seqs = 0;
     p.max_num_batched_tokens = 1000; /* given */
-    REQUIRE(vllmc_engine_open(&e, &p, err, sizeof err) == 0);
-    vllmc_model_info(e, &info);
-    CHECK(info.max_num_seqs == (big ? 1024 : 256) && info.max_num_batched_tokens == 1000);
-    vllmc_engine_close(e);
+    /* decode steps are recorded as graphs, except with enforce_eager */
+    for (int eager = 0; eager < 2; eager++) {
+        p.enforce_eager = eager;
+        REQUIRE(vllmc_engine_open(&e, &p, err, sizeof err) == 0);
+        vllmc_model_info(e, &info);
+        CHECK(info.max_num_seqs == (big ? 1024 : 256) && info.max_num_batched_tokens == 1000);
+        CHECK(vllmc_generate_greedy(e, prompt, 4, 8, 1, out, &n_out, err, sizeof err) == 0 && n_out == 8);
+        int recorded = 0;
+        for (int i = 0; i < MODEL_GRAPHS; i++) recorded += e->model->graphs[i].g != NULL;
+        printf("      enforce_eager %d: %d decode graphs recorded (%s)\n", eager, recorded, info.cpu_isa);
+        CHECK(eager ? recorded == 0 && strstr(info.cpu_isa, ", eager") : recorded > 0 && !strstr(info.cpu_isa, "eager"));
+        vllmc_engine_close(e);
+    }
 }
 
 TEST_MAIN()

@@ -456,7 +456,7 @@ TEST(cli_flags) {
         "--no-enable-prefix-caching", "--prefix-caching-hash-algo", "--dtype", "--seed", "--chat-template",
         "--default-chat-template-kwargs", "--generation-config", "--hf-overrides", "--threads",
         "--disable-log-requests", "--device", "--gpu-memory-utilization", "--cuda-matmul", "--async-scheduling",
-        "--no-async-scheduling",
+        "--no-async-scheduling", "--enforce-eager", "--tensor-parallel-size", "-tp", "--trust-remote-code",
     };
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         if (!strstr(out, flags[i])) {
@@ -488,6 +488,19 @@ TEST(cli_flags) {
     const char *dtype[] = { "serve", QWEN, "--dtype", "bfloat16", "--port", "0", NULL };
     CHECK(run_cmd(dtype, &out) == 1); /* the checkpoint is float32 */
     CHECK(strstr(out, "--dtype") != NULL);
+    free(out);
+    /* vLLM command-line flags: parsed (the run ends at the same --dtype check, not a usage error) */
+    const char *vflags[] = { "serve", QWEN, "--trust-remote-code", "-tp", "1", "--enforce-eager",
+                             "--tensor-parallel-size=1", "--dtype", "bfloat16", "--port", "0", NULL };
+    CHECK(run_cmd(vflags, &out) == 1);
+    CHECK(strstr(out, "--dtype") != NULL);
+    free(out);
+    const char *tp2[] = { "serve", QWEN, "-tp", "2", NULL };
+    CHECK(run_cmd(tp2, &out) == 2);
+    CHECK(strstr(out, "--tensor-parallel-size '2'") != NULL);
+    free(out);
+    const char *eagerval[] = { "serve", QWEN, "--enforce-eager=1", NULL };
+    CHECK(run_cmd(eagerval, &out) == 2);
     free(out);
 }
 
