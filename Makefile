@@ -62,9 +62,10 @@ SRC_ALL := $(filter-out %_avx512.c %_avx2.c,$(SRC_ALL))
 endif
 # The CUDA backend (src/backend/cuda/): without CUDA=1 only its stub.c (entry
 # points that say it was not built), so nothing needs CUDA; with CUDA=1 its
-# .c files (gcc, CUDA headers) and .cu files (nvcc: sm_90 machine code plus
-# compute_80 PTX the driver compiles for other GPUs), linked against cudart
-# (static) and cuBLASLt.
+# .c files (gcc, CUDA headers) and .cu files (nvcc: sm_90 machine code, plus
+# PTX the driver compiles for other GPUs: compute_90 for newer ones, with
+# Hopper's programmatic dependent launch; compute_80 for Ampere and Ada),
+# linked against cudart (static) and cuBLASLt.
 SRC_ALL := $(filter-out src/backend/cuda/%,$(SRC_ALL))
 CUDA_HOME ?= /usr/local/cuda
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
@@ -73,7 +74,8 @@ SRC_ALL   += $(filter-out src/backend/cuda/stub.c,$(wildcard src/backend/cuda/*.
 CU_SRC    := $(sort $(wildcard src/backend/cuda/*.cu))
 NVCCFLAGS ?= -O3 -g -lineinfo
 NVCCFLAGS += -std=c++17 -Isrc -Iinclude -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-pthread \
-             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+             -gencode arch=compute_80,code=compute_80
 LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lstdc++
 else
 SRC_ALL   += src/backend/cuda/stub.c

@@ -865,10 +865,16 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     ck_attention_dec_flags(getenv("VLLMC_CUDA_DEC_FLAGS") ? atoi(getenv("VLLMC_CUDA_DEC_FLAGS"))
                                                           : CK_DEC_PREFETCH | CK_DEC_TRIGGER);
     c->graphs = !(getenv("VLLMC_CUDA_GRAPHS") && !strcmp(getenv("VLLMC_CUDA_GRAPHS"), "0"));
-    /* programmatic dependent launch (ck_device.cuh): sm_90+, off with VLLMC_CUDA_PDL=0
-     * (process-wide: one kind of GPU per process is assumed, as the kernels' launch shapes do) */
-    ck_set_pdl(prop.major >= 9 && !(getenv("VLLMC_CUDA_PDL") && !strcmp(getenv("VLLMC_CUDA_PDL"), "0")));
-    snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    /* programmatic dependent launch (ck_device.cuh): sm_90+ with kernels from sm_90
+     * code (a GPU this build has no sm_90-or-newer code for runs the compute_80 PTX,
+     * which has no griddepcontrol.wait), off with VLLMC_CUDA_PDL=0 (process-wide: one
+     * kind of GPU per process is assumed, as the kernels' launch shapes do) */
+    const int ptx = ck_kernel_ptx_version();
+    ck_set_pdl(prop.major >= 9 && ptx >= 90 && !(getenv("VLLMC_CUDA_PDL") && !strcmp(getenv("VLLMC_CUDA_PDL"), "0")));
+    char from[64] = "";
+    if (ptx && ptx / 10 < prop.major) snprintf(from, sizeof from, ", kernels from compute_%d PTX", ptx);
+    snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs%s)", prop.name, prop.major, prop.minor,
+             prop.multiProcessorCount, from);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc(&c->ws, LT_WORKSPACE)) != cudaSuccess) {
         cudaGetLastError();

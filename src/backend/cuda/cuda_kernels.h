@@ -35,8 +35,12 @@ enum ck_type { CK_F32 = 0, CK_BF16 = 1, CK_F16 = 2 };
  * (16-byte loads; the default); 1: one warp per row (the first version, kept
  * for comparison; also the fallback for unaligned or odd K). */
 /* Programmatic dependent launch for the kernels that support it
- * (ck_device.cuh): on (1) by default where the GPU is sm_90 or newer. */
+ * (ck_device.cuh): on (1) by default where the GPU is sm_90 or newer and the
+ * kernels run from sm_90 code (ck_kernel_ptx_version() >= 90). */
 void ck_set_pdl(int on);
+/* The PTX architecture (80, 90, ...) the kernels run from on the current
+ * device (cudaFuncAttributes.ptxVersion); 0 if it cannot be told. */
+int ck_kernel_ptx_version(void);
 
 int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T, int variant);
 /* hi[i] = round(x[i]) to wt (BF16 or F16); lo (may be NULL) = round(x - hi) */

@@ -29,6 +29,23 @@
 int ck_pdl_on = 0;
 extern "C" void ck_set_pdl(int on) { ck_pdl_on = on; }
 
+/* The PTX architecture this build's kernels run from on the current device:
+ * 90 from the sm_90 binary (or compute_90 PTX), 80 where the driver compiled
+ * the compute_80 PTX (GPUs the build has no better code for). PDL needs 90:
+ * the compute_80 code has no griddepcontrol.wait, and a kernel launched with
+ * PDL behind one that lets dependents start early (cuBLAS's do) would read
+ * its input too soon. All .cu files are built for the same architectures,
+ * so one kernel answers for all. */
+__global__ void ck_probe_k() {}
+extern "C" int ck_kernel_ptx_version(void) {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, ck_probe_k) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return fa.ptxVersion;
+}
+
 namespace {
 
 constexpr unsigned FULL = 0xffffffffu;
