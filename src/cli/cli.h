@@ -30,7 +30,7 @@ int parse_engine_option(const char *cmd, int argc, char **argv, int *i, struct v
     "  --block-size N            KV block size: 8, 16 (default) or 32\n"                         \
     "  --max-model-len N         context limit (default: from the config)\n"                    \
     "  --max-num-seqs N          sequences running at once (default 256; 1024 on a GPU of\n"     \
-    "                            70 GiB or more other than an A100, as vLLM)\n"              \
+    "                            70 GiB or more other than an A100, as vLLM's server)\n"     \
     "  --max-num-batched-tokens N  tokens per step (default 2048; 8192 on such a GPU)\n"         \
     "  --no-enable-prefix-caching  turn automatic prefix caching off\n"                          \
     "  --prefix-caching-hash-algo sha256|xxhash  block hash (default sha256)\n"                  \

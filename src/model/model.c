@@ -319,7 +319,8 @@ static int upload_all(struct model *m, char *err, size_t errlen) {
 
 /* Device backends: whether the weights fit in the device's free memory,
  * before anything is read from disk or uploaded (a model too large for the
- * card fails at once with both sizes, not after paging in the checkpoint). */
+ * card fails at once with both sizes, not after paging in the checkpoint;
+ * AWQ checkpoints have been read by their repacking already). */
 static int device_room(struct model *m, char *err, size_t errlen) {
     size_t need = 0, fr, tot;
     m->dev_count = &need;
@@ -353,11 +354,14 @@ int model_load(struct model **out, const char *dir, struct backend *bk, const ch
     }
     int rc = st_open_dir(&m->st, dir, err, errlen);
     /* weights resident before the first request (progress on stderr); on a
-     * device once they are known to fit */
-    if (!rc && bk->host_mem) st_prefault(m->st);
+     * device once they are known to fit, except AWQ checkpoints: binding
+     * repacks them on the host, which reads them all anyway */
+    const bool early = bk->host_mem || qc.method == QUANT_AWQ;
+    if (!rc && early) st_prefault(m->st);
     if (!rc) rc = bind_all(m, &qc, err, errlen);
     if (!rc && !bk->host_mem) rc = device_room(m, err, errlen);
-    if (!rc && !bk->host_mem) st_prefault(m->st), rc = upload_all(m, err, errlen); /* once, stored format */
+    if (!rc && !bk->host_mem && !early) st_prefault(m->st);
+    if (!rc && !bk->host_mem) rc = upload_all(m, err, errlen); /* once, stored format */
     quant_cfg_free(&qc);
     if (rc) {
         model_free(m);

@@ -76,7 +76,8 @@ static void serve_usage(FILE *f) {
             "  --no-async-scheduling           one step at a time (default on the CPU)\n"
             "  --enforce-eager                 CUDA: no CUDA graphs, every kernel of a decode step\n"
             "                                  launched one by one (as vLLM's flag)\n"
-            "  --tensor-parallel-size N, -tp N 1 only: one device per server\n"
+            "  --tensor-parallel-size N, -tp N\n"
+            "                                  1 only: one device per server\n"
             "  --trust-remote-code             accepted for vLLM's command lines; no code from a\n"
             "                                  checkpoint is ever run\n"
             "  --max-waiting-requests N        answer 429 when more requests than this wait in the\n"
@@ -207,7 +208,7 @@ static int parse_args(int argc, char **argv, struct serve_opts *o) {
             o->port = (int)v;
         } else if (!strcmp(flag, "--served-model-name")) {
             o->names[o->n_names++] = val;
-            while (!eq && i + 1 < argc && strncmp(argv[i + 1], "--", 2) && strcmp(argv[i + 1], "-h"))
+            while (!eq && i + 1 < argc && argv[i + 1][0] != '-') /* up to the next option (-tp, -h too) */
                 o->names[o->n_names++] = argv[++i];
         } else if (!strcmp(flag, "--api-key")) o->api_key = val;
         else if (!strcmp(flag, "--max-model-len")) {

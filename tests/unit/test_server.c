@@ -499,6 +499,11 @@ TEST(cli_flags) {
     CHECK(run_cmd(tp2, &out) == 2);
     CHECK(strstr(out, "--tensor-parallel-size '2'") != NULL);
     free(out);
+    /* the names of --served-model-name end at the next option, -tp included */
+    const char *names_tp[] = { "serve", QWEN, "--served-model-name", "a", "b", "-tp", "2", "--dtype", "bfloat16", NULL };
+    CHECK(run_cmd(names_tp, &out) == 2);
+    CHECK(strstr(out, "--tensor-parallel-size '2'") != NULL);
+    free(out);
     const char *eagerval[] = { "serve", QWEN, "--enforce-eager=1", NULL };
     CHECK(run_cmd(eagerval, &out) == 2);
     free(out);

@@ -872,7 +872,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     const int ptx = ck_kernel_ptx_version();
     ck_set_pdl(prop.major >= 9 && ptx >= 90 && !(getenv("VLLMC_CUDA_PDL") && !strcmp(getenv("VLLMC_CUDA_PDL"), "0")));
     char from[64] = "";
-    if (ptx && ptx / 10 < prop.major) snprintf(from, sizeof from, ", kernels from compute_%d PTX", ptx);
+    if (ptx && ptx < 10 * prop.major + prop.minor) snprintf(from, sizeof from, ", kernels from compute_%d PTX", ptx);
     snprintf(c->name, sizeof c->name, "%s (sm_%d%d, %d SMs%s)", prop.name, prop.major, prop.minor,
              prop.multiProcessorCount, from);
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess ||
