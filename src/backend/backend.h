@@ -330,7 +330,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
- * MB (default 64; sweeps). */
+ * MB (default 64; sweeps), VLLMC_CUDA_QPF_MB=N: a decode GEMV moves the next
+ * affine weight's first N MB into L2 (default 4, 0 off). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* The same with the matmul activation mode given ("bf16" or "split"; NULL:
  * VLLMC_CUDA_MATMUL, else bf16): the engine's --cuda-matmul. */

@@ -34,7 +34,9 @@
  * (the GLU before the down projection) or be done by the residual add +
  * RMSNorm kernel that makes x (add_rmsnorm_qx_k, ck_add_rmsnorm_qx). Both
  * kernels use programmatic dependent launch: qg_k loads its first codes
- * before waiting for the kernel before it. Other widths (2, 3, 5, 6) and
+ * before waiting for the kernel before it; and a qg_k launch may be armed
+ * (ck_qgemv_prefetch) to move the next GEMV's first bytes into L2 as its
+ * blocks finish their rows. Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -452,6 +454,8 @@ struct QgArgs {
     QxLayout x;
     int sdt, K, gsh, S; /* gsh: log2 of the group size */
     int trig;           /* let the next kernel launch at once (else when the blocks exit) */
+    const uint8_t *pf;  /* the next GEMV's first bytes: each block moves pf_per of them into L2 */
+    unsigned pf_per;
 };
 
 /* A warp owns R rows (S warps split them: warp p of a set takes chunks p U,
@@ -550,6 +554,12 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
             }
         }
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (a.pf && threadIdx.x == 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf + (size_t)blockIdx.x * a.pf_per),
+                     "r"(a.pf_per)
+                     : "memory");
+#endif
     if (!waited) ck_pdl_wait();
     float v[M];
 #pragma unroll
@@ -584,6 +594,8 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
         a.m[i].b0 = blocks;
         blocks += ((a.m[i].N + R - 1) / R + sets - 1) / sets;
     }
+    if (a.pf) a.pf_per = (unsigned)(a.pf_per / (unsigned)blocks) & ~15u; /* pf_per held the total */
+    if (a.pf_per < 16) a.pf = nullptr, a.pf_per = 0;
     return ck_launch(qg_k<BITS, T, R, U>, (unsigned)blocks, 32 * c.W, 0, st, a);
 }
 
@@ -595,6 +607,8 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
  * (4-bit decode 3.98 -> 4.44 ms/token). */
 int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
+const void *qpf_ptr; /* ck_qgemv_prefetch: for the next launch only */
+size_t qpf_bytes;
 int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
@@ -656,6 +670,8 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
             a.m[a.nm++] = QgMat{ y[i], static_cast<const uint8_t *>(w[i].codes), w[i].scales, w[i].biases, N[i], 0 };
     if (!a.nm) return 0;
     a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S, a.trig = qg_trig;
+    a.pf = static_cast<const uint8_t *>(qpf_ptr), a.pf_per = (unsigned)qpf_bytes; /* the total, split in qg_launch */
+    qpf_ptr = nullptr, qpf_bytes = 0;
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
@@ -771,6 +787,10 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
             return (int)cudaErrorInvalidValue;
     }
     return qg_run(st, n, y, *in, w, N, K, T, scratch);
+}
+
+extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
+    qpf_ptr = p, qpf_bytes = bytes < (1u << 30) ? bytes : (1u << 30);
 }
 
 extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
