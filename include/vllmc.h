@@ -56,10 +56,10 @@ struct vllmc_engine_params {
     double gpu_memory_utilization;/* CUDA: fraction of the device's memory the engine may use (<= 0: 0.9);
                                    * the KV cache gets what the weights and the activations leave */
     const char *cuda_matmul;      /* CUDA: activations of the cuBLAS matmuls (dense, and dequantized beyond 16
-                                   * tokens, 32 with split). NULL: VLLMC_CUDA_MATMUL, else "bf16" (default): rounded once to
-                                   * bf16, as vLLM does; "split": hi + lo bf16 parts (two GEMMs), f32-like
-                                   * precision as on the CPU, 0.4-0.6x the batched throughput. Ignored on
-                                   * the CPU. */
+                                   * tokens, 32 with split). NULL: VLLMC_CUDA_MATMUL, else "bf16" (default):
+                                   * rounded once to bf16, as vLLM does; "split": hi + lo bf16 parts (two
+                                   * GEMMs), f32-like precision as on the CPU, 0.4-0.6x the batched
+                                   * throughput. Ignored on the CPU. */
     int async_scheduling;         /* 0: auto, on where the backend queues work (CUDA with device sampling);
                                    * 1: on; -1: off. On: step N+1 is scheduled and queued before step N's
                                    * tokens are detokenized, checked for stop strings and delivered, so that

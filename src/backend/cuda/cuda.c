@@ -289,13 +289,6 @@ static bool qweight_of(const struct bk_weight *w, struct ck_qweight *q) {
     return true;
 }
 
-/* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu). Beyond, tiles
- * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
- * and go through cuBLASLt: W_hi·x_hi (bf16 weight and activations, the
- * default). The dequantized weight is exact in f32, so with the split mode's
- * hi + lo activations it is split the same way (w = w_hi + w_lo) and y =
- * W_hi·x_hi + W_hi·x_lo + W_lo·x_hi: both sides keep ~16 bits, as in the
- * dense split (W_lo·x_lo, ~2^-18 of the sum, is left out). */
 /* qpf: w is used now (first weight of a call); remember it as the one after
  * the previous call's */
 static void qpf_learn(struct cuda_backend *c, const struct bk_weight *w) {
@@ -322,6 +315,13 @@ static void qpf_arm(struct cuda_backend *c, const struct bk_weight *w) {
     ck_qgemv_prefetch(NULL, 0);
 }
 
+/* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu). Beyond, tiles
+ * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
+ * and go through cuBLASLt: W_hi·x_hi (bf16 weight and activations, the
+ * default). The dequantized weight is exact in f32, so with the split mode's
+ * hi + lo activations it is split the same way (w = w_hi + w_lo) and y =
+ * W_hi·x_hi + W_hi·x_lo + W_lo·x_hi: both sides keep ~16 bits, as in the
+ * dense split (W_lo·x_lo, ~2^-18 of the sum, is left out). */
 static void matmul_affine(struct cuda_backend *c, float *y, const float *x, const struct bk_weight *w, int T) {
     struct ck_qweight q;
     if (!qweight_of(w, &q)) {

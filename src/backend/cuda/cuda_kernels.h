@@ -198,9 +198,10 @@ struct ck_qx_in {
  * 1: the GEMV lets the next kernel launch at its start (default 0: as its
  * blocks exit, measured faster on an H100). */
 void ck_qgemv_shape(int S, int U, int W, int trig);
-/* The next ck_qgemv / ck_qgemv_many launch (only that one) moves the first
- * bytes at p into L2 as its blocks finish (sm_90, cp.async.bulk.prefetch;
- * each block a slice): the weight the GEMV after it reads first. */
+/* The next ck_qgemv / ck_qgemv_many call (only that one, whatever path it
+ * takes) moves the first bytes at p into L2 as its blocks finish (the int8
+ * GEMV on sm_90, cp.async.bulk.prefetch, each block a slice): the weight the
+ * GEMV after it reads first. */
 void ck_qgemv_prefetch(const void *p, size_t bytes);
 /* ck_add_rmsnorm (x += s * o; h = rmsnorm(x) * w, R <= CK_GEMV_MAX_T rows
  * of n) that also rounds h into scratch as ck_qgemv_many rounds its input

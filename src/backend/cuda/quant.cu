@@ -649,7 +649,7 @@ int qg_bits(ck_stream st, const QgArgs &a, const QgCfg &c, int T) {
 
 /* the input rounded once (qx_k), then one qg_k over the n weights' rows */
 int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qweight *w, const int *N, int K, int T,
-           void *scratch) {
+           void *scratch, const void *pf, size_t pf_bytes) {
     int rows = 0;
     for (int i = 0; i < n; i++) rows += N[i];
     const QgCfg c = qg_cfg(rows, T, w->bits);
@@ -670,8 +670,7 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
             a.m[a.nm++] = QgMat{ y[i], static_cast<const uint8_t *>(w[i].codes), w[i].scales, w[i].biases, N[i], 0 };
     if (!a.nm) return 0;
     a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S, a.trig = qg_trig;
-    a.pf = static_cast<const uint8_t *>(qpf_ptr), a.pf_per = (unsigned)qpf_bytes; /* the total, split in qg_launch */
-    qpf_ptr = nullptr, qpf_bytes = 0;
+    a.pf = static_cast<const uint8_t *>(pf), a.pf_per = (unsigned)pf_bytes; /* the total, split in qg_launch */
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
@@ -764,13 +763,16 @@ extern "C" size_t ck_qgemv_scratch(int K, int T) {
 
 extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T,
                         void *scratch, int variant) {
+    const void *pf = qpf_ptr; /* armed for this call only (ck_qgemv_prefetch) */
+    const size_t pf_bytes = qpf_bytes;
+    qpf_ptr = nullptr, qpf_bytes = 0;
     if (T < 1 || T > CK_GEMV_MAX_T) return (int)cudaErrorInvalidValue;
     if (int rc = check(w, K)) return rc;
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
         const ck_qx_in in = { x, NULL, NULL, 0, 0, 0 };
-        return qg_run(st, 1, &y, in, w, &N, K, T, scratch);
+        return qg_run(st, 1, &y, in, w, &N, K, T, scratch, pf, pf_bytes);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
     return 0;
@@ -778,6 +780,9 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
 
 extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in,
                              const struct ck_qweight *w, const int *N, int K, int T, void *scratch) {
+    const void *pf = qpf_ptr; /* armed for this call only (ck_qgemv_prefetch) */
+    const size_t pf_bytes = qpf_bytes;
+    qpf_ptr = nullptr, qpf_bytes = 0;
     if (T < 1 || T > CK_GEMV_MAX_T || n < 1 || n > CK_QGEMV_MAX_W || !scratch || (uintptr_t)scratch % 256 ||
         (w[0].bits != 4 && w[0].bits != 8) || (!in->ready && !in->x && !(in->gate && in->up && in->ld >= K)))
         return (int)cudaErrorInvalidValue;
@@ -786,7 +791,7 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
         if (w[i].bits != w[0].bits || w[i].group_size != w[0].group_size || w[i].sdt != w[0].sdt || N[i] < 0)
             return (int)cudaErrorInvalidValue;
     }
-    return qg_run(st, n, y, *in, w, N, K, T, scratch);
+    return qg_run(st, n, y, *in, w, N, K, T, scratch, pf, pf_bytes);
 }
 
 extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
