@@ -270,6 +270,12 @@ struct backend_ops {
      * eps) and the same for k; rope(q), rope(k) at pos; kv_store(kv, k, v,
      * slots, T) — each step only where its field is set. */
     void (*qkv_prep)(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a);
+    /* qkv_attention: qkv_prep(kv, a), then attention(out, a->q, kv, b, p);
+     * a->q, a->k and a->v are left unspecified (the CUDA backend's decode
+     * kernel prepares q and the step's keys inside the attention and leaves
+     * them as they were). */
+    void (*qkv_attention)(struct backend *bk, float *out, const struct bk_kv *kv, const struct bk_qkv *a,
+                          const struct bk_attn_batch *b, const struct bk_attn_params *p);
     /* matmul_many: matmul(y[i], x, w[i], T) for i < n (n <= BK_MATMUL_MANY):
      * the weights that read one input (q/k/v, gate/up) in fewer launches. */
     void (*matmul_many)(struct backend *bk, int n, float *const *y, const float *x, const struct bk_weight *const *w,
@@ -303,8 +309,8 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
  * (a plain C version of the device op, so the engine's device-sampling path
  * runs and is tested without a GPU). */
 /* VLLMC_CPU_FUSED=1 at create: the CPU backend offers add_rmsnorm,
- * qkv_prep, matmul_many, glu_matmul and add_rmsnorm_matmul as the plain
- * sequences they equal (so the model's fused path
+ * qkv_prep, qkv_attention, matmul_many, glu_matmul and add_rmsnorm_matmul
+ * as the plain sequences they equal (so the model's fused path
  * runs and is tested without a GPU). */
 /* Name of the kernel set the CPU backend selected ("avx512", "avx2", "neon", "portable"). */
 const char *backend_cpu_isa(const struct backend *bk);
@@ -321,7 +327,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
  * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
- * qkv_prep only, =mm all but add_rmsnorm_matmul), VLLMC_CUDA_PDL=0 launches
+ * qkv_prep only, =mm all but add_rmsnorm_matmul, =noattn all but
+ * qkv_attention), VLLMC_CUDA_PDL=0 launches
  * without programmatic dependent launch, VLLMC_CUDA_DEC=0..4 (default 3,
  * tensor cores) and VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and
  * its split (VLLMC_CUDA_DEC_PDL=0 launches it without PDL,

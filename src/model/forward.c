@@ -14,7 +14,8 @@
  * Where the backend offers the fused ops (backend.h), a residual add and the
  * norm after it (the next layer's attention norm too) are one add_rmsnorm,
  * and the biases, q/k norms, RoPE and KV store one qkv_prep (not for RoPE
- * tables that depend on the sequence length).
+ * tables that depend on the sequence length), or one qkv_attention with the
+ * attention after them.
  *
  * Memory goes through the backend (backend.h): the scratch is a bk_alloc
  * buffer. On a device backend (not host_mem) the step's index arrays are
@@ -221,8 +222,13 @@ static void run_ops(struct model *m, const struct step *st) {
             const struct bk_weight *const w3[3] = { &L->wq, &L->wk, &L->wv };
             project(bk, 3, qkv, h, w3, T);
         }
+        struct bk_attn_params ap = {
+            .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
+            .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
+        };
         if (bk->ops->qkv_prep && !(hp->layer_rope[il] && rope_depends_on_len(rc))) {
-            /* biases, q/k norms, RoPE and the KV store in one op */
+            /* biases, q/k norms, RoPE and the KV store in one op (with the
+             * attention where the backend fuses the two) */
             struct bk_rope r = { .inv_freq = local ? m->inv_freq_local : m->inv_freq, .rot_dim = hp->rot_dim,
                                  .attn_factor = local ? m->rope_local_attn_factor : m->rope_attn_factor,
                                  .neox = true };
@@ -230,7 +236,11 @@ static void run_ops(struct model *m, const struct step *st) {
                                        .q_norm = L->q_norm, .k_norm = L->k_norm, .eps = hp->norm_eps,
                                        .rope = hp->layer_rope[il] ? &r : NULL, .pos = st->positions,
                                        .slots = st->slots, .T = T, .H = H, .Hkv = Hkv, .D = D };
-            bk->ops->qkv_prep(bk, &st->kv->layers[il], &qa);
+            if (bk->ops->qkv_attention) bk->ops->qkv_attention(bk, att, &st->kv->layers[il], &qa, &st->ab, &ap);
+            else {
+                bk->ops->qkv_prep(bk, &st->kv->layers[il], &qa);
+                bk_attention(bk, att, q, &st->kv->layers[il], &st->ab, &ap);
+            }
         } else {
             if (L->bq) bk_add_bias(bk, q, L->bq, T, qd);
             if (L->bk) bk_add_bias(bk, k, L->bk, T, kvd);
@@ -239,12 +249,8 @@ static void run_ops(struct model *m, const struct step *st) {
             if (L->k_norm) bk_rmsnorm(bk, k, k, L->k_norm, T * Hkv, D, hp->norm_eps);
             if (hp->layer_rope[il]) apply_rope(m, b, st->positions, q, k, local, m->freq_host);
             bk_kv_store(bk, &st->kv->layers[il], k, v, st->slots, T);
+            bk_attention(bk, att, q, &st->kv->layers[il], &st->ab, &ap);
         }
-        struct bk_attn_params ap = {
-            .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = hp->attn_scale,
-            .sliding_window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
-        };
-        bk_attention(bk, att, q, &st->kv->layers[il], &st->ab, &ap);
 
         bk_matmul(bk, o, att, &L->wo, T);
         if (L->bo) bk_add_bias(bk, o, L->bo, T, d);

@@ -5,7 +5,8 @@
  * prefill and split-KV decode in one varlen batch, the tensor-core prefill
  * attention (its own tolerance: 16-bit q and P), the decode attention for
  * 16-bit caches (both variants, few and many key splits); the fused ops
- * add_rmsnorm and qkv_prep against the plain sequences they replace;
+ * add_rmsnorm, qkv_prep and qkv_attention against the plain sequences they
+ * replace (qkv_attention also bit for bit against the GPU's two ops);
  * affine-quantized weights (every width, group and scale dtype) in matmul
  * and embed; and the memory ops.
  * Outputs are poisoned with NaN before each GPU run, so an element the GPU
@@ -706,6 +707,144 @@ TEST(qkv_prep_fused) {
             }
     printf("      %d cases\n", n_case);
     bk_destroy(g), bk_destroy(c);
+}
+
+/* qkv_attention (backend.h): qkv_prep then attention in one op. Where the
+ * tensor-core decode kernel runs the call (16-bit KV, D 64 / 128) the CUDA
+ * backend prepares q and the step's keys inside it (attn_dec.cu, PREP); the
+ * output and both caches must be the same bits as the GPU's qkv_prep +
+ * attention, and the output within the decode kernel's tolerance of the
+ * CPU's plain sequence. Cases: GQA 1/4/8, 1-4 query rows per sequence (the
+ * step's keys across a 64-key tile; 24 rows = two row chunks), a window
+ * narrower than the step, biases + q/k norms + partial RoPE, no RoPE, a
+ * padding row (slot -1: used, never stored), few and many splits; and calls
+ * the fused kernel does not take (D 256, f32 KV, variant 2), which run the
+ * two ops (same checks, the f32 path's tolerance for f32). */
+struct qa_case {
+    int H, Hkv, D, window, var; /* var: 0 neox RoPE; 1 biases, norms, partial RoPE; 2 norms, no RoPE */
+    enum dtype dt;
+    int B, S;
+    int ctx[4], nq[4];
+    bool pad_last; /* the last sequence is a padding row: slot -1, left out of the comparison */
+};
+
+static void check_qkv_attention(struct backend *g, struct backend *c, const struct qa_case *qc, double *worst) {
+    const int S = qc->S, B = qc->B, H = qc->H, Hkv = qc->Hkv, D = qc->D;
+    int32_t qs[5], seq_len[4], pos[64], slots[64];
+    int max_blocks = 0, max_q = 0, max_len = 0;
+    qs[0] = 0;
+    for (int s = 0; s < S; s++) {
+        qs[s + 1] = qs[s] + qc->nq[s], seq_len[s] = qc->ctx[s];
+        max_blocks = MAX(max_blocks, (qc->ctx[s] + B - 1) / B);
+        max_q = MAX(max_q, qc->nq[s]), max_len = MAX(max_len, qc->ctx[s]);
+    }
+    const int T = qs[S], nblocks = 1 + S * max_blocks;
+    int32_t *bt = xcalloc((size_t)S * max_blocks, sizeof(int32_t));
+    for (int i = 0; i < S * max_blocks; i++) bt[i] = 1 + i;
+    for (int i = S * max_blocks - 1; i > 0; i--) {
+        int j = (int)(test_rng_next_(&rng) % (unsigned)(i + 1));
+        int32_t t = bt[i];
+        bt[i] = bt[j], bt[j] = t;
+    }
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < qc->nq[s]; i++) {
+            const int t = qs[s] + i, p = qc->ctx[s] - qc->nq[s] + i;
+            pos[t] = p, slots[t] = bt[(size_t)s * max_blocks + p / B] * B + p % B;
+            if (qc->pad_last && s == S - 1) slots[t] = -1;
+        }
+    const int rot = qc->var == 1 ? D / 2 : D;
+    float inv_freq[128];
+    for (int i = 0; i < rot / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * (float)i / (float)rot);
+    struct bk_rope r = { inv_freq, rot, qc->var == 1 ? 1.1f : 1.0f, true };
+    const bool bias = qc->var == 1, norm = qc->var >= 1, rope = qc->var != 2;
+    const size_t nq = (size_t)T * H * D, nk = (size_t)T * Hkv * D;
+    float *q = randf(nq, 2.0f), *k = randf(nk, 2.0f), *v = randf(nk, 2.0f);
+    float *bq = bias ? randf((size_t)H * D, 1.0f) : NULL, *bkk = bias ? randf((size_t)Hkv * D, 1.0f) : NULL;
+    float *bv = bias ? randf((size_t)Hkv * D, 1.0f) : NULL;
+    float *qn = norm ? randf((size_t)D, 1.5f) : NULL, *kn = norm ? randf((size_t)D, 1.5f) : NULL;
+    struct bk_kv kh = host_kv(qc->dt, nblocks, B, Hkv, D, true), kd[2] = { dev_kv(g, &kh), dev_kv(g, &kh) };
+    struct bk_attn_batch b = { .n_seqs = S, .query_start = qs, .seq_len = seq_len, .block_table = bt,
+                               .max_blocks = max_blocks };
+    struct bk_attn_params p = { .n_heads = H, .n_kv_heads = Hkv, .head_dim = D, .scale = 1.0f / sqrtf((float)D),
+                                .sliding_window = qc->window };
+    /* the CPU: forward.c's unfused sequence, on copies */
+    float *ref = xmalloc(nq * 4), *qr = xmalloc(nq * 4), *kr = xmalloc(nk * 4), *vr = xmalloc(nk * 4);
+    memcpy(qr, q, nq * 4), memcpy(kr, k, nk * 4), memcpy(vr, v, nk * 4);
+    if (bias) bk_add_bias(c, qr, bq, T, H * D), bk_add_bias(c, kr, bkk, T, Hkv * D), bk_add_bias(c, vr, bv, T, Hkv * D);
+    if (norm) bk_rmsnorm(c, qr, qr, qn, T * H, D, 1e-6f), bk_rmsnorm(c, kr, kr, kn, T * Hkv, D, 1e-6f);
+    if (rope) bk_rope(c, qr, pos, T, H, D, &r), bk_rope(c, kr, pos, T, Hkv, D, &r);
+    bk_kv_store(c, &kh, kr, vr, slots, T);
+    bk_attention(c, ref, qr, &kh, &b, &p);
+    /* the GPU, twice from the same raw projections: [0] qkv_prep + attention, [1] qkv_attention */
+    struct bk_attn_batch bd = b;
+    bd.query_start = up(g, qs, (size_t)(S + 1) * 4);
+    bd.seq_len = up(g, seq_len, (size_t)S * 4);
+    bd.block_table = up(g, bt, (size_t)S * max_blocks * 4);
+    bd.max_seq_len = max_len, bd.max_query_len = max_q;
+    float *bqd = bias ? up(g, bq, (size_t)H * D * 4) : NULL, *bkd = bias ? up(g, bkk, (size_t)Hkv * D * 4) : NULL;
+    float *bvd = bias ? up(g, bv, (size_t)Hkv * D * 4) : NULL;
+    float *qnd = norm ? up(g, qn, (size_t)D * 4) : NULL, *knd = norm ? up(g, kn, (size_t)D * 4) : NULL;
+    int32_t *pd = up(g, pos, (size_t)T * 4), *sd = up(g, slots, (size_t)T * 4);
+    const size_t cbytes = (size_t)nblocks * B * Hkv * D * dtype_size(qc->dt);
+    float *got[2];
+    void *ck[2], *cv[2];
+    for (int f = 0; f < 2; f++) {
+        float *qd = up(g, q, nq * 4), *kdd = up(g, k, nk * 4), *vd = up(g, v, nk * 4), *od = poisoned(g, nq);
+        const struct bk_qkv a = { .q = qd, .k = kdd, .v = vd, .b_q = bqd, .b_k = bkd, .b_v = bvd, .q_norm = qnd,
+                                  .k_norm = knd, .eps = 1e-6f, .rope = rope ? &r : NULL, .pos = pd, .slots = sd,
+                                  .T = T, .H = H, .Hkv = Hkv, .D = D };
+        if (f == 0) {
+            g->ops->qkv_prep(g, &kd[0], &a);
+            bk_attention(g, od, qd, &kd[0], &bd, &p);
+        } else g->ops->qkv_attention(g, od, &kd[1], &a, &bd, &p);
+        got[f] = xmalloc(nq * 4), ck[f] = xmalloc(cbytes), cv[f] = xmalloc(cbytes);
+        down(g, got[f], od, nq * 4), down(g, ck[f], kd[f].k, cbytes), down(g, cv[f], kd[f].v, cbytes);
+        bk_free(g, qd), bk_free(g, kdd), bk_free(g, vd), bk_free(g, od);
+    }
+    /* the padding sequence's rows (its key is never stored) are left out */
+    const size_t cmp = qc->pad_last ? (size_t)qs[S - 1] * H * D : nq;
+    CHECK(memcmp(got[0], got[1], cmp * 4) == 0);
+    CHECK(memcmp(ck[0], ck[1], cbytes) == 0);
+    CHECK(memcmp(cv[0], cv[1], cbytes) == 0);
+    const double tol = qc->dt == DT_BF16 ? 1e-2 : qc->dt == DT_F16 ? 3e-3 : 2e-5;
+    CHECK_CLOSE(got[1], ref, NULL, cmp, tol, qc->dt == DT_F32 ? 1e-4 : 0, "qkv_attention H=%d Hkv=%d D=%d var=%d %s",
+                H, Hkv, D, qc->var, dtype_name(qc->dt));
+    for (size_t i = 0; i < cmp; i++) *worst = fmax(*worst, fabs((double)got[1][i] - ref[i]));
+    void *dev[] = { bqd, bkd, bvd, qnd, knd, pd, sd, kd[0].k, kd[0].v, kd[1].k, kd[1].v,
+                    (void *)bd.query_start, (void *)bd.seq_len, (void *)bd.block_table };
+    for (size_t i = 0; i < ARRAY_LEN(dev); i++) bk_free(g, dev[i]);
+    for (int f = 0; f < 2; f++) free(got[f]), free(ck[f]), free(cv[f]);
+    free(q), free(k), free(v), free(bq), free(bkk), free(bv), free(qn), free(kn), free(qr), free(kr), free(vr);
+    free(ref), free(bt), free(kh.k), free(kh.v);
+}
+
+TEST(qkv_attention_fused) {
+    static const struct qa_case cases[] = {
+        { 32, 8, 128, 0, 0, DT_BF16, 16, 1, { 4096 }, { 1 }, false },
+        { 32, 8, 128, 0, 1, DT_BF16, 16, 4, { 600, 1, 65, 1000 }, { 1, 1, 2, 1 }, false },
+        { 8, 2, 64, 0, 2, DT_F16, 8, 3, { 3000, 129, 2 }, { 1, 4, 2 }, false },
+        { 32, 4, 128, 0, 0, DT_BF16, 32, 2, { 700, 130 }, { 3, 3 }, false }, /* G 8 x 3 rows: two chunks */
+        { 4, 4, 128, 2, 1, DT_F16, 16, 2, { 500, 3 }, { 3, 2 }, false },     /* window 2 < 3 rows */
+        { 16, 2, 64, 0, 0, DT_BF16, 16, 3, { 900, 1, 64 }, { 1, 1, 1 }, true },
+        { 12, 12, 64, 0, 1, DT_BF16, 16, 1, { 20000 }, { 1 }, false },
+        { 8, 2, 256, 0, 1, DT_BF16, 16, 2, { 1000, 3 }, { 1, 2 }, false },   /* D 256: the two ops */
+        { 8, 2, 128, 0, 1, DT_F32, 16, 2, { 1000, 3 }, { 1, 2 }, false },    /* f32 KV: the two ops */
+    };
+    static const char *ctas[] = { NULL, "1", "16", NULL }, *dec[] = { NULL, NULL, NULL, "2" };
+    struct backend *c = cpu();
+    for (size_t vi = 0; vi < ARRAY_LEN(ctas); vi++) {
+        if (ctas[vi]) setenv("VLLMC_CUDA_DEC_CTAS", ctas[vi], 1);
+        if (dec[vi]) setenv("VLLMC_CUDA_DEC", dec[vi], 1);
+        struct backend *g = gpu();
+        unsetenv("VLLMC_CUDA_DEC_CTAS"), unsetenv("VLLMC_CUDA_DEC");
+        REQUIRE(g->ops->qkv_attention != NULL);
+        double worst = 0;
+        for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_qkv_attention(g, c, &cases[i], &worst);
+        printf("      variant %s, split target %s: max |err| %.2e\n", dec[vi] ? dec[vi] : "3",
+               ctas[vi] ? ctas[vi] : "2", worst);
+        bk_destroy(g);
+    }
+    bk_destroy(c);
 }
 
 /* The tensor-core (FlashAttention-2-style) kernel that runs steps with 16 or

@@ -274,10 +274,11 @@ TEST(golden_all_fixtures_auto_isa) {
     CHECK(for_each_fixture(getenv("VLLMC_TEST_ISA"), 0) == 0);
 }
 
-/* The forward's fused path (add_rmsnorm, qkv_prep) on the CPU: the CPU
- * backend offers them as the plain sequences they equal (VLLMC_CPU_FUSED=1),
- * so this checks how the model uses them (the norms carried across layer
- * boundaries, which layers take qkv_prep) without a GPU. */
+/* The forward's fused path (add_rmsnorm, qkv_prep, qkv_attention) on the
+ * CPU: the CPU backend offers them as the plain sequences they equal
+ * (VLLMC_CPU_FUSED=1), so this checks how the model uses them (the norms
+ * carried across layer boundaries, which layers take qkv_prep) without a
+ * GPU. */
 TEST(golden_all_fixtures_cpu_fused_ops) {
     if (getenv("VLLMC_TEST_DEVICE")) SKIP("device forced by VLLMC_TEST_DEVICE");
     setenv("VLLMC_CPU_FUSED", "1", 1);

@@ -487,6 +487,11 @@ static void cpu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struc
     }
     cpu_kv_store(bk, kv, a->k, a->v, a->slots, a->T);
 }
+static void cpu_qkv_attention(struct backend *bk, float *out, const struct bk_kv *kv, const struct bk_qkv *a,
+                              const struct bk_attn_batch *b, const struct bk_attn_params *p) {
+    cpu_qkv_prep(bk, kv, a);
+    cpu_attention(bk, out, a->q, kv, b, p);
+}
 
 static void cpu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
                             const struct bk_weight *const *w, int T) {
@@ -563,6 +568,7 @@ int backend_cpu_create(struct backend **out, int n_threads, const char *isa, cha
     const char *fu = getenv("VLLMC_CPU_FUSED");
     if (fu && !strcmp(fu, "1")) {
         c->ops.add_rmsnorm = cpu_add_rmsnorm, c->ops.qkv_prep = cpu_qkv_prep;
+        c->ops.qkv_attention = cpu_qkv_attention;
         c->ops.matmul_many = cpu_matmul_many, c->ops.glu_matmul = cpu_glu_matmul;
         c->ops.add_rmsnorm_matmul = cpu_add_rmsnorm_matmul;
     }

@@ -394,11 +394,20 @@ constexpr int DEC3_BN = 64;
 
 template <int D, int NS> constexpr int dec3_smem() { return 16 * D * 2 + NS * 2 * DEC3_BN * D * 2; }
 
-template <class E, int D, int NS>
+/* The step's qkv_prep folded into variant 3 (ck_attention_dec_prep): q, k, v
+ * are the raw projections (read, not changed), a's other fields as qkv_prep's.
+ * Empty for the plain kernel. */
+template <bool PREP> struct DecPrep {};
+template <> struct DecPrep<true> {
+    ck_qkv a;
+    struct ck_rope r;
+};
+
+template <class E, int D, int NS, bool PREP>
 __global__ void __launch_bounds__(DEC_WARPS * 32)
-attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t *__restrict__ kc,
-            const uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
-            int T_bound, int lb, int flags) {
+attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, uint16_t *__restrict__ kc,
+            uint16_t *__restrict__ vc, const ck_attn a, int n_split, int n_rc, float *__restrict__ part,
+            int T_bound, int lb, int flags, const DecPrep<PREP> pp) {
     /* CK_DEC_PREFETCH: the keys of earlier steps are copied before the PDL
      * wait. Kernels of this step may still run then (those that trigger
      * their dependents at their start, back to the last one that does not:
@@ -436,11 +445,14 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
     const int32_t *bt = a.block_table + (size_t)s * a.max_blocks;
     const size_t rowst = (size_t)a.Hkv * D;
     const int bmask = (1 << lb) - 1;
-    /* keys from kfresh on are this step's (written by the kernel before) */
+    /* keys from kfresh on are this step's (written by the kernel before, or
+     * with PREP computed here from the raw k and v) */
     const int kfresh = L - nq;
     /* which keys of the tile to copy: 0 all, 1 those before kfresh, 2 the
-     * rest; keys past k1 are zeros (and masked) */
+     * rest; keys past k1 are zeros (and masked). PREP copies only the first
+     * kind (prep_fresh computes the rest). */
     auto load_kv = [&](int st, int j0, int part_sel) {
+        if (PREP && part_sel == 0) part_sel = 1;
 #pragma unroll
         for (int i = 0; i < BN * CPR / (DEC_WARPS * 32); i++) {
             const int idx = tid + i * DEC_WARPS * 32, r = idx / CPR, ch = idx % CPR, j = j0 + r;
@@ -453,6 +465,41 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             ck_cp16(o + TILE, vc + off, bytes);
         }
     };
+    /* PREP: this step's keys of the tile starting at j0, a warp per key:
+     * qkv_prep's k (bias, norm, RoPE) and v (bias) rounded into the stage as
+     * the copy would have put them, and stored to the pools by the one CTA
+     * that owns the key: the chunk of the first row of its query token (that
+     * chunk's range holds the key, and one of its splits does). Slot < 0: a
+     * padding row of a recorded step, used here but never stored. */
+    __shared__ float prep_sh[PREP ? DEC_WARPS : 1][PREP ? D : 1];
+    auto prep_fresh = [&](int st, int j0) {
+        if constexpr (PREP) {
+            float *xs = prep_sh[warp];
+            const int jb = max(j0, kfresh), je = min(j0 + BN, k1);
+            for (int j = jb + warp; j < je; j += DEC_WARPS) {
+                const int qi = j - kfresh, t = q0 + qi, slot = pp.a.slots[t];
+                ck_prep_head(xs, pp.a.k + ((size_t)t * a.Hkv + hk) * D, pp.a.bk ? pp.a.bk + (size_t)hk * D : nullptr,
+                             pp.a.kn, pp.a.eps, D, pp.a.rope, pp.r, (float)pp.a.pos[t], lane);
+                const float *vr = pp.a.v + ((size_t)t * a.Hkv + hk) * D;
+                const float *bv = pp.a.bv ? pp.a.bv + (size_t)hk * D : nullptr;
+                const bool store = slot >= 0 && rc == qi * G / 16;
+                const size_t dst = (size_t)slot * rowst + (size_t)hk * D;
+                unsigned char *sk = smem + st * 2 * TILE;
+#pragma unroll
+                for (int d = 2 * lane; d < D; d += 64) {
+                    float v0 = vr[d], v1 = vr[d + 1];
+                    if (bv) v0 += bv[d], v1 += bv[d + 1];
+                    const uint32_t kw = E::pack(xs[d], xs[d + 1]), vw = E::pack(v0, v1);
+                    const uint32_t o = 16 * D * 2 + ck_swz<D>(j - j0, d >> 3) + (d & 7) * 2;
+                    *reinterpret_cast<uint32_t *>(sk + o) = kw;
+                    *reinterpret_cast<uint32_t *>(sk + o + TILE) = vw;
+                    if (store)
+                        *reinterpret_cast<uint32_t *>(kc + dst + d) = kw, *reinterpret_cast<uint32_t *>(vc + dst + d) = vw;
+                }
+                __syncwarp(); /* xs is the next key's */
+            }
+        }
+    };
     if (pre) { /* the first NS tiles as one group: the old keys, the wait, this step's */
 #pragma unroll
         for (int st = 0; st < NS; st++)
@@ -460,17 +507,38 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
         ck_pdl_wait();
 #pragma unroll
         for (int st = 0; st < NS; st++)
-            if (st < nt) load_kv(st, k0 + st * BN, 2);
+            if (st < nt) {
+                if (PREP) prep_fresh(st, k0 + st * BN);
+                else load_kv(st, k0 + st * BN, 2);
+            }
         ck_cp_commit();
     } else {
 #pragma unroll
         for (int st = 0; st < NS; st++) {
-            if (st < nt) load_kv(st, k0 + st * BN, 0);
+            if (st < nt) load_kv(st, k0 + st * BN, 0), prep_fresh(st, k0 + st * BN);
             ck_cp_commit(); /* one group per tile slot, empty or not: the waits below count them */
         }
     }
 
-    /* Q: rows (query token, head of the group), 16-bit, rows past nr zero */
+    /* Q: rows (query token, head of the group), 16-bit, rows past nr zero;
+     * PREP: a warp per row prepares it from the raw q first */
+    if constexpr (PREP) {
+        float *xs = prep_sh[warp];
+        for (int i = warp; i < 16; i += DEC_WARPS) {
+            const int r = r0 + i, t = q0 + r / G, h = hk * G + r % G;
+            if (i < nr)
+                ck_prep_head(xs, pp.a.q + ((size_t)t * a.H + h) * D, pp.a.bq ? pp.a.bq + (size_t)h * D : nullptr,
+                             pp.a.qn, pp.a.eps, D, pp.a.rope, pp.r, (float)pp.a.pos[t], lane);
+            else {
+                for (int d = lane; d < D; d += 32) xs[d] = 0.0f;
+                __syncwarp();
+            }
+#pragma unroll
+            for (int d = 2 * lane; d < D; d += 64)
+                *reinterpret_cast<uint32_t *>(smem + ck_swz<D>(i, d >> 3) + (d & 7) * 2) = E::pack(xs[d], xs[d + 1]);
+            __syncwarp();
+        }
+    } else
     for (int idx = tid; idx < 16 * (D / 4); idx += DEC_WARPS * 32) {
         const int i = idx / (D / 4), c4 = idx % (D / 4), r = r0 + i;
         float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -566,7 +634,7 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, const uint16_t
             E::mma(o[2 * db + 1], pa, bf[2], bf[3]);
         }
         __syncthreads(); /* every warp is done with stage st: refill it */
-        if (it + NS < nt) load_kv(st, j0 + NS * BN, 0);
+        if (it + NS < nt) load_kv(st, j0 + NS * BN, 0), prep_fresh(st, j0 + NS * BN);
         ck_cp_commit();
     }
     if (flags & CK_DEC_TRIGGER) ck_pdl_trigger(); /* the merge kernel may launch */
@@ -632,31 +700,48 @@ __global__ void attn_dec_combine_k(float *out, const float *part, const int32_t 
     out[item * D + d] = v / L;
 }
 
-template <class E, int D, int NS>
+template <class E, int D, int NS, bool PREP>
 void dec3_launch(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a,
-                 int T_bound, int n_rc, int n_split, float *part) {
+                 int T_bound, int n_rc, int n_split, float *part, const DecPrep<PREP> &pp) {
     constexpr int smem = dec3_smem<D, NS>();
     /* per call, as attn_fa.cu: cheap, and right for whichever device is current */
-    cudaFuncSetAttribute(attn_dec3_k<E, D, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    cudaFuncSetAttribute(attn_dec3_k<E, D, NS, PREP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     int lb = 0;
     while ((1 << lb) < a->block_size) lb++;
     const dim3 grid((unsigned)n_split, (unsigned)(a->Hkv * n_rc), (unsigned)a->n_seqs);
-    ck_launch_if(dec_pdl, attn_dec3_k<E, D, NS>, grid, DEC_WARPS * 32, smem, st, out, q,
-                 static_cast<const uint16_t *>(kc), static_cast<const uint16_t *>(vc), *a, n_split, n_rc, part, T_bound,
-                 lb, dec_flags);
+    /* the pools are written only by the PREP kernel */
+    ck_launch_if(dec_pdl, attn_dec3_k<E, D, NS, PREP>, grid, DEC_WARPS * 32, smem, st, out, q,
+                 static_cast<uint16_t *>(const_cast<void *>(kc)), static_cast<uint16_t *>(const_cast<void *>(vc)), *a,
+                 n_split, n_rc, part, T_bound, lb, dec_flags, pp);
 }
 
 template <class E>
 void dec3_dims(ck_stream st, float *out, const float *q, const void *kc, const void *vc, const ck_attn *a, int T_bound,
                int n_rc, int n_split, float *part, int variant) {
     const bool deep = variant == 4; /* 3 stages (variant 4) instead of 2 */
+    const DecPrep<false> np;
     if (a->D == 64) {
-        if (deep) dec3_launch<E, 64, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
-        else dec3_launch<E, 64, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
+        if (deep) dec3_launch<E, 64, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, np);
+        else dec3_launch<E, 64, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, np);
     } else {
-        if (deep) dec3_launch<E, 128, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
-        else dec3_launch<E, 128, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part);
+        if (deep) dec3_launch<E, 128, 3>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, np);
+        else dec3_launch<E, 128, 2>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, np);
     }
+}
+
+/* variant 3 with the step's qkv_prep (two stages) */
+template <class E>
+void dec3_prep_dims(ck_stream st, float *out, void *kc, void *vc, const ck_attn *a, int T_bound, int n_rc,
+                    int n_split, float *part, const DecPrep<true> &pp) {
+    if (a->D == 64) dec3_launch<E, 64, 2>(st, out, pp.a.q, kc, vc, a, T_bound, n_rc, n_split, part, pp);
+    else dec3_launch<E, 128, 2>(st, out, pp.a.q, kc, vc, a, T_bound, n_rc, n_split, part, pp);
+}
+
+/* the merge of the splits (a no-op for one) */
+void dec_combine(ck_stream st, float *out, const float *part, const ck_attn *a, int T_bound, int n_split) {
+    if (n_split > 1)
+        ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), (unsigned)a->D, 0, st, out,
+                     part, a->query_start, a->n_seqs, a->H, n_split, T_bound, dec_flags);
 }
 
 template <class KV, int LPR, int R>
@@ -730,8 +815,25 @@ extern "C" int ck_attention_dec(ck_stream st, float *out, const float *q, const 
         else dec3_dims<CkF16>(st, out, q, kc, vc, a, T_bound, n_rc, n_split, part, variant);
     } else if (kt == CK_BF16) dec_dims<DBF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
     else dec_dims<DF16>(st, out, q, kc, vc, a, T_bound, R, n_rc, n_split, part, variant);
-    if (n_split > 1)
-        ck_launch_if(dec_pdl, attn_dec_combine_k, (unsigned)((size_t)T_bound * a->H), (unsigned)a->D, 0, st, out,
-                     (const float *)part, a->query_start, a->n_seqs, a->H, n_split, T_bound, dec_flags);
+    dec_combine(st, out, part, a, T_bound, n_split);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int ck_attention_dec_prep(ck_stream st, float *out, const struct ck_qkv *p, const struct ck_rope *r,
+                                     void *kc, void *vc, enum ck_type kt, const struct ck_attn *a, int T_bound,
+                                     int max_q, int n_split, float *part) {
+    if (T_bound <= 0 || a->n_seqs <= 0 || max_q <= 0) return 0;
+    if (!ck_attention_dec_runs(kt, a, kc, vc) || !dec3_runs(a, 3) || n_split < 1 || n_split > DEC_MAX_SPLIT ||
+        (n_split > 1 && !part) || p->H != a->H || p->Hkv != a->Hkv || p->D != a->D ||
+        (p->rope && (r->rot_dim > a->D || r->rot_dim % 2 || r->rot_dim / 2 > CK_ROPE_MAX_HALF)))
+        return (int)cudaErrorInvalidValue;
+    const int G = a->H / a->Hkv, n_rc = (G * max_q + 15) / 16;
+    if ((size_t)a->Hkv * n_rc > 65535 || a->n_seqs > 65535) return (int)cudaErrorInvalidValue;
+    DecPrep<true> pp{};
+    pp.a = *p;
+    if (p->rope) pp.r = *r;
+    if (kt == CK_BF16) dec3_prep_dims<CkBF16>(st, out, kc, vc, a, T_bound, n_rc, n_split, part, pp);
+    else dec3_prep_dims<CkF16>(st, out, kc, vc, a, T_bound, n_rc, n_split, part, pp);
+    dec_combine(st, out, part, a, T_bound, n_split);
     return (int)cudaGetLastError();
 }

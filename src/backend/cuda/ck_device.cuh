@@ -1,7 +1,8 @@
 /* ck_device.cuh — device helpers shared by the CUDA backend's kernel files
  * (kernels.cu, fused.cu, quant.cu, attn_dec.cu): warp and block reductions,
- * the RoPE rotation of one head, the GLU activation, programmatic dependent
- * launch (PDL), and the residual add + RMSNorm of a row held in registers
+ * the RoPE rotation of one head, qkv_prep's work on one head, the GLU
+ * activation, programmatic dependent launch (PDL), and the residual add +
+ * RMSNorm of a row held in registers
  * (fused.cu's add_rmsnorm and quant.cu's variant that rounds for the GEMV).
  * Header-only, C++ for nvcc; nothing here allocates.
  *
@@ -60,6 +61,31 @@ __device__ __forceinline__ void ck_rope_head(float *xh, float p, const struct ck
         const float x0 = xh[a], x1 = xh[b];
         xh[a] = x0 * c - x1 * s;
         xh[b] = x1 * c + x0 * s;
+    }
+}
+
+/* qkv_prep's work on one head, by one warp: xs[D] (shared memory) = x + b
+ * (b NULL: none), RMS-normalised by nw (NULL: no norm), rotated at position
+ * p when rope; fused.cu's qkv_prep and attn_dec.cu's decode kernel with the
+ * step's prep folded in both use it, so their results are the same bits. */
+__device__ __forceinline__ void ck_prep_head(float *xs, const float *x, const float *b, const float *nw, float eps,
+                                             int D, bool rope, const struct ck_rope &r, float p, int lane) {
+    float ss = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+        float v = x[d];
+        if (b) v += b[d];
+        xs[d] = v;
+        ss += v * v;
+    }
+    if (nw) {
+        ss = ck_warp_sum(ss);
+        const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int d = lane; d < D; d += 32) xs[d] = xs[d] * inv * nw[d];
+    }
+    __syncwarp();
+    if (rope) {
+        ck_rope_head(xs, p, r, lane, 32);
+        __syncwarp();
     }
 }
 

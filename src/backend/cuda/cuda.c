@@ -541,61 +541,81 @@ static void cu_kv_store(struct backend *bk, const struct bk_kv *kv, const float 
     ok(c, ck_kv_store(c->st, kv->k, kv->v, kt, k, v, slots, T, kv->n_kv_heads * kv->head_dim), "kv_store");
 }
 
-static void cu_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
-                         const struct bk_attn_batch *b, const struct bk_attn_params *p) {
-    struct cuda_backend *c = cb(bk);
-    enter(c);
+/* What cu_attention runs for a call: the tensor-core prefill kernel (FA),
+ * the decode kernels (DEC, with their split and partials buffer) or the
+ * warp-per-row kernel (WARP, with its split); FAIL: reported. */
+enum attn_path { ATTN_FAIL, ATTN_FA, ATTN_DEC, ATTN_WARP };
+struct attn_plan {
+    struct ck_attn a;
     enum ck_type kt;
-    if (b->n_seqs <= 0) return;
-    if (type_of(kv->dtype, &kt) || p->head_dim > CK_ATTN_MAX_D) {
+    int max_q, T_bound, n_split;
+    float *part;
+};
+
+static enum attn_path attn_plan(struct cuda_backend *c, const float *q, const float *out, const struct bk_kv *kv,
+                                const struct bk_attn_batch *b, const struct bk_attn_params *p, struct attn_plan *pl) {
+    if (type_of(kv->dtype, &pl->kt) || p->head_dim > CK_ATTN_MAX_D) {
         fail(c, "attention", "unsupported KV dtype or head dim");
-        return;
+        return ATTN_FAIL;
     }
+    const enum ck_type kt = pl->kt;
     const int cap = b->max_blocks * kv->block_size;
-    const int max_q = b->max_query_len > 0 ? b->max_query_len : cap;
+    const int max_q = pl->max_q = b->max_query_len > 0 ? b->max_query_len : cap;
     int keys = b->max_seq_len > 0 ? b->max_seq_len : cap;
     if (p->sliding_window > 0) keys = MIN(keys, p->sliding_window);
-    const struct ck_attn a = {
+    pl->a = (struct ck_attn){
         .query_start = b->query_start, .seq_len = b->seq_len, .block_table = b->block_table, .n_seqs = b->n_seqs,
         .max_blocks = b->max_blocks, .block_size = kv->block_size, .H = p->n_heads, .Hkv = p->n_kv_heads,
         .D = p->head_dim, .scale = p->scale, .softcap = p->softcap, .window = p->sliding_window,
     };
-    if (!c->attn_warp && max_q >= CUDA_FA_MIN_Q && ck_attention_fa_runs(kt, &a, q, out, kv->k, kv->v)) {
-        ok(c, ck_attention_fa(c->st, out, q, kv->k, kv->v, kt, &a, max_q, c->fa_variant, c->n_sm), "attention (fa)");
-        return;
-    }
-    const int T_bound = b->n_seqs * max_q;
-    if (!c->attn_warp && c->dec && max_q < CUDA_FA_MIN_Q && ck_attention_dec_runs(kt, &a, kv->k, kv->v)) {
+    const struct ck_attn *a = &pl->a;
+    pl->part = NULL, pl->n_split = 1;
+    if (!c->attn_warp && max_q >= CUDA_FA_MIN_Q && ck_attention_fa_runs(kt, a, q, out, kv->k, kv->v)) return ATTN_FA;
+    const int T_bound = pl->T_bound = b->n_seqs * max_q;
+    const bool dec = !c->attn_warp && c->dec && max_q < CUDA_FA_MIN_Q && ck_attention_dec_runs(kt, a, kv->k, kv->v);
+    if (dec) {
         /* as many key ranges as bring the CTAs to dec_ctas per multiprocessor,
          * each at least a tile (32 keys; 64 for the tensor-core variants) */
-        const size_t ctas = (size_t)ck_attention_dec_ctas(&a, max_q, c->dec), target = (size_t)c->n_sm * c->dec_ctas;
+        const size_t ctas = (size_t)ck_attention_dec_ctas(a, max_q, c->dec), target = (size_t)c->n_sm * c->dec_ctas;
         const int tile = c->dec >= 3 ? 64 : 32;
-        int n_split = 1;
         if (ctas < target && keys > tile)
-            n_split = (int)MAX(1, MIN(MIN((size_t)(keys + tile - 1) / tile, (target + ctas - 1) / ctas), 128));
-        float *part = NULL;
-        if (n_split > 1) {
-            size_t need = (size_t)n_split * T_bound * (size_t)p->n_heads * (size_t)(p->head_dim + 2) * sizeof(float);
-            if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
-        }
-        ok(c, ck_attention_dec(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, max_q, n_split, part, c->dec),
+            pl->n_split = (int)MAX(1, MIN(MIN((size_t)(keys + tile - 1) / tile, (target + ctas - 1) / ctas), 128));
+    } else {
+        /* split the keys when the rows alone leave the GPU idle (decode): each
+         * range at least 64 keys, about 32 warps per multiprocessor in all */
+        const size_t items = (size_t)T_bound * (size_t)p->n_heads, target = (size_t)c->n_sm * 32;
+        if (items < target && keys > 64)
+            pl->n_split = (int)MAX(1, MIN(MIN((size_t)(keys + 63) / 64, (target + items - 1) / items), 128));
+    }
+    if (pl->n_split > 1) {
+        const size_t need =
+            (size_t)pl->n_split * T_bound * (size_t)p->n_heads * (size_t)(p->head_dim + 2) * sizeof(float);
+        if (!(pl->part = grow(c, (void **)&c->part, &c->part_len, need))) return ATTN_FAIL;
+    }
+    return dec ? ATTN_DEC : ATTN_WARP;
+}
+
+static void cu_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
+                         const struct bk_attn_batch *b, const struct bk_attn_params *p) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    if (b->n_seqs <= 0) return;
+    struct attn_plan pl;
+    const struct ck_attn *a = &pl.a;
+    switch (attn_plan(c, q, out, kv, b, p, &pl)) {
+    case ATTN_FAIL: return;
+    case ATTN_FA:
+        ok(c, ck_attention_fa(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.max_q, c->fa_variant, c->n_sm),
+           "attention (fa)");
+        return;
+    case ATTN_DEC:
+        ok(c, ck_attention_dec(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.T_bound, pl.max_q, pl.n_split, pl.part, c->dec),
            "attention (dec)");
         return;
+    case ATTN_WARP:
+        ok(c, ck_attention(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.T_bound, pl.n_split, pl.part), "attention");
+        return;
     }
-    /* split the keys when the rows alone leave the GPU idle (decode): each
-     * range at least 64 keys, about 32 warps per multiprocessor in all */
-    const size_t items = (size_t)T_bound * (size_t)p->n_heads, target = (size_t)c->n_sm * 32;
-    int n_split = 1;
-    if (items < target && keys > 64) {
-        n_split = (int)MIN((size_t)(keys + 63) / 64, (target + items - 1) / items);
-        n_split = MAX(1, MIN(n_split, 128));
-    }
-    float *part = NULL;
-    if (n_split > 1) {
-        size_t need = (size_t)n_split * items * (size_t)(p->head_dim + 2) * sizeof(float);
-        if (!(part = grow(c, (void **)&c->part, &c->part_len, need))) return;
-    }
-    ok(c, ck_attention(c->st, out, q, kv->k, kv->v, kt, &a, T_bound, n_split, part), "attention");
 }
 
 static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
@@ -605,23 +625,57 @@ static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s
     ok(c, ck_add_rmsnorm(c->st, x, o, s, h, w, R, n, eps), "add_rmsnorm");
 }
 
+/* backend.h's qkv_prep arguments as the kernels take them; false: reported */
+static bool prep_args(struct cuda_backend *c, const struct bk_kv *kv, const struct bk_qkv *a, enum ck_type *kt,
+                      struct ck_qkv *k, struct ck_rope *kr) {
+    if (type_of(kv->dtype, kt) || (a->rope && a->rope->rot_dim / 2 > CK_ROPE_MAX_HALF)) {
+        fail(c, "qkv_prep", "unsupported KV dtype or rotary dims");
+        return false;
+    }
+    kr->rot_dim = 0;
+    if (a->rope) {
+        kr->rot_dim = a->rope->rot_dim, kr->attn_factor = a->rope->attn_factor, kr->neox = a->rope->neox;
+        memcpy(kr->inv_freq, a->rope->inv_freq, (size_t)(a->rope->rot_dim / 2) * sizeof(float));
+    }
+    *k = (struct ck_qkv){ .q = a->q, .k = a->k, .v = a->v, .bq = a->b_q, .bk = a->b_k, .bv = a->b_v,
+                          .qn = a->q_norm, .kn = a->k_norm, .pos = a->pos, .slots = a->slots, .T = a->T,
+                          .H = a->H, .Hkv = a->Hkv, .D = a->D, .eps = a->eps, .rope = a->rope != NULL };
+    return true;
+}
+
 static void cu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struct bk_qkv *a) {
     struct cuda_backend *c = cb(bk);
     enter(c);
     enum ck_type kt;
-    if (type_of(kv->dtype, &kt) || (a->rope && a->rope->rot_dim / 2 > CK_ROPE_MAX_HALF)) {
-        fail(c, "qkv_prep", "unsupported KV dtype or rotary dims");
-        return;
+    struct ck_qkv k;
+    struct ck_rope kr;
+    if (prep_args(c, kv, a, &kt, &k, &kr)) ok(c, ck_qkv_prep(c->st, &k, &kr, kv->k, kv->v, kt), "qkv_prep");
+}
+
+/* qkv_prep + attention: one kernel where the decode attention's variant 3
+ * runs the call (the merge of its splits after), else the two ops */
+static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv *kv, const struct bk_qkv *qa,
+                             const struct bk_attn_batch *b, const struct bk_attn_params *p) {
+    struct cuda_backend *c = cb(bk);
+    enter(c);
+    if (c->dec == 3 && b->n_seqs > 0 && qa->T > 0) {
+        struct attn_plan pl;
+        enum ck_type kt;
+        struct ck_qkv k;
+        struct ck_rope kr;
+        const enum attn_path path = attn_plan(c, qa->q, out, kv, b, p, &pl);
+        if (path == ATTN_FAIL || (path == ATTN_DEC && !prep_args(c, kv, qa, &kt, &k, &kr))) return;
+        if (path == ATTN_DEC) {
+            const int rc = ck_attention_dec_prep(c->st, out, &k, &kr, kv->k, kv->v, kt, &pl.a, pl.T_bound, pl.max_q,
+                                                 pl.n_split, pl.part);
+            if (rc != (int)cudaErrorInvalidValue) {
+                ok(c, rc, "attention (dec, with qkv_prep)");
+                return;
+            }
+        }
     }
-    struct ck_rope kr = { .rot_dim = 0 };
-    if (a->rope) {
-        kr.rot_dim = a->rope->rot_dim, kr.attn_factor = a->rope->attn_factor, kr.neox = a->rope->neox;
-        memcpy(kr.inv_freq, a->rope->inv_freq, (size_t)(a->rope->rot_dim / 2) * sizeof(float));
-    }
-    const struct ck_qkv k = { .q = a->q, .k = a->k, .v = a->v, .bq = a->b_q, .bk = a->b_k, .bv = a->b_v,
-                              .qn = a->q_norm, .kn = a->k_norm, .pos = a->pos, .slots = a->slots, .T = a->T,
-                              .H = a->H, .Hkv = a->Hkv, .D = a->D, .eps = a->eps, .rope = a->rope != NULL };
-    ok(c, ck_qkv_prep(c->st, &k, &kr, kv->k, kv->v, kt), "qkv_prep");
+    cu_qkv_prep(bk, kv, qa);
+    cu_attention(bk, out, qa->q, kv, b, p);
 }
 
 static void cu_softcap(struct backend *bk, float *x, size_t n, float cap) {
@@ -839,6 +893,7 @@ static const struct backend_ops cuda_ops = {
     .graph_free = cu_graph_free, .sample_rows = cu_sample_rows, .add_rmsnorm = cu_add_rmsnorm,
     .matmul_many = cu_matmul_many, .glu_matmul = cu_glu_matmul, .add_rmsnorm_matmul = cu_add_rmsnorm_matmul,
     .qkv_prep = cu_qkv_prep,
+    .qkv_attention = cu_qkv_attention,
 };
 
 int backend_cuda_devices(void) {
@@ -893,6 +948,8 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     if (fuse && (!strcmp(fuse, "0") || !strcmp(fuse, "norm")))
         c->ops.matmul_many = NULL, c->ops.glu_matmul = NULL, c->ops.add_rmsnorm_matmul = NULL;
     if (fuse && !strcmp(fuse, "0")) c->ops.add_rmsnorm = NULL, c->ops.qkv_prep = NULL;
+    /* =noattn: all but qkv_attention (the two ops instead) */
+    if (fuse && (!strcmp(fuse, "0") || !strcmp(fuse, "noattn"))) c->ops.qkv_attention = NULL;
     c->base.ops = &c->ops;
     c->base.host_mem = false;
     c->device = device;

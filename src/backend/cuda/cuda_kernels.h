@@ -131,6 +131,15 @@ struct ck_qkv {
     int rope;
 };
 int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, void *kc, void *vc, enum ck_type kt);
+/* ck_qkv_prep then ck_attention_dec (variant 3) in one kernel (attn_dec.cu):
+ * p holds the raw q, k, v (read, not changed; the attention reads p->q), and
+ * each CTA prepares its own q rows and the step's keys in its range, the
+ * key's owner storing them to kc / vc at p->slots. Bit-identical to the two
+ * calls. cudaErrorInvalidValue where variant 3 does not run the call (then
+ * make the two calls). */
+int ck_attention_dec_prep(ck_stream st, float *out, const struct ck_qkv *p, const struct ck_rope *r, void *kc,
+                          void *vc, enum ck_type kt, const struct ck_attn *a, int T_bound, int max_q, int n_split,
+                          float *part);
 
 /* The tensor-core (FlashAttention-2-style) kernel for steps with long query
  * ranges (attn_fa.cu): same contract as ck_attention with n_split = 1, q and

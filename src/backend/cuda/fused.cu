@@ -42,8 +42,6 @@ struct SF16 {
     static __device__ __forceinline__ void store(T *p, size_t i, float v) { p[i] = __half_as_ushort(__float2half_rn(v)); }
 };
 
-__device__ __forceinline__ float warp_sum(float v) { return ck_warp_sum(v); }
-
 /* one block per row, rows of n % 8 == 0 (ck_add_rmsnorm_row: registers,
  * vector loads) */
 template <int NR>
@@ -91,23 +89,7 @@ qkv_prep_k(const ck_qkv a, const struct ck_rope r, typename W::T *kc, typename W
     float *x = isq ? a.q + ((size_t)t * a.H + h) * D : a.k + ((size_t)t * a.Hkv + h) * D;
     const float *b = isq ? a.bq : a.bk, *nw = isq ? a.qn : a.kn;
     float *xs = sh + (size_t)warp * D;
-    float ss = 0.0f;
-    for (int d = lane; d < D; d += 32) {
-        float v = x[d];
-        if (b) v += b[(size_t)h * D + d];
-        xs[d] = v;
-        ss += v * v;
-    }
-    if (nw) {
-        ss = warp_sum(ss);
-        const float inv = 1.0f / sqrtf(ss / (float)D + a.eps);
-        for (int d = lane; d < D; d += 32) xs[d] = xs[d] * inv * nw[d];
-    }
-    __syncwarp();
-    if (a.rope) {
-        ck_rope_head(xs, (float)a.pos[t], r, lane, 32);
-        __syncwarp();
-    }
+    ck_prep_head(xs, x, b ? b + (size_t)h * D : nullptr, nw, a.eps, D, a.rope, r, (float)a.pos[t], lane);
     for (int d = lane; d < D; d += 32) x[d] = xs[d];
     if (isq || a.slots[t] < 0) return; /* slot < 0: a padding row of a recorded step (forward.c) */
     const size_t dst = (size_t)a.slots[t] * a.Hkv * D + (size_t)h * D;
