@@ -297,7 +297,7 @@ static void run_ops(struct model *m, const struct step *st) {
  * serve every batch size: pad_batch. RoPE tables that change with the length (dynamic NTK,
  * LongRoPE) are host values baked into a recording, so those models never
  * replay. */
-#define MODEL_GRAPH_MAX_T 256
+#define MODEL_GRAPH_MAX_T 512 /* vLLM's largest capture size */
 
 static int graph_tokens(int T) { return T <= 8 ? T : (T + 7) / 8 * 8; }
 
@@ -334,7 +334,8 @@ static void pad_batch(struct model *m, const struct model_batch *b, struct model
 
 static bool graph_eligible(const struct model *m, const struct model_batch *b, const struct bk_attn_batch *ab) {
     const struct hparams *hp = &m->hp;
-    if (m->eager || !m->bk->ops->graph_begin || b->n_tokens > MODEL_GRAPH_MAX_T || ab->max_query_len != 1 ||
+    const int max_t = m->graph_max_t > 0 ? m->graph_max_t : MODEL_GRAPH_MAX_T;
+    if (m->eager || !m->bk->ops->graph_begin || b->n_tokens > max_t || ab->max_query_len != 1 ||
         b->n_logits != b->n_tokens)
         return false;
     for (int i = 0; i < b->n_logits; i++)

@@ -24,7 +24,7 @@
 #include "backend/backend.h"
 
 #define MODEL_MAX_LAYERS 256
-#define MODEL_GRAPHS 40 /* recorded decode steps kept (forward.c): token counts 1-8, then multiples of 8 */
+#define MODEL_GRAPHS 72 /* recorded decode steps kept (forward.c): token counts 1-8, then multiples of 8 */
 
 enum model_family {
     FAM_LLAMA = 0, /* Llama 2/3, Mistral, Yi */
@@ -124,6 +124,7 @@ struct model {
     int next_graph;
     unsigned gen;
     bool eager;                 /* no recorded steps (the engine's enforce_eager) */
+    int graph_max_t;            /* recorded steps of up to this many tokens (forward.c; 0: MODEL_GRAPH_MAX_T) */
     char dir[4096];
 };
 
