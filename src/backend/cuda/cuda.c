@@ -653,7 +653,11 @@ static void cu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struct
 }
 
 /* qkv_prep + attention: one kernel where the decode attention's variant 3
- * runs the call (the merge of its splits after), else the two ops */
+ * runs the call in one wave of CTAs (the merge of its splits after), else
+ * the two ops. The prep inside adds latency to every CTA (its q rows after
+ * the wait, the step's key in its last tile), which costs more than the
+ * separate kernel once the CTAs run in several waves (8B, 256 sequences:
+ * 6,774-6,867 vs 6,988-7,079 output tok/s on an H100). */
 static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv *kv, const struct bk_qkv *qa,
                              const struct bk_attn_batch *b, const struct bk_attn_params *p) {
     struct cuda_backend *c = cb(bk);
@@ -664,8 +668,11 @@ static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv 
         struct ck_qkv k;
         struct ck_rope kr;
         const enum attn_path path = attn_plan(c, qa->q, out, kv, b, p, &pl);
-        if (path == ATTN_FAIL || (path == ATTN_DEC && !prep_args(c, kv, qa, &kt, &k, &kr))) return;
-        if (path == ATTN_DEC) {
+        if (path == ATTN_FAIL) return;
+        const bool one_wave = path == ATTN_DEC && (size_t)ck_attention_dec_ctas(&pl.a, pl.max_q, 3) * pl.n_split <=
+                                                      (size_t)c->n_sm * (size_t)MAX(c->dec_ctas, 2);
+        if (one_wave && !prep_args(c, kv, qa, &kt, &k, &kr)) return;
+        if (one_wave) {
             const int rc = ck_attention_dec_prep(c->st, out, &k, &kr, kv->k, kv->v, kt, &pl.a, pl.T_bound, pl.max_q,
                                                  pl.n_split, pl.part);
             if (rc != (int)cudaErrorInvalidValue) {
