@@ -326,6 +326,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * GEMMs) so results keep f32-like activation precision, as on the CPU
  * (DESIGN.md 7). VLLMC_CUDA_GRAPHS=0 turns off recorded decode
  * steps (graph_* ops), VLLMC_CUDA_GEMV=1 selects the one-warp-per-row GEMV,
+ * VLLMC_CUDA_GEMV_MAX_T=N runs 16-bit dense matmuls of up to N tokens (<= 8)
+ * on it instead of cuBLASLt (default 2; 5 with split),
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
  * qkv_prep only, =mm all but add_rmsnorm_matmul, =noattn all but
  * qkv_attention), VLLMC_CUDA_PDL=0 launches

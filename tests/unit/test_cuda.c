@@ -187,16 +187,25 @@ static void check_matmul(struct backend *g, struct backend *c, enum dtype dt, in
     free(wh);
 }
 
+/* Every T up to CK_GEMV_MAX_T through our GEMV (VLLMC_CUDA_GEMV_MAX_T=8),
+ * then the default crossover (split mode: 16-bit weights on the GEMV up to 5
+ * tokens, cuBLASLt beyond; f32 weights on the GEMV up to 8). */
 TEST(matmul_all_dtypes) {
-    struct backend *g = gpu(), *c = cpu();
+    struct backend *c = cpu();
     const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
-    static const int Ts[] = { 1, 2, 7, 8, 9, 69 }; /* gemv up to 8 tokens, cuBLASLt from 9 */
-    for (size_t i = 0; i < ARRAY_LEN(dts); i++) {
-        check_matmul(g, c, dts[i], 257, 1000, Ts, (int)ARRAY_LEN(Ts), 2e-5);
-        check_matmul(g, c, dts[i], 33, 67, Ts, (int)ARRAY_LEN(Ts), 2e-5);   /* K not a multiple of 8 */
-        check_matmul(g, c, dts[i], 130, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5);
+    static const int Ts[] = { 1, 2, 5, 6, 7, 8, 9, 69 };
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) setenv("VLLMC_CUDA_GEMV_MAX_T", "8", 1);
+        struct backend *g = gpu();
+        unsetenv("VLLMC_CUDA_GEMV_MAX_T");
+        for (size_t i = 0; i < ARRAY_LEN(dts); i++) {
+            check_matmul(g, c, dts[i], 257, 1000, Ts, (int)ARRAY_LEN(Ts), 2e-5);
+            check_matmul(g, c, dts[i], 33, 67, Ts, (int)ARRAY_LEN(Ts), 2e-5); /* K not a multiple of 8 */
+            check_matmul(g, c, dts[i], 130, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5);
+        }
+        bk_destroy(g);
     }
-    bk_destroy(g), bk_destroy(c);
+    bk_destroy(c);
 }
 
 /* bf16 activations (the default mode): rounded once, so error of order 2^-9
@@ -205,8 +214,8 @@ TEST(matmul_bf16_activation_mode) {
     g_matmul = "bf16";
     struct backend *g = gpu(), *c = cpu();
     g_matmul = "split";
-    static const int Ts[] = { 9, 69 };
-    check_matmul(g, c, DT_BF16, 257, 1000, Ts, 2, 4e-3);
+    static const int Ts[] = { 2, 3, 8, 9, 69 }; /* the GEMV (f32 activations) up to 2 tokens, then cuBLASLt */
+    check_matmul(g, c, DT_BF16, 257, 1000, Ts, (int)ARRAY_LEN(Ts), 4e-3);
     bk_destroy(g), bk_destroy(c);
 }
 

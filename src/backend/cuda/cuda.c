@@ -7,8 +7,10 @@
  * decode allocates nothing), and a host thread pool for host_parallel
  * (the sampling rows the device does not finish run on the host).
  *
- * Matmul: up to CK_GEMV_MAX_T tokens (decode) our GEMV reads each weight row
- * once with f32 activations; more tokens go to cuBLASLt (f32 sums). F32
+ * Matmul: for few tokens (decode) our GEMV reads each weight row once with
+ * f32 activations (16-bit weights: up to 2 tokens, 5 with the split mode,
+ * where cuBLASLt's tensor cores get ahead; f32 weights: up to
+ * CK_GEMV_MAX_T); more tokens go to cuBLASLt (f32 sums). F32
  * weights: an f32 GEMM (no TF32). BF16/F16 weights: the activations are
  * rounded to the weight type (one GEMM, as bf16 inference usually does: the
  * default); with the split mode (--cuda-matmul split, VLLMC_CUDA_MATMUL=split)
@@ -107,6 +109,7 @@ struct cuda_backend {
     struct threadpool *pool;
     bool split;          /* bf16/f16 GEMMs: hi + lo activations */
     int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
+    int gemv_max_t;      /* 16-bit dense matmuls of up to this many tokens run our GEMV (VLLMC_CUDA_GEMV_MAX_T) */
     bool attn_warp;      /* VLLMC_CUDA_ATTN=warp: the warp kernel only */
     int fa_variant;      /* else ck_attention_fa's variant (-1: its choice) */
     int dec;             /* decode steps on 16-bit caches: attn_dec.cu's variant (VLLMC_CUDA_DEC; 0: warp kernel) */
@@ -380,7 +383,7 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
         return;
     }
     const int N = (int)w->rows, K = (int)w->cols;
-    if (T <= CK_GEMV_MAX_T) {
+    if (T <= (wt == CK_F32 ? CK_GEMV_MAX_T : c->gemv_max_t)) {
         ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T, c->gemv_variant), "gemv");
         return;
     }
@@ -963,6 +966,14 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->n_sm = prop.multiProcessorCount;
     c->split = mode && !strcmp(mode, "split"); /* default bf16: vLLM's numerics (DESIGN.md 7) */
     c->gemv_variant = getenv("VLLMC_CUDA_GEMV") ? atoi(getenv("VLLMC_CUDA_GEMV")) : 0;
+    /* Our GEMV (f32 activations, exact products) reads each weight once but
+     * loads the activations once per token from L1, so it is bound by those
+     * loads from a few tokens on; cuBLASLt's tensor cores are not. Crossover
+     * on an H100 (8B bf16 decode, ms/step; BENCHMARKS.md): with bf16
+     * activations 2 tokens 7.16 GEMV vs 7.34, 3: 8.43 vs 7.46, 8: 18.1 vs
+     * 8.18; with split (two GEMMs) 4: 10.5 vs 13.0, 6: 14.4 vs 13.2. */
+    c->gemv_max_t = getenv("VLLMC_CUDA_GEMV_MAX_T") ? atoi(getenv("VLLMC_CUDA_GEMV_MAX_T")) : c->split ? 5 : 2;
+    c->gemv_max_t = MAX(0, MIN(c->gemv_max_t, CK_GEMV_MAX_T));
     c->qgemv_variant = qv && !strcmp(qv, "f32");
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
