@@ -73,9 +73,11 @@ ifeq ($(CUDA),1)
 SRC_ALL   += $(filter-out src/backend/cuda/stub.c,$(wildcard src/backend/cuda/*.c))
 CU_SRC    := $(sort $(wildcard src/backend/cuda/*.cu))
 NVCCFLAGS ?= -O3 -g -lineinfo
-NVCCFLAGS += -std=c++17 -Isrc -Iinclude -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-pthread \
-             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
-             -gencode arch=compute_80,code=compute_80
+# CUDA_GENCODE="-gencode arch=compute_80,code=compute_80": PTX only, the
+# generic fallback build (tools/gpu/ptx_fallback.sh)
+CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+                -gencode arch=compute_80,code=compute_80
+NVCCFLAGS += -std=c++17 -Isrc -Iinclude -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-pthread $(CUDA_GENCODE)
 LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt -lstdc++
 else
 SRC_ALL   += src/backend/cuda/stub.c
