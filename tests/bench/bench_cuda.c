@@ -24,7 +24,8 @@
  * groups of 64 with bf16 scales and biases (random codes made on the host,
  * uploaded); bytes per token then count codes + scales + biases. The GEMM
  * peak stays the dense bf16 ceiling; the GEMV table then times T = 1, 2, 4
- * and 8 tokens (int8 activations) and T = 1 with VLLMC_CUDA_QGEMV=f32 (the
+ * and 8 tokens (int8 activations), 16 and 32 (the tensor-core ck_qmma by
+ * default) and T = 1 with VLLMC_CUDA_QGEMV=f32 (the
  * kernel before them), each as replays of a recorded graph of the calls
  * over the copies (as decode runs them: two kernels per call); the model
  * runs with VLLMC_CUDA_QGEMV as set (f32: decode with the kernel before).
@@ -206,11 +207,12 @@ int main(int argc, char **argv) {
             if (backend_cuda_create(&gv[v], 0, 1, err, sizeof err)) die("create");
         }
         unsetenv("VLLMC_CUDA_GEMV"), unsetenv("VLLMC_CUDA_QGEMV");
-        float *x = dev_const(8 * 14336, 0.5f), *y = bk_alloc(g, 8 * 128256 * 4);
+        float *x = dev_const(32 * 14336, 0.5f), *y = bk_alloc(g, (size_t)32 * 128256 * 4);
         const int nv = 2;
         if (qbits)
             printf("\n| decode GEMV, MLX %d-bit g64 (bf16 scales); bandwidth of codes + scales + biases; CUDA graphs "
-                   "| T = 1, f32 activations (before) | T = 1 | T = 2 | T = 4 | T = 8 |\n|---|---|---|---|---|---|\n",
+                   "| T = 1, f32 activations (before) | T = 1 | T = 2 | T = 4 | T = 8 | T = 16 | T = 32 |\n"
+                   "|---|---|---|---|---|---|---|---|\n",
                    qbits);
         else printf("\n| decode GEMV, bf16, T = 1 | variant 0 (split rows) | variant 1 (warp per row) |\n|---|---|---|\n");
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -223,9 +225,9 @@ int main(int argc, char **argv) {
             for (int cI = 1; cI < copies; cI++) w[cI] = wmodel(N, K);
             double us[2];
             if (qbits) { /* the quantized GEMV as decode runs it: replays of a recorded graph */
-                static const int Tq[] = { 0, 1, 2, 4, 8 }; /* 0: T = 1 with f32 activations */
+                static const int Tq[] = { 0, 1, 2, 4, 8, 16, 32 }; /* 0: T = 1 with f32 activations */
                 printf("| %d x %d (%.1f MB) |", N, K, bytes / 1e6);
-                for (int ti = 0; ti < 5; ti++) {
+                for (int ti = 0; ti < 7; ti++) {
                     struct backend *b = gv[ti ? 0 : 1];
                     const int T = Tq[ti] ? Tq[ti] : 1, reps = copies < 8 ? 64 / copies : 8;
                     for (int r = 0; r < copies; r++) bk_matmul(b, y, x, &w[r], T); /* scratch grown before recording */
@@ -267,7 +269,7 @@ int main(int argc, char **argv) {
             for (int cI = 0; cI < copies; cI++) wfree(&w[cI]);
         }
         if (qbits)
-            printf("| all GEMVs of one token (32 layers + head), T = 1 | %.2f ms | %.2f ms | | | |\n",
+            printf("| all GEMVs of one token (32 layers + head), T = 1 | %.2f ms | %.2f ms | | | | | |\n",
                    gemv_token[1] / 1e3, gemv_token[0] / 1e3);
         else
             printf("| all GEMVs of one token (32 layers + head) | %.2f ms | %.2f ms |\n", gemv_token[0] / 1e3,

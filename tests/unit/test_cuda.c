@@ -1015,7 +1015,7 @@ TEST(affine_matmul_every_bits_and_group) {
  * tiles of rows (the head-sized case spans several), unaligned activations */
 TEST(affine_matmul_real_widths) {
     struct backend *g = gpu(), *c = cpu();
-    /* 9-32 tokens: the GEMV in runs of 8 (split's qchunk_max, pinned here), 37: dequantized tiles */
+    /* 9-32 tokens: the tensor-core kernel (ck_qmma), 37: dequantized tiles */
     static const int Ts[] = { 1, 2, 4, 5, 6, 7, 8, 16, 27, 32, 37 }, T1[] = { 1, 3, 9, 37 };
     check_affine(g, c, 4, 64, DT_BF16, 1001, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
     check_affine(g, c, 8, 64, DT_BF16, 257, 2048, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
@@ -1026,6 +1026,36 @@ TEST(affine_matmul_real_widths) {
     bk_destroy(g), bk_destroy(c);
 }
 
+
+/* The tensor-core kernel (ck_qmma: int8 mma on the GEMV's int8 activation
+ * parts) that takes 4/8-bit matmuls of 9-32 tokens, here for every T from 1
+ * (VLLMC_CUDA_QMMA_T=1,32): every group size and scale dtype, row counts
+ * that are not a multiple of its 16- or 32-row tiles (32 from 8192 rows),
+ * K ranges that leave some of its 8 warps without blocks, unaligned
+ * activations; then the default range (9-32 in the split mode test_cuda
+ * pins; 9-16 with bf16 activations). */
+TEST(affine_matmul_tensor_cores) {
+    struct backend *c = cpu();
+    static const int Ts[] = { 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32 }, T2[] = { 1, 9, 32 };
+    setenv("VLLMC_CUDA_QMMA_T", "1,32", 1);
+    struct backend *g = gpu();
+    unsetenv("VLLMC_CUDA_QMMA_T");
+    const int bits[] = { 4, 8 }, gss[] = { 32, 64, 128 };
+    const enum dtype sdts[] = { DT_BF16, DT_F16, DT_F32 };
+    for (size_t bi = 0; bi < ARRAY_LEN(bits); bi++)
+        for (size_t gi = 0; gi < ARRAY_LEN(gss); gi++)
+            for (size_t di = 0; di < ARRAY_LEN(sdts); di++)
+                check_affine(g, c, bits[bi], gss[gi], sdts[di], 67, 384, T2, (int)ARRAY_LEN(T2), 2e-5, 0);
+    check_affine(g, c, 4, 64, DT_BF16, 1001, 4096, Ts, (int)ARRAY_LEN(Ts), 2e-5, 0);
+    check_affine(g, c, 8, 64, DT_BF16, 257, 2048, Ts, (int)ARRAY_LEN(Ts), 2e-5, 1);
+    check_affine(g, c, 4, 128, DT_F32, 8200, 1024, T2, (int)ARRAY_LEN(T2), 2e-5, 0); /* 32-row tiles */
+    check_affine(g, c, 4, 64, DT_BF16, 5, 14336, T2, (int)ARRAY_LEN(T2), 2e-5, 1);
+    bk_destroy(g);
+    g = gpu();
+    check_affine(g, c, 4, 64, DT_BF16, 300, 4096, T2, (int)ARRAY_LEN(T2), 2e-5, 0);
+    printf("      int8 activation parts (GEMV and tensor cores): worst error %.2e of sum |x w|\n", qgemv_worst);
+    bk_destroy(g), bk_destroy(c);
+}
 
 /* matmul_many (q/k/v, gate/up in one launch) and glu_matmul (the GLU fed
  * straight into the down projection's GEMV) against the CPU's plain ops:

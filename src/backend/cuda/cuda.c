@@ -110,6 +110,7 @@ struct cuda_backend {
     bool split;          /* bf16/f16 GEMMs: hi + lo activations */
     int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
     int gemv_max_t;      /* 16-bit dense matmuls of up to this many tokens run our GEMV (VLLMC_CUDA_GEMV_MAX_T) */
+    int qmma_min, qmma_max; /* 4/8-bit matmuls of this many tokens run ck_qmma (VLLMC_CUDA_QMMA_T) */
     bool attn_warp;      /* VLLMC_CUDA_ATTN=warp: the warp kernel only */
     int fa_variant;      /* else ck_attention_fa's variant (-1: its choice) */
     int dec;             /* decode steps on 16-bit caches: attn_dec.cu's variant (VLLMC_CUDA_DEC; 0: warp kernel) */
@@ -332,6 +333,11 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         return;
     }
     const int N = (int)w->rows, K = (int)w->cols;
+    if ((w->bits == 4 || w->bits == 8) && T >= c->qmma_min && T <= c->qmma_max && !c->qgemv_variant) {
+        void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
+        if (qx) ok(c, ck_qmma(c->st, y, x, &q, N, K, T, qx), "quantized mma");
+        return;
+    }
     /* the GEMV in runs of up to 8 tokens while that reads fewer bytes than
      * dequantizing (c->qchunk_max; BENCHMARKS.md) */
     if (T <= CK_GEMV_MAX_T || (T <= c->qchunk_max && (w->bits == 4 || w->bits == 8))) {
@@ -979,6 +985,16 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
      * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */
     c->qchunk_max = getenv("VLLMC_CUDA_QCHUNK") ? atoi(getenv("VLLMC_CUDA_QCHUNK")) : c->split ? 32 : 16;
+    /* 4/8-bit matmuls of 9-16 tokens (32 with split) on the tensor cores
+     * (ck_qmma): at 16 tokens 1.1-1.9x the GEMV in runs of 8 on every 8B
+     * shape (H100, BENCHMARKS.md); at 32 it only matches the dequantized
+     * tiles on the big shapes and loses on the small ones, but the split
+     * mode's alternative there is the GEMV in four runs.
+     * VLLMC_CUDA_QMMA_T=MIN,MAX moves the range (MAX 0: never) */
+    c->qmma_min = CK_GEMV_MAX_T + 1, c->qmma_max = c->split ? CK_QMMA_MAX_T : 16;
+    if (getenv("VLLMC_CUDA_QMMA_T")) sscanf(getenv("VLLMC_CUDA_QMMA_T"), "%d,%d", &c->qmma_min, &c->qmma_max);
+    c->qmma_min = MAX(1, c->qmma_min), c->qmma_max = MIN(c->qmma_max, CK_QMMA_MAX_T);
+    if (getenv("VLLMC_CUDA_QMMA_L1")) ck_qmma_l1(atoi(getenv("VLLMC_CUDA_QMMA_L1")));
     c->qtile_bytes = getenv("VLLMC_CUDA_QTILE_MB") ? (size_t)MAX(1, atoi(getenv("VLLMC_CUDA_QTILE_MB"))) << 20 : QTILE_BYTES;
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
         int S = 0, U = 0, W = 0, trig = 0;

@@ -227,6 +227,14 @@ int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s, float *h,
  * the ops one by one). */
 int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in, const struct ck_qweight *w,
                   const int *N, int K, int T, void *scratch);
+/* ck_qgemv's arithmetic (4 and 8 bits: the int8 activation parts, exact
+ * integer sums per block of 32) for 1 <= T <= CK_QMMA_MAX_T tokens on the
+ * tensor cores (int8 mma), each code read once for all of them. scratch:
+ * ck_qgemv_scratch(K, T) bytes, 256-byte aligned. */
+#define CK_QMMA_MAX_T 32
+int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch);
+/* ck_qmma's code loads kept in L1 (1) or not (0); default -1: at 4 bits (for measurements) */
+void ck_qmma_l1(int on);
 /* rows [n0, n0 + rows) of W to hi[rows][K] = bf16(w) and, if lo is not NULL,
  * lo[rows][K] = bf16(w - hi) (w = s * q + b in f32; hi and lo 16-byte
  * aligned) */

@@ -609,6 +609,7 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
 int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
 const void *qpf_ptr; /* ck_qgemv_prefetch: for the next launch only */
 size_t qpf_bytes;
+int qmma_l1 = -1; /* ck_qmma's code loads in L1: -1 = at 4 bits (VLLMC_CUDA_QMMA_L1) */
 int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
@@ -674,6 +675,170 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
+
+/* ---- tensor-core GEMM for 9 to CK_QMMA_MAX_T tokens ------------------------------------
+ * The same arithmetic as qg_k (the codes against the int8 activation parts
+ * of qx_k, exact integer sums per block of 32, then s * d and the bias
+ * against the group's x sum in f32), with the integer sums done by int8
+ * mma.sync (m16n8k32: u8 codes x s8 activation parts, s32): a warp takes MT
+ * tiles of 16 rows and NT tiles of 8 tokens over a range of K; the 8 warps
+ * of a block split K, and their sums meet in shared memory. Each code is
+ * read once for all the tokens, where the GEMV in runs of 8 read it once per
+ * 8 tokens and the dequantized path wrote and read it again as bf16.
+ * Fragments (PTX ISA, m16n8k32 .s8/.u8): lane = 4 g + t holds A rows g and
+ * g + 8, k bytes 4t..4t+3 and 16+4t..16+4t+3; B (k x n, "col") token g, the
+ * same k bytes; C rows g, g + 8, tokens 2t, 2t + 1. The k order inside a
+ * block is qx's: at 4 bits a code word's low nibbles, then its high ones
+ * (x0 x2 x4 x6 x1 x3 x5 x7), so k bytes 4j..4j+3 of a block are word j / 2's
+ * low (j even) or high (j odd) nibbles; at 8 bits word j itself. */
+constexpr int QM_WARPS = 8, QM_U = 4; /* warps per block (splitting K), blocks of 32 codes in flight per warp */
+
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* a code word; l1: kept in L1 (at 4 bits a block is half a 32-byte sector,
+ * whose other half the next block reads) */
+__device__ __forceinline__ uint32_t ld_u32_nc(const uint8_t *p, bool l1) {
+    uint32_t v;
+    if (l1) asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    else asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+struct QmArgs {
+    float *y;
+    const uint8_t *w;
+    const void *sc, *bi;
+    QxLayout x;
+    int N, K, T, sdt, gsh;
+    int l1; /* code loads kept in L1 */
+};
+
+template <int BITS, int MT, int NT>
+__global__ void __launch_bounds__(QM_WARPS * 32) qmma_k(QmArgs a) {
+    constexpr int BS = 4 * BITS; /* bytes of a block of 32 codes */
+    constexpr int ROWS = 16 * MT, TOKS = 8 * NT;
+    __shared__ float red[QM_WARPS][ROWS][TOKS + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int K = a.K, N = a.N, T = a.T, G = K >> a.gsh, B32 = K >> 5;
+    const size_t rb = (size_t)K / 8 * BITS;
+    const int n0 = blockIdx.x * ROWS;
+    const int per = (B32 + QM_WARPS - 1) / QM_WARPS, kb0 = warp * per, kb1 = min(B32, kb0 + per);
+    /* this thread's code bytes in a block: k bytes 4t.. and 16 + 4t.. */
+    const int o0 = BITS == 4 ? 4 * (t >> 1) : 4 * t, o1 = BITS == 4 ? 8 + 4 * (t >> 1) : 16 + 4 * t;
+    const int nib = BITS == 4 ? 4 * (t & 1) : 0;
+    const uint8_t *wr[MT][2];
+    size_t gr[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const size_t n = (size_t)min(n0 + 16 * m + g + 8 * h, N - 1); /* rows past N: read N - 1, not written */
+            wr[m][h] = a.w + n * rb, gr[m][h] = n * G;
+        }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int j = 0; j < NT; j++) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
+    ck_pdl_wait();
+    for (int kb0u = kb0; kb0u < kb1; kb0u += QM_U) {
+        /* QM_U blocks' codes, scales and biases in flight before any is used */
+        uint32_t af[QM_U][MT][4];
+        float s[QM_U][MT][2], b[QM_U][MT][2];
+#pragma unroll
+        for (int u = 0; u < QM_U; u++) {
+            const int kb = min(kb0u + u, kb1 - 1), grp = (kb << 5) >> a.gsh;
+            const bool first = ((kb << 5) & ((1 << a.gsh) - 1)) == 0;
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    uint32_t w0 = ld_u32_nc(wr[m][h] + (size_t)kb * BS + o0, a.l1);
+                    uint32_t w1 = ld_u32_nc(wr[m][h] + (size_t)kb * BS + o1, a.l1);
+                    if constexpr (BITS == 4) w0 = (w0 >> nib) & 0x0f0f0f0fu, w1 = (w1 >> nib) & 0x0f0f0f0fu;
+                    af[u][m][h] = w0, af[u][m][2 + h] = w1; /* a0..a3: (g, k 4t) (g+8, k 4t) (g, k 16+4t) (g+8, k 16+4t) */
+                    s[u][m][h] = ld_sb(a.sc, gr[m][h] + grp, a.sdt);
+                    b[u][m][h] = first ? ld_sb(a.bi, gr[m][h] + grp, a.sdt) : 0.0f;
+                }
+        }
+#pragma unroll
+        for (int u = 0; u < QM_U; u++) {
+            const int kb = kb0u + u;
+            if (kb >= kb1) break;
+            const int grp = (kb << 5) >> a.gsh;
+            const bool first = ((kb << 5) & ((1 << a.gsh) - 1)) == 0;
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int tb = 8 * j + g; /* this thread's B token */
+                uint32_t bh0 = 0, bh1 = 0, bl0 = 0, bl1 = 0;
+                if (tb < T) {
+                    const uint32_t *xh = reinterpret_cast<const uint32_t *>(a.x.xh + (size_t)tb * K + (kb << 5));
+                    const uint32_t *xl = reinterpret_cast<const uint32_t *>(a.x.xl + (size_t)tb * K + (kb << 5));
+                    bh0 = xh[t], bh1 = xh[4 + t], bl0 = xl[t], bl1 = xl[4 + t];
+                }
+                float d[2], xs[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int tc = 8 * j + 2 * t + e; /* this thread's C tokens */
+                    d[e] = tc < T ? a.x.xd[(size_t)tc * B32 + kb] : 0.0f;
+                    xs[e] = first && tc < T ? a.x.xs[(size_t)tc * G + grp] : 0.0f;
+                }
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    int ch[4] = { 0, 0, 0, 0 }, cl[4] = { 0, 0, 0, 0 };
+                    mma_u8s8(ch, af[u][m], bh0, bh1);
+                    mma_u8s8(cl, af[u][m], bl0, bl1);
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        const int si = (ch[c] << 8) + cl[c]; /* < 2^31: 32 codes x 255 x 127 x 256 at most */
+                        acc[m][j][c] = fmaf(s[u][m][c >> 1] * d[c & 1], (float)si,
+                                            fmaf(b[u][m][c >> 1], xs[c & 1], acc[m][j][c]));
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) red[warp][16 * m + g + 8 * (c >> 1)][8 * j + 2 * t + (c & 1)] = acc[m][j][c];
+    __syncthreads();
+    for (int i = threadIdx.x; i < ROWS * TOKS; i += QM_WARPS * 32) {
+        const int r = i / TOKS, tk = i % TOKS;
+        if (n0 + r >= N || tk >= T) continue;
+        float v = 0.0f;
+#pragma unroll
+        for (int p = 0; p < QM_WARPS; p++) v += red[p][r][tk];
+        a.y[(size_t)tk * N + n0 + r] = v;
+    }
+}
+
+template <int BITS, int MT>
+int qmma_nt(ck_stream st, const QmArgs &a) {
+    const unsigned grid = (unsigned)((a.N + 16 * MT - 1) / (16 * MT));
+    switch ((a.T + 7) / 8) {
+    case 1: return ck_launch(qmma_k<BITS, MT, 1>, grid, QM_WARPS * 32, 0, st, a);
+    case 2: return ck_launch(qmma_k<BITS, MT, 2>, grid, QM_WARPS * 32, 0, st, a);
+    case 3: return ck_launch(qmma_k<BITS, MT, 3>, grid, QM_WARPS * 32, 0, st, a);
+    case 4: return ck_launch(qmma_k<BITS, MT, 4>, grid, QM_WARPS * 32, 0, st, a);
+    }
+    return (int)cudaErrorInvalidValue;
+}
+
+/* tiles of 32 rows for tall weights (each activation fragment serves more
+ * rows), 16 otherwise (twice the blocks for the 4096-row ones) */
+int qmma_run(ck_stream st, const QmArgs &a, int bits) {
+    if (bits == 4) return a.N >= 8192 ? qmma_nt<4, 2>(st, a) : qmma_nt<4, 1>(st, a);
+    return a.N >= 8192 ? qmma_nt<8, 2>(st, a) : qmma_nt<8, 1>(st, a);
+}
+
 
 /* ---- dequantization (prefill) and embedding ------------------------------------------ */
 
@@ -848,3 +1013,24 @@ extern "C" int ck_qembed(ck_stream st, float *out, const struct ck_qweight *w, c
                                                         w->biases, (int)w->sdt, ids, T, K, w->group_size, scale));
     return (int)cudaGetLastError();
 }
+
+extern "C" int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T,
+                       void *scratch) {
+    if (T < 1 || T > CK_QMMA_MAX_T || (w->bits != 4 && w->bits != 8) || !scratch || (uintptr_t)scratch % 256)
+        return (int)cudaErrorInvalidValue;
+    if (int rc = check(w, K)) return rc;
+    if (N <= 0) return 0;
+    const QxLayout o = qx_layout(scratch, K, T);
+    const int n8 = T * K / 8;
+    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0 };
+    const bool xv = ((uintptr_t)x & 15) == 0;
+    const unsigned grid = (unsigned)((n8 + 255) / 256);
+    const int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
+                                : ck_launch(qx_k<false>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv);
+    if (rc) return rc;
+    const QmArgs a = { y, static_cast<const uint8_t *>(w->codes), w->scales, w->biases, o, N, K, T, (int)w->sdt,
+                       w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7, qmma_l1 < 0 ? w->bits == 4 : qmma_l1 };
+    return qmma_run(st, a, w->bits);
+}
+
+extern "C" void ck_qmma_l1(int on) { qmma_l1 = on; }
