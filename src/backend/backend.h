@@ -352,6 +352,8 @@ int backend_cuda_devices(void);
 const char *backend_cuda_name(const struct backend *bk);
 /* Its matmul activation mode in use: "split" or "bf16". */
 const char *backend_cuda_matmul_mode(const struct backend *bk);
+/* How many qkv_attention calls ran the fused decode kernel (for tests). */
+long backend_cuda_fused_attention_calls(const struct backend *bk);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }

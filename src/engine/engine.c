@@ -227,7 +227,7 @@ int vllmc_engine_open(vllmc_engine **out, const struct vllmc_engine_params *p, c
         goto fail_load;
     if (model_load(&e->model, e->dir, e->bk, p->hf_overrides, err, errlen)) goto fail_load;
     e->model->eager = p->enforce_eager > 0;
-    /* VLLMC_GRAPH_MAX_T=N: record decode steps of at most N sequences (measurements) */
+    /* VLLMC_GRAPH_MAX_T=N > 0: record decode steps of at most N sequences (measurements) */
     if (getenv("VLLMC_GRAPH_MAX_T")) e->model->graph_max_t = atoi(getenv("VLLMC_GRAPH_MAX_T"));
     if (cuda)
         snprintf(e->dev_desc, sizeof e->dev_desc, "cuda: %s, %s activations%s", backend_cuda_name(e->bk),

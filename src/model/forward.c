@@ -304,7 +304,8 @@ static int graph_tokens(int T) { return T <= 8 ? T : (T + 7) / 8 * 8; }
 /* b (a decode step: one token per sequence, every row's logits) padded to
  * Tp tokens for a recorded step: the added rows are one-token sequences at
  * position 0 whose K/V are not stored (slot -1, backend.h kv_store) and
- * whose attention reads the first row of block 0; their logits rows are
+ * whose attention reads the first row of block 0 (or, where qkv_attention
+ * fuses the prep, their own key); their logits rows are
  * computed and never read. The host arrays live in m->pad. */
 static void pad_batch(struct model *m, const struct model_batch *b, struct model_batch *bp, int Tp) {
     const int T = b->n_tokens, S = b->attn.n_seqs, Sp = S + (Tp - T), mb = b->attn.max_blocks;

@@ -24,8 +24,9 @@
  * groups of 64 with bf16 scales and biases (random codes made on the host,
  * uploaded); bytes per token then count codes + scales + biases. The GEMM
  * peak stays the dense bf16 ceiling; the GEMV table then times T = 1, 2, 4
- * and 8 tokens (int8 activations), 16 and 32 (the tensor-core ck_qmma by
- * default) and T = 1 with VLLMC_CUDA_QGEMV=f32 (the
+ * and 8 tokens (int8 activations), 16 and 32 (whatever path the backend's
+ * mode takes: with the default bf16 activations ck_qmma at 16 and
+ * dequantized tiles + cuBLASLt at 32) and T = 1 with VLLMC_CUDA_QGEMV=f32 (the
  * kernel before them), each as replays of a recorded graph of the calls
  * over the copies (as decode runs them: two kernels per call); the model
  * runs with VLLMC_CUDA_QGEMV as set (f32: decode with the kernel before).

@@ -726,9 +726,13 @@ TEST(qkv_prep_fused) {
  * CPU's plain sequence. Cases: GQA 1/4/8, 1-4 query rows per sequence (the
  * step's keys across a 64-key tile; 24 rows = two row chunks), a window
  * narrower than the step, biases + q/k norms + partial RoPE, no RoPE, a
- * padding row (slot -1: used, never stored), few and many splits; and calls
- * the fused kernel does not take (D 256, f32 KV, variant 2), which run the
- * two ops (same checks, the f32 path's tolerance for f32). */
+ * padding row (slot -1: used, never stored), a token whose 7 query heads
+ * straddle two row chunks (the key's owner is the first one's), few and many
+ * splits; and calls the fused kernel does not take (D 256, f32 KV, variant
+ * 2), which run the two ops (same checks, the f32 path's tolerance for f32).
+ * VLLMC_CUDA_QKV_ATTN=always makes every call variant 3 can run fused, and
+ * the backend's count of fused calls says that they were; at the default
+ * the single long sequence (a split grid) is fused. */
 struct qa_case {
     int H, Hkv, D, window, var; /* var: 0 neox RoPE; 1 biases, norms, partial RoPE; 2 norms, no RoPE */
     enum dtype dt;
@@ -836,21 +840,30 @@ TEST(qkv_attention_fused) {
         { 4, 4, 128, 2, 1, DT_F16, 16, 2, { 500, 3 }, { 3, 2 }, false },     /* window 2 < 3 rows */
         { 16, 2, 64, 0, 0, DT_BF16, 16, 3, { 900, 1, 64 }, { 1, 1, 1 }, true },
         { 12, 12, 64, 0, 1, DT_BF16, 16, 1, { 20000 }, { 1 }, false },
+        { 28, 4, 128, 0, 1, DT_BF16, 16, 2, { 300, 50 }, { 3, 2 }, false }, /* G 7: token 2's rows in chunks 0 and 1 */
         { 8, 2, 256, 0, 1, DT_BF16, 16, 2, { 1000, 3 }, { 1, 2 }, false },   /* D 256: the two ops */
         { 8, 2, 128, 0, 1, DT_F32, 16, 2, { 1000, 3 }, { 1, 2 }, false },    /* f32 KV: the two ops */
     };
-    static const char *ctas[] = { NULL, "1", "16", NULL }, *dec[] = { NULL, NULL, NULL, "2" };
+    static const char *ctas[] = { NULL, "1", "16", NULL, NULL }, *dec[] = { NULL, NULL, NULL, "2", NULL };
+    static const bool always[] = { true, true, true, true, false };
+    const int n_fusable = (int)ARRAY_LEN(cases) - 2; /* all but D 256 and f32 KV */
     struct backend *c = cpu();
     for (size_t vi = 0; vi < ARRAY_LEN(ctas); vi++) {
         if (ctas[vi]) setenv("VLLMC_CUDA_DEC_CTAS", ctas[vi], 1);
         if (dec[vi]) setenv("VLLMC_CUDA_DEC", dec[vi], 1);
+        if (always[vi]) setenv("VLLMC_CUDA_QKV_ATTN", "always", 1);
         struct backend *g = gpu();
-        unsetenv("VLLMC_CUDA_DEC_CTAS"), unsetenv("VLLMC_CUDA_DEC");
+        unsetenv("VLLMC_CUDA_DEC_CTAS"), unsetenv("VLLMC_CUDA_DEC"), unsetenv("VLLMC_CUDA_QKV_ATTN");
         REQUIRE(g->ops->qkv_attention != NULL);
         double worst = 0;
         for (size_t i = 0; i < ARRAY_LEN(cases); i++) check_qkv_attention(g, c, &cases[i], &worst);
-        printf("      variant %s, split target %s: max |err| %.2e\n", dec[vi] ? dec[vi] : "3",
-               ctas[vi] ? ctas[vi] : "2", worst);
+        const long fused = backend_cuda_fused_attention_calls(g);
+        if (dec[vi]) CHECK(fused == 0);                     /* variant 2: the two ops */
+        else if (always[vi]) CHECK(fused == n_fusable);
+        else CHECK(fused >= 1 && fused <= n_fusable);       /* the default: at least the long single sequence */
+        printf("      variant %s, split target %s%s: %ld of %d calls fused, max |err| %.2e\n",
+               dec[vi] ? dec[vi] : "3", ctas[vi] ? ctas[vi] : "2", always[vi] ? " (always)" : "", fused,
+               (int)ARRAY_LEN(cases), worst);
         bk_destroy(g);
     }
     bk_destroy(c);

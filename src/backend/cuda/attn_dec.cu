@@ -41,10 +41,14 @@
  * into n_split ranges from the real lengths, so a graph recorded against a
  * padded bound still splits the keys it has evenly.
  *
+ * The step's own keys come from the pools, written by the kernel before
+ * (qkv_prep or kv_store), or with PREP (ck_attention_dec_prep, variant 3)
+ * from the raw projections: each CTA does qkv_prep's work for its q rows and
+ * the step's keys in its range, and the one CTA that owns a key stores it.
+ *
  * What this does not do: f32 caches or head dims other than 64, 128, 256
  * (the warp-per-row kernel runs those), long query ranges (the tensor-core
- * kernel, attn_fa.cu), the RoPE and KV store of the step's own tokens (the
- * kernel before, qkv_prep). */
+ * kernel, attn_fa.cu). */
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/ck_device.cuh"
 #include "backend/cuda/ck_mma.cuh"
@@ -412,8 +416,9 @@ attn_dec3_k(float *__restrict__ out, const float *__restrict__ q, uint16_t *__re
      * wait. Kernels of this step may still run then (those that trigger
      * their dependents at their start, back to the last one that does not:
      * the previous layer's merge kernel), but within a step only this
-     * layer's qkv_prep (or kv_store) writes this layer's cache, and only the
-     * step's own keys, which are copied after the wait; earlier steps ended
+     * layer's qkv_prep (or kv_store, or this kernel with PREP) writes this
+     * layer's cache, and only the step's own keys, which are copied after the
+     * wait (PREP: computed, never read from the pools); earlier steps ended
      * before the host read their tokens; the tables and lengths are host
      * uploads, which every kernel after them in the stream follows. */
     const bool pre = flags & CK_DEC_PREFETCH;
@@ -822,7 +827,8 @@ extern "C" int ck_attention_dec(ck_stream st, float *out, const float *q, const 
 extern "C" int ck_attention_dec_prep(ck_stream st, float *out, const struct ck_qkv *p, const struct ck_rope *r,
                                      void *kc, void *vc, enum ck_type kt, const struct ck_attn *a, int T_bound,
                                      int max_q, int n_split, float *part) {
-    if (T_bound <= 0 || a->n_seqs <= 0 || max_q <= 0) return 0;
+    /* nothing to attend is the caller's to skip: the two ops would still store keys */
+    if (T_bound <= 0 || a->n_seqs <= 0 || max_q <= 0 || p->T <= 0) return (int)cudaErrorInvalidValue;
     if (!ck_attention_dec_runs(kt, a, kc, vc) || !dec3_runs(a, 3) || n_split < 1 || n_split > DEC_MAX_SPLIT ||
         (n_split > 1 && !part) || p->H != a->H || p->Hkv != a->Hkv || p->D != a->D ||
         (p->rope && (r->rot_dim > a->D || r->rot_dim % 2 || r->rot_dim / 2 > CK_ROPE_MAX_HALF)))

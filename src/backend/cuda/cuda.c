@@ -20,7 +20,8 @@
  * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
  * GEMV of quant.cu up to CK_GEMV_MAX_T tokens (4 and 8 bits: activations
  * rounded to two int8 parts, ~16 bits, in scratch qx; VLLMC_CUDA_QGEMV=f32
- * keeps them f32 as the other widths do), and at 4/8 bits in runs of 8
+ * keeps them f32 as the other widths do); at 4/8 bits 9-16 tokens (32 with
+ * split) on the tensor cores (ck_qmma), where that is off in runs of 8
  * tokens up to qchunk_max (VLLMC_CUDA_QCHUNK); beyond, tiles of rows
  * dequantized to bf16 hi (+ lo) in one scratch buffer (wq), then cuBLASLt
  * as above (see matmul_affine). Embedding lookups dequantize the rows they
@@ -111,6 +112,8 @@ struct cuda_backend {
     int gemv_variant;    /* VLLMC_CUDA_GEMV (see ck_gemv) */
     int gemv_max_t;      /* 16-bit dense matmuls of up to this many tokens run our GEMV (VLLMC_CUDA_GEMV_MAX_T) */
     int qmma_min, qmma_max; /* 4/8-bit matmuls of this many tokens run ck_qmma (VLLMC_CUDA_QMMA_T) */
+    bool qa_always;         /* qkv_attention fuses whenever the kernel can (VLLMC_CUDA_QKV_ATTN=always) */
+    long n_fused_attn;      /* qkv_attention calls that ran fused (backend_cuda_fused_attention_calls) */
     bool attn_warp;      /* VLLMC_CUDA_ATTN=warp: the warp kernel only */
     int fa_variant;      /* else ck_attention_fa's variant (-1: its choice) */
     int dec;             /* decode steps on 16-bit caches: attn_dec.cu's variant (VLLMC_CUDA_DEC; 0: warp kernel) */
@@ -319,7 +322,8 @@ static void qpf_arm(struct cuda_backend *c, const struct bk_weight *w) {
     ck_qgemv_prefetch(NULL, 0);
 }
 
-/* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu). Beyond, tiles
+/* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu), then at 4/8 bits
+ * ck_qmma up to qmma_max (tensor cores, the same int8 parts). Beyond, tiles
  * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
  * and go through cuBLASLt: W_hi·x_hi (bf16 weight and activations, the
  * default). The dequantized weight is exact in f32, so with the split mode's
@@ -662,11 +666,13 @@ static void cu_qkv_prep(struct backend *bk, const struct bk_kv *kv, const struct
 }
 
 /* qkv_prep + attention: one kernel where the decode attention's variant 3
- * runs the call in one wave of CTAs (the merge of its splits after), else
+ * runs the call with its keys split (its grid sized to the split target) or
+ * in no more CTAs than that target (the merge of its splits after), else
  * the two ops. The prep inside adds latency to every CTA (its q rows after
  * the wait, the step's key in its last tile), which costs more than the
  * separate kernel once the CTAs run in several waves (8B, 256 sequences:
- * 6,774-6,867 vs 6,988-7,079 output tok/s on an H100). */
+ * 6,774-6,867 vs 6,988-7,079 output tok/s on an H100).
+ * VLLMC_CUDA_QKV_ATTN=always fuses wherever variant 3 runs (tests). */
 static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv *kv, const struct bk_qkv *qa,
                              const struct bk_attn_batch *b, const struct bk_attn_params *p) {
     struct cuda_backend *c = cb(bk);
@@ -678,14 +684,15 @@ static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv 
         struct ck_rope kr;
         const enum attn_path path = attn_plan(c, qa->q, out, kv, b, p, &pl);
         if (path == ATTN_FAIL) return;
-        const bool one_wave = path == ATTN_DEC && (size_t)ck_attention_dec_ctas(&pl.a, pl.max_q, 3) * pl.n_split <=
-                                                      (size_t)c->n_sm * (size_t)MAX(c->dec_ctas, 2);
+        const bool one_wave = path == ATTN_DEC && (c->qa_always || pl.n_split > 1 ||
+                                                   (size_t)ck_attention_dec_ctas(&pl.a, pl.max_q, 3) <=
+                                                       (size_t)c->n_sm * (size_t)MAX(c->dec_ctas, 2));
         if (one_wave && !prep_args(c, kv, qa, &kt, &k, &kr)) return;
         if (one_wave) {
             const int rc = ck_attention_dec_prep(c->st, out, &k, &kr, kv->k, kv->v, kt, &pl.a, pl.T_bound, pl.max_q,
                                                  pl.n_split, pl.part);
             if (rc != (int)cudaErrorInvalidValue) {
-                ok(c, rc, "attention (dec, with qkv_prep)");
+                if (ok(c, rc, "attention (dec, with qkv_prep)")) c->n_fused_attn++;
                 return;
             }
         }
@@ -995,6 +1002,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     if (getenv("VLLMC_CUDA_QMMA_T")) sscanf(getenv("VLLMC_CUDA_QMMA_T"), "%d,%d", &c->qmma_min, &c->qmma_max);
     c->qmma_min = MAX(1, c->qmma_min), c->qmma_max = MIN(c->qmma_max, CK_QMMA_MAX_T);
     if (getenv("VLLMC_CUDA_QMMA_L1")) ck_qmma_l1(atoi(getenv("VLLMC_CUDA_QMMA_L1")));
+    c->qa_always = getenv("VLLMC_CUDA_QKV_ATTN") && !strcmp(getenv("VLLMC_CUDA_QKV_ATTN"), "always");
     c->qtile_bytes = getenv("VLLMC_CUDA_QTILE_MB") ? (size_t)MAX(1, atoi(getenv("VLLMC_CUDA_QTILE_MB"))) << 20 : QTILE_BYTES;
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
         int S = 0, U = 0, W = 0, trig = 0;
@@ -1050,6 +1058,10 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
 }
 
 const char *backend_cuda_name(const struct backend *bk) { return ((const struct cuda_backend *)bk)->name; }
+
+long backend_cuda_fused_attention_calls(const struct backend *bk) {
+    return ((const struct cuda_backend *)bk)->n_fused_attn;
+}
 
 const char *backend_cuda_matmul_mode(const struct backend *bk) {
     return ((const struct cuda_backend *)bk)->split ? "split" : "bf16";

@@ -135,7 +135,9 @@ int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, v
  * p holds the raw q, k, v (read, not changed; the attention reads p->q), and
  * each CTA prepares its own q rows and the step's keys in its range, the
  * key's owner storing them to kc / vc at p->slots. Bit-identical to the two
- * calls. cudaErrorInvalidValue where variant 3 does not run the call (then
+ * calls where the batch's tokens are exactly its sequences' query rows (p->T
+ * = query_start[n_seqs]: tokens past them are not stored). cudaErrorInvalidValue
+ * where variant 3 does not run the call or there is nothing to attend (then
  * make the two calls). */
 int ck_attention_dec_prep(ck_stream st, float *out, const struct ck_qkv *p, const struct ck_rope *r, void *kc,
                           void *vc, enum ck_type kt, const struct ck_attn *a, int T_bound, int max_q, int n_split,
@@ -228,8 +230,10 @@ int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s, float *h,
 int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in, const struct ck_qweight *w,
                   const int *N, int K, int T, void *scratch);
 /* ck_qgemv's arithmetic (4 and 8 bits: the int8 activation parts, exact
- * integer sums per block of 32) for 1 <= T <= CK_QMMA_MAX_T tokens on the
- * tensor cores (int8 mma), each code read once for all of them. scratch:
+ * integer sums, s * d and the bias in f32) for 1 <= T <= CK_QMMA_MAX_T tokens
+ * on the tensor cores (int8 mma), each code read once for all of them; the
+ * f32 sums run per block of 32 codes (the GEMV's per 16 bytes), so the
+ * results are close to ck_qgemv's, not its bits. scratch:
  * ck_qgemv_scratch(K, T) bytes, 256-byte aligned. */
 #define CK_QMMA_MAX_T 32
 int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch);

@@ -48,9 +48,12 @@
  * rounding of the product and the sum, as the portable CPU path does
  * (quant_cpu.c), so embedding rows are bit-identical to it.
  *
+ * Tensor cores (ck_qmma, 9-32 tokens): the same int8 parts against the
+ * codes in int8 mma.sync (below, before the dequantization).
+ *
  * What this does not do: allocate (the int8 activations live in the
- * caller's scratch), synchronise, call cuBLAS, or a tensor-core quantized
- * GEMM (prefill dequantizes, cuda.c; 4 to ~64 tokens would want one). */
+ * caller's scratch), synchronise, call cuBLAS, or a tensor-core GEMM for
+ * prefill (it dequantizes tiles for cuBLASLt, cuda.c). */
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/ck_device.cuh"
 

@@ -19,3 +19,4 @@ int backend_cuda_devices(void) { return 0; }
 const char *backend_cuda_name(const struct backend *bk) { return "none"; }
 
 const char *backend_cuda_matmul_mode(const struct backend *bk) { return "none"; }
+long backend_cuda_fused_attention_calls(const struct backend *bk) { return 0; }
