@@ -330,7 +330,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * on it instead of cuBLASLt (default 2; 5 with split),
  * VLLMC_CUDA_FUSE=0 leaves out the fused ops (=norm keeps add_rmsnorm and
  * qkv_prep only, =mm all but add_rmsnorm_matmul, =noattn all but
- * qkv_attention), VLLMC_CUDA_PDL=0 launches
+ * qkv_attention; VLLMC_CUDA_QKV_ATTN=always fuses qkv_attention wherever the
+ * kernel can, not only in one-wave grids), VLLMC_CUDA_PDL=0 launches
  * without programmatic dependent launch, VLLMC_CUDA_DEC=0..4 (default 3,
  * tensor cores) and VLLMC_CUDA_DEC_CTAS pick the decode attention kernel and
  * its split (VLLMC_CUDA_DEC_PDL=0 launches it without PDL,
