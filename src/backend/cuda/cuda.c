@@ -608,27 +608,34 @@ static enum attn_path attn_plan(struct cuda_backend *c, const float *q, const fl
     return dec ? ATTN_DEC : ATTN_WARP;
 }
 
+/* the kernels of a planned call */
+static void run_attention(struct cuda_backend *c, enum attn_path path, const struct attn_plan *pl, float *out,
+                          const float *q, const struct bk_kv *kv) {
+    const struct ck_attn *a = &pl->a;
+    switch (path) {
+    case ATTN_FAIL: return;
+    case ATTN_FA:
+        ok(c, ck_attention_fa(c->st, out, q, kv->k, kv->v, pl->kt, a, pl->max_q, c->fa_variant, c->n_sm),
+           "attention (fa)");
+        return;
+    case ATTN_DEC:
+        ok(c, ck_attention_dec(c->st, out, q, kv->k, kv->v, pl->kt, a, pl->T_bound, pl->max_q, pl->n_split, pl->part,
+                               c->dec),
+           "attention (dec)");
+        return;
+    case ATTN_WARP:
+        ok(c, ck_attention(c->st, out, q, kv->k, kv->v, pl->kt, a, pl->T_bound, pl->n_split, pl->part), "attention");
+        return;
+    }
+}
+
 static void cu_attention(struct backend *bk, float *out, const float *q, const struct bk_kv *kv,
                          const struct bk_attn_batch *b, const struct bk_attn_params *p) {
     struct cuda_backend *c = cb(bk);
     enter(c);
     if (b->n_seqs <= 0) return;
     struct attn_plan pl;
-    const struct ck_attn *a = &pl.a;
-    switch (attn_plan(c, q, out, kv, b, p, &pl)) {
-    case ATTN_FAIL: return;
-    case ATTN_FA:
-        ok(c, ck_attention_fa(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.max_q, c->fa_variant, c->n_sm),
-           "attention (fa)");
-        return;
-    case ATTN_DEC:
-        ok(c, ck_attention_dec(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.T_bound, pl.max_q, pl.n_split, pl.part, c->dec),
-           "attention (dec)");
-        return;
-    case ATTN_WARP:
-        ok(c, ck_attention(c->st, out, q, kv->k, kv->v, pl.kt, a, pl.T_bound, pl.n_split, pl.part), "attention");
-        return;
-    }
+    run_attention(c, attn_plan(c, q, out, kv, b, p, &pl), &pl, out, q, kv);
 }
 
 static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
@@ -677,28 +684,29 @@ static void cu_qkv_attention(struct backend *bk, float *out, const struct bk_kv 
                              const struct bk_attn_batch *b, const struct bk_attn_params *p) {
     struct cuda_backend *c = cb(bk);
     enter(c);
-    if (c->dec == 3 && b->n_seqs > 0 && qa->T > 0) {
-        struct attn_plan pl;
-        enum ck_type kt;
-        struct ck_qkv k;
-        struct ck_rope kr;
-        const enum attn_path path = attn_plan(c, qa->q, out, kv, b, p, &pl);
-        if (path == ATTN_FAIL) return;
-        const bool one_wave = path == ATTN_DEC && (c->qa_always || pl.n_split > 1 ||
-                                                   (size_t)ck_attention_dec_ctas(&pl.a, pl.max_q, 3) <=
-                                                       (size_t)c->n_sm * (size_t)MAX(c->dec_ctas, 2));
-        if (one_wave && !prep_args(c, kv, qa, &kt, &k, &kr)) return;
-        if (one_wave) {
-            const int rc = ck_attention_dec_prep(c->st, out, &k, &kr, kv->k, kv->v, kt, &pl.a, pl.T_bound, pl.max_q,
-                                                 pl.n_split, pl.part);
-            if (rc != (int)cudaErrorInvalidValue) {
-                if (ok(c, rc, "attention (dec, with qkv_prep)")) c->n_fused_attn++;
-                return;
-            }
+    if (b->n_seqs <= 0 || qa->T <= 0) { /* nothing to attend: the prep alone (it may still store keys) */
+        cu_qkv_prep(bk, kv, qa);
+        return;
+    }
+    struct attn_plan pl;
+    enum ck_type kt;
+    struct ck_qkv k;
+    struct ck_rope kr;
+    const enum attn_path path = attn_plan(c, qa->q, out, kv, b, p, &pl);
+    if (path == ATTN_FAIL || !prep_args(c, kv, qa, &kt, &k, &kr)) return;
+    const bool one_wave = c->dec == 3 && path == ATTN_DEC &&
+                          (c->qa_always || pl.n_split > 1 ||
+                           (size_t)ck_attention_dec_ctas(&pl.a, pl.max_q, 3) <= (size_t)c->n_sm * (size_t)MAX(c->dec_ctas, 2));
+    if (one_wave) {
+        const int rc = ck_attention_dec_prep(c->st, out, &k, &kr, kv->k, kv->v, kt, &pl.a, pl.T_bound, pl.max_q,
+                                             pl.n_split, pl.part);
+        if (rc != (int)cudaErrorInvalidValue) {
+            if (ok(c, rc, "attention (dec, with qkv_prep)")) c->n_fused_attn++;
+            return;
         }
     }
-    cu_qkv_prep(bk, kv, qa);
-    cu_attention(bk, out, qa->q, kv, b, p);
+    ok(c, ck_qkv_prep(c->st, &k, &kr, kv->k, kv->v, kt), "qkv_prep"); /* the two ops, on the plan made above */
+    run_attention(c, path, &pl, out, qa->q, kv);
 }
 
 static void cu_softcap(struct backend *bk, float *x, size_t n, float cap) {
