@@ -1009,7 +1009,6 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->qmma_min = CK_GEMV_MAX_T + 1, c->qmma_max = c->split ? CK_QMMA_MAX_T : 16;
     if (getenv("VLLMC_CUDA_QMMA_T")) sscanf(getenv("VLLMC_CUDA_QMMA_T"), "%d,%d", &c->qmma_min, &c->qmma_max);
     c->qmma_min = MAX(1, c->qmma_min), c->qmma_max = MIN(c->qmma_max, CK_QMMA_MAX_T);
-    if (getenv("VLLMC_CUDA_QMMA_L1")) ck_qmma_l1(atoi(getenv("VLLMC_CUDA_QMMA_L1")));
     c->qa_always = getenv("VLLMC_CUDA_QKV_ATTN") && !strcmp(getenv("VLLMC_CUDA_QKV_ATTN"), "always");
     c->qtile_bytes = getenv("VLLMC_CUDA_QTILE_MB") ? (size_t)MAX(1, atoi(getenv("VLLMC_CUDA_QTILE_MB"))) << 20 : QTILE_BYTES;
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */

@@ -237,8 +237,6 @@ int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *i
  * ck_qgemv_scratch(K, T) bytes, 256-byte aligned. */
 #define CK_QMMA_MAX_T 32
 int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch);
-/* ck_qmma's code loads kept in L1 (1) or not (0); default -1: at 4 bits (for measurements) */
-void ck_qmma_l1(int on);
 /* rows [n0, n0 + rows) of W to hi[rows][K] = bf16(w) and, if lo is not NULL,
  * lo[rows][K] = bf16(w - hi) (w = s * q + b in f32; hi and lo 16-byte
  * aligned) */

@@ -612,7 +612,6 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
 int qg_force_s, qg_force_u, qg_force_w; /* ck_qgemv_shape: 0 = the table below */
 const void *qpf_ptr; /* ck_qgemv_prefetch: for the next launch only */
 size_t qpf_bytes;
-int qmma_l1 = -1; /* ck_qmma's code loads in L1: -1 = at 4 bits (VLLMC_CUDA_QMMA_L1) */
 int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
@@ -703,11 +702,12 @@ __device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], ui
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* a code word; l1: kept in L1 (at 4 bits a block is half a 32-byte sector,
- * whose other half the next block reads) */
-__device__ __forceinline__ uint32_t ld_u32_nc(const uint8_t *p, bool l1) {
+/* a code word; at 4 bits kept in L1: a block is half a 32-byte sector, whose
+ * other half the next block reads (H100, 8B gate/up at 16 tokens: 85 against
+ * 106 us without; no difference at 8 bits, whose blocks are whole sectors) */
+template <int BITS> __device__ __forceinline__ uint32_t ld_code_word(const uint8_t *p) {
     uint32_t v;
-    if (l1) asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    if constexpr (BITS == 4) asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
     else asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
 }
@@ -718,7 +718,6 @@ struct QmArgs {
     const void *sc, *bi;
     QxLayout x;
     int N, K, T, sdt, gsh;
-    int l1; /* code loads kept in L1 */
 };
 
 template <int BITS, int MT, int NT>
@@ -761,8 +760,8 @@ __global__ void __launch_bounds__(QM_WARPS * 32) qmma_k(QmArgs a) {
             for (int m = 0; m < MT; m++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    uint32_t w0 = ld_u32_nc(wr[m][h] + (size_t)kb * BS + o0, a.l1);
-                    uint32_t w1 = ld_u32_nc(wr[m][h] + (size_t)kb * BS + o1, a.l1);
+                    uint32_t w0 = ld_code_word<BITS>(wr[m][h] + (size_t)kb * BS + o0);
+                    uint32_t w1 = ld_code_word<BITS>(wr[m][h] + (size_t)kb * BS + o1);
                     if constexpr (BITS == 4) w0 = (w0 >> nib) & 0x0f0f0f0fu, w1 = (w1 >> nib) & 0x0f0f0f0fu;
                     af[u][m][h] = w0, af[u][m][2 + h] = w1; /* a0..a3: (g, k 4t) (g+8, k 4t) (g, k 16+4t) (g+8, k 16+4t) */
                     s[u][m][h] = ld_sb(a.sc, gr[m][h] + grp, a.sdt);
@@ -1032,8 +1031,6 @@ extern "C" int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_q
                                 : ck_launch(qx_k<false>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv);
     if (rc) return rc;
     const QmArgs a = { y, static_cast<const uint8_t *>(w->codes), w->scales, w->biases, o, N, K, T, (int)w->sdt,
-                       w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7, qmma_l1 < 0 ? w->bits == 4 : qmma_l1 };
+                       w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7 };
     return qmma_run(st, a, w->bits);
 }
-
-extern "C" void ck_qmma_l1(int on) { qmma_l1 = on; }
