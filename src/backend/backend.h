@@ -287,7 +287,9 @@ struct backend_ops {
                        int ld, enum bk_act act, const struct bk_weight *w);
     /* add_rmsnorm_matmul: add_rmsnorm(x, o, s, h, w, R, n, eps), then
      * matmul_many(nw, y, h, W, R) (the norm feeds the next layer's q/k/v or
-     * the gate/up projections; a backend may round h for them on the way). */
+     * the gate/up projections; a backend may round h for them on the way).
+     * h is scratch: its contents afterwards are unspecified (the CUDA
+     * backend's decode chain never writes it). */
     void (*add_rmsnorm_matmul)(struct backend *bk, float *x, const float *o, float s, float *h, const float *w, int R,
                                int n, float eps, int nw, float *const *y, const struct bk_weight *const *W);
 };
@@ -341,7 +343,10 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * 8 tokens at a time (default 32, 16 with bf16 activations),
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
  * MB (default 64; sweeps), VLLMC_CUDA_QPF_MB=N: a decode GEMV moves the next
- * affine weight's first N MB into L2 (default 4, 0 off). */
+ * affine weight's first N MB into L2 (default 4, 0 off), VLLMC_CUDA_CHAIN=1
+ * runs consecutive one-token 4/8-bit matmul ops as one persistent kernel
+ * (chain.cu; off by default: slower today; VLLMC_CUDA_CHAIN_MAX=N ops per
+ * chain, VLLMC_CUDA_CHAIN_DBG / _TRACE / _COOP / _PDL measurement switches). */
 int backend_cuda_create(struct backend **out, int device, int n_threads, char *err, size_t errlen);
 /* The same with the matmul activation mode given ("bf16" or "split"; NULL:
  * VLLMC_CUDA_MATMUL, else bf16): the engine's --cuda-matmul. */
@@ -355,6 +360,9 @@ const char *backend_cuda_name(const struct backend *bk);
 const char *backend_cuda_matmul_mode(const struct backend *bk);
 /* How many qkv_attention calls ran the fused decode kernel (for tests). */
 long backend_cuda_fused_attention_calls(const struct backend *bk);
+/* How many one-token quantized matmul ops ran in the decode chain (for
+ * tests); -1 where the chain is off (not VLLMC_CUDA_CHAIN=1, before sm_90, no CUDA). */
+long backend_cuda_chain_ops(const struct backend *bk);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }

@@ -142,6 +142,14 @@ struct cuda_backend {
     int qpf_n, qpf_nest;
     const void *qpf_last;
     struct { const void *key, *next; size_t bytes; } qpf[2048];
+    /* the decode chain (chain.cu): one-token quantized matmul ops queued here
+     * and launched together as one kernel when any other op comes (or the
+     * queue is full); VLLMC_CUDA_CHAIN=1 on */
+    bool chain_on;
+    int n_chain, chain_max; /* ops queued; ops per chain at most (VLLMC_CUDA_CHAIN_MAX, sweeps) */
+    struct ck_chain_op chain[CK_CHAIN_MAX];
+    unsigned *chain_sync;
+    long n_chain_ops;    /* ops that ran in a chain (backend_cuda_chain_ops) */
     unsigned gen;        /* bumped when xb, part, wq or qx move: recorded graphs then point at freed memory */
     bool failed;
     char err[256];
@@ -170,8 +178,43 @@ static bool lt_ok(struct cuda_backend *c, cublasStatus_t s, const char *what) {
 
 /* The calling thread's current device is per thread: the engine's thread
  * is not the one that created the backend. */
-static void enter(struct cuda_backend *c) {
+static void enter_dev(struct cuda_backend *c) {
     if (c->device != 0) cudaSetDevice(c->device);
+}
+
+/* launch the queued chain ops (they run before anything queued after) */
+static void chain_flush(struct cuda_backend *c) {
+    const int n = c->n_chain;
+    if (!n) return;
+    c->n_chain = 0;
+    if (c->failed) return;
+    if (ok(c, ck_chain(c->st, c->chain, n, c->chain_sync), "decode chain")) c->n_chain_ops += n;
+}
+
+/* every op but the chain's own starts here: the chain queued so far runs first */
+static void enter(struct cuda_backend *c) {
+    enter_dev(c);
+    if (c->n_chain) chain_flush(c);
+}
+
+/* queue op o (T = 1; its weights as ck_qgemv_many takes them) if it can run
+ * in the chain; else run what is queued and return false */
+static bool chain_push(struct cuda_backend *c, struct ck_chain_op *o, int n, const struct ck_qweight *q,
+                       float *const *y, const int *N) {
+    enter_dev(c);
+    if (!c->chain_on || c->failed || n > CK_QGEMV_MAX_W) {
+        chain_flush(c);
+        return false;
+    }
+    o->nw = n, o->bits = q[0].bits, o->gs = q[0].group_size, o->sdt = (int)q[0].sdt;
+    for (int i = 0; i < n; i++) o->wt[i] = q[i], o->y[i] = y[i], o->N[i] = N[i];
+    if (!ck_chain_fits(o)) {
+        chain_flush(c);
+        return false;
+    }
+    if (c->n_chain >= c->chain_max) chain_flush(c);
+    c->chain[c->n_chain++] = *o;
+    return true;
 }
 
 static int type_of(enum dtype dt, enum ck_type *out) {
@@ -376,18 +419,42 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
     }
 }
 
+/* The weights of a matmul_many / glu_matmul call as the one-launch
+ * quantized GEMV takes them: all affine 4- or 8-bit of one group size and
+ * scale dtype, K columns, n <= CK_QGEMV_MAX_W, T tokens of decode; false:
+ * run the plain ops. */
+static bool qgemv_group(const struct cuda_backend *c, int n, const struct bk_weight *const *w, int K, int T,
+                        struct ck_qweight *q, int *N) {
+    if (T > CK_GEMV_MAX_T || n > CK_QGEMV_MAX_W || c->qgemv_variant) return false;
+    for (int i = 0; i < n; i++) {
+        if (!qweight_of(w[i], &q[i]) || (q[i].bits != 4 && q[i].bits != 8) || (int)w[i]->cols != K ||
+            q[i].bits != q[0].bits || q[i].group_size != q[0].group_size || q[i].sdt != q[0].sdt)
+            return false;
+        N[i] = (int)w[i]->rows;
+    }
+    return true;
+}
+
 /* ---- ops -------------------------------------------------------------------------- */
 
 static void cu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
     struct cuda_backend *c = cb(bk);
-    enter(c);
+    enter_dev(c);
     enum ck_type wt;
     if (T <= 0) return;
     if (w->fmt == BK_W_AFFINE) {
+        struct ck_qweight q;
+        int N = (int)w->rows;
+        if (T == 1 && qgemv_group(c, 1, &w, (int)w->cols, 1, &q, &N)) {
+            struct ck_chain_op o = { .kind = CK_CHAIN_X, .K = (int)w->cols, .x = (float *)x };
+            if (chain_push(c, &o, 1, &q, &y, &N)) return;
+        }
+        chain_flush(c);
         qpf_learn(c, w);
         matmul_affine(c, y, x, w, T);
         return;
     }
+    chain_flush(c);
     if (w->fmt != BK_W_DENSE || type_of(w->dtype, &wt)) {
         fail(c, "matmul", "unsupported weight format");
         return;
@@ -411,29 +478,19 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
     if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
 }
 
-/* The weights of a matmul_many / glu_matmul call as the one-launch
- * quantized GEMV takes them: all affine 4- or 8-bit of one group size and
- * scale dtype, K columns, n <= CK_QGEMV_MAX_W, T tokens of decode; false:
- * run the plain ops. */
-static bool qgemv_group(const struct cuda_backend *c, int n, const struct bk_weight *const *w, int K, int T,
-                        struct ck_qweight *q, int *N) {
-    if (T > CK_GEMV_MAX_T || n > CK_QGEMV_MAX_W || c->qgemv_variant) return false;
-    for (int i = 0; i < n; i++) {
-        if (!qweight_of(w[i], &q[i]) || (q[i].bits != 4 && q[i].bits != 8) || (int)w[i]->cols != K ||
-            q[i].bits != q[0].bits || q[i].group_size != q[0].group_size || q[i].sdt != q[0].sdt)
-            return false;
-        N[i] = (int)w[i]->rows;
-    }
-    return true;
-}
-
 static void cu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
                            const struct bk_weight *const *w, int T) {
     struct cuda_backend *c = cb(bk);
-    enter(c);
+    enter_dev(c);
     struct ck_qweight q[CK_QGEMV_MAX_W];
     int N[CK_QGEMV_MAX_W];
-    if (T > 0 && n > 0 && qgemv_group(c, n, w, (int)w[0]->cols, T, q, N)) {
+    const bool grouped = T > 0 && n > 0 && qgemv_group(c, n, w, (int)w[0]->cols, T, q, N);
+    if (grouped && T == 1) {
+        struct ck_chain_op o = { .kind = CK_CHAIN_X, .K = (int)w[0]->cols, .x = (float *)x };
+        if (chain_push(c, &o, n, q, y, N)) return;
+    }
+    chain_flush(c);
+    if (grouped) {
         const int K = (int)w[0]->cols;
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
         const struct ck_qx_in in = { .x = x };
@@ -454,10 +511,16 @@ static void cu_add_rmsnorm(struct backend *bk, float *x, const float *o, float s
 static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, float s, float *h, const float *w,
                                   int R, int n, float eps, int nw, float *const *y, const struct bk_weight *const *W) {
     struct cuda_backend *c = cb(bk);
-    enter(c);
+    enter_dev(c);
     struct ck_qweight q[CK_QGEMV_MAX_W];
     int N[CK_QGEMV_MAX_W];
-    if (R > 0 && nw > 0 && n <= 32768 && qgemv_group(c, nw, W, n, R, q, N)) { /* h rounded by the norm kernel */
+    const bool grouped = R > 0 && nw > 0 && n <= 32768 && qgemv_group(c, nw, W, n, R, q, N);
+    if (grouped && R == 1) {
+        struct ck_chain_op op = { .kind = CK_CHAIN_NORM, .K = n, .x = x, .o = o, .w = w, .s = s, .eps = eps };
+        if (chain_push(c, &op, nw, q, y, N)) return;
+    }
+    chain_flush(c);
+    if (grouped) { /* h rounded by the norm kernel */
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
         const struct ck_qx_in in = { .ready = 1 };
         qpf_learn(c, W[0]);
@@ -474,10 +537,16 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
 static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g, const float *u, int T, int F, int ld,
                           enum bk_act act, const struct bk_weight *w) {
     struct cuda_backend *c = cb(bk);
-    enter(c);
+    enter_dev(c);
     struct ck_qweight q;
     int N;
-    if (T > 0 && qgemv_group(c, 1, &w, F, T, &q, &N)) {
+    const bool grouped = T > 0 && qgemv_group(c, 1, &w, F, T, &q, &N);
+    if (grouped && T == 1) {
+        struct ck_chain_op o = { .kind = CK_CHAIN_GLU, .K = F, .gate = g, .up = u, .act = (int)act };
+        if (chain_push(c, &o, 1, &q, &y, &N)) return;
+    }
+    chain_flush(c);
+    if (grouped) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(F, T));
         const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act };
         qpf_learn(c, w);
@@ -909,6 +978,7 @@ static void cu_destroy(struct backend *bk) {
     cudaFreeHost(c->samp_host);
     cudaFree(c->wq);
     cudaFree(c->qx);
+    cudaFree(c->chain_sync);
     cudaStreamDestroy(c->st);
     threadpool_destroy(c->pool);
     free(c);
@@ -1059,12 +1129,30 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
         cu_destroy(&c->base);
         return -1;
     }
+    /* the decode chain (chain.cu), sm_90: opt-in with VLLMC_CUDA_CHAIN=1 until it
+     * beats the GEMVs it replaces (4-bit 8B decode 3.76 vs 3.05-3.10 ms/token on
+     * an H100, BENCHMARKS.md) */
+    c->chain_on = getenv("VLLMC_CUDA_CHAIN") && !strcmp(getenv("VLLMC_CUDA_CHAIN"), "1") && ck_chain_supported();
+    c->chain_max = getenv("VLLMC_CUDA_CHAIN_MAX") ? atoi(getenv("VLLMC_CUDA_CHAIN_MAX")) : CK_CHAIN_MAX;
+    c->chain_max = MAX(1, MIN(c->chain_max, CK_CHAIN_MAX));
+    if (c->chain_on && ((e = cudaMalloc((void **)&c->chain_sync, ck_chain_sync_bytes())) != cudaSuccess ||
+                        (e = cudaMemset(c->chain_sync, 0, ck_chain_sync_bytes())) != cudaSuccess)) {
+        cudaGetLastError();
+        errf(err, errlen, "cuda backend: %s", cudaGetErrorString(e));
+        cu_destroy(&c->base);
+        return -1;
+    }
     c->base.n_threads = threadpool_size(c->pool);
     *out = &c->base;
     return 0;
 }
 
 const char *backend_cuda_name(const struct backend *bk) { return ((const struct cuda_backend *)bk)->name; }
+
+long backend_cuda_chain_ops(const struct backend *bk) {
+    const struct cuda_backend *c = (const struct cuda_backend *)bk;
+    return c->chain_on ? c->n_chain_ops : -1;
+}
 
 long backend_cuda_fused_attention_calls(const struct backend *bk) {
     return ((const struct cuda_backend *)bk)->n_fused_attn;

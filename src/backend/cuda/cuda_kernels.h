@@ -229,6 +229,38 @@ int ck_add_rmsnorm_qx(ck_stream st, float *x, const float *o, float s, float *h,
  * the ops one by one). */
 int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct ck_qx_in *in, const struct ck_qweight *w,
                   const int *N, int K, int T, void *scratch);
+/* chain.cu: one-token matmuls of 4/8-bit affine weights, each with the
+ * op that makes its input, run back to back in one persistent kernel (the
+ * weights stream into shared memory across the ops; CTAs meet at grid-wide
+ * barriers between them). An op is
+ *   CK_CHAIN_X:    y_j = x · W_j^T
+ *   CK_CHAIN_NORM: x += s o; h = x / rms(x) * w (w NULL: 1); y_j = h · W_j^T
+ *                  (x is written, h is not: backend.h's add_rmsnorm_matmul)
+ *   CK_CHAIN_GLU:  y = (act(gate) * up) · W^T
+ * for j < nw, the weights of one width, group and scale type (as
+ * ck_qgemv_many), rows K wide; with ck_qgemv's arithmetic (int8 parts of
+ * the input). An op reads what the ops before it wrote. sync: a device
+ * buffer of ck_chain_sync_bytes(), zero before the first call and left zero
+ * by every call (one chain at a time per buffer, stream ordered).
+ * ck_chain_fits says whether an op can run in a chain (K <= 16384, 16-byte
+ * aligned weights, scales of each weight a multiple of 16 bytes in all);
+ * ck_chain_supported whether this device can (sm_90, enough shared memory). */
+#define CK_CHAIN_MAX 8 /* ops per chain */
+enum { CK_CHAIN_X = 0, CK_CHAIN_NORM = 1, CK_CHAIN_GLU = 2 };
+struct ck_chain_op {
+    int kind, nw, K, bits, gs, sdt, act;
+    float s, eps;
+    float *x;               /* X: the input; NORM: the residual (updated) */
+    const float *o, *w;     /* NORM */
+    const float *gate, *up; /* GLU */
+    struct ck_qweight wt[CK_QGEMV_MAX_W];
+    float *y[CK_QGEMV_MAX_W];
+    int N[CK_QGEMV_MAX_W];
+};
+size_t ck_chain_sync_bytes(void);
+int ck_chain_supported(void);
+int ck_chain_fits(const struct ck_chain_op *op);
+int ck_chain(ck_stream st, const struct ck_chain_op *ops, int n, unsigned *sync);
 /* ck_qgemv's arithmetic (4 and 8 bits: the int8 activation parts, exact
  * integer sums, s * d and the bias in f32) for 1 <= T <= CK_QMMA_MAX_T tokens
  * on the tensor cores (int8 mma), each code read once for all of them; the

@@ -20,3 +20,4 @@ const char *backend_cuda_name(const struct backend *bk) { return "none"; }
 
 const char *backend_cuda_matmul_mode(const struct backend *bk) { return "none"; }
 long backend_cuda_fused_attention_calls(const struct backend *bk) { return 0; }
+long backend_cuda_chain_ops(const struct backend *bk) { return -1; }
