@@ -33,7 +33,7 @@
  * op is the last); h is left unspecified, as backend.h allows.
  *
  * Synchronisation: counters in global memory (ck_chain_sync_bytes, zero
- * before the first launch): done[i] counts the CTAs through op i, read[i]
+ * before the first launch): done[i] counts the CTAs through op i, rd[i]
  * those that have read op i's norm input, and the last CTA out resets them
  * all, so every launch finds zeros (stream order: one chain runs at a
  * time). Every CTA must be resident at once: the grid is one CTA per
