@@ -173,7 +173,8 @@ static void project(struct backend *bk, int n, float *const *y, const float *x, 
 }
 
 /* add_norm, then project(h): one op where the backend offers
- * add_rmsnorm_matmul (it may round h for the GEMV on the way). */
+ * add_rmsnorm_matmul (it may round h for the GEMV on the way, and leaves h
+ * unspecified: the callers only read x and y afterwards). */
 static void add_norm_project(struct model *m, float *x, const float *o, float *h, const float *w, int T, int n,
                              float *const *y, const struct bk_weight *const *W) {
     const struct hparams *hp = &m->hp;
