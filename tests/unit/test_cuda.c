@@ -1187,10 +1187,10 @@ TEST(add_rmsnorm_matmul_fused) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* The decode chain (chain.cu): the one-token quantized ops of two layers as
+/* The decode chain (chain.cu): the one-token quantized ops of a layer as
  * the model queues them (o, gate/up after the norm, the GLU and down, the
- * next layer's q/k/v after the norm; h on o) for three layers (two sets of
- * weights), 12 ops, so the queue fills (8) and flushes once before the
+ * next layer's q/k/v after the norm; h on o), three layers with two sets of
+ * weights, 12 ops, so the queue fills (8) and flushes once before the
  * download: every output against the CPU's plain ops. Where the chain can
  * run (sm_90; the test turns it on) every op must have run in it. */
 static double chain_rel(const float *got, const float *ref, size_t n) {
@@ -1206,8 +1206,12 @@ static double chain_rel(const float *got, const float *ref, size_t n) {
 TEST(decode_chain) {
     const char *was = getenv("VLLMC_CUDA_CHAIN");
     if (!was) setenv("VLLMC_CUDA_CHAIN", "1", 1); /* opt-in (cuda.c); VLLMC_CUDA_CHAIN=0 tests the ops without it */
-    struct backend *g = gpu(), *c = cpu();
-    if (!was) unsetenv("VLLMC_CUDA_CHAIN");
+    static char err[512];
+    struct backend *g;
+    const int rc = backend_cuda_create_mode(&g, 0, 2, g_matmul, err, sizeof err);
+    if (!was) unsetenv("VLLMC_CUDA_CHAIN"); /* before any skip: the other tests create their backends without it */
+    if (rc) SKIP(err);
+    struct backend *c = cpu();
     struct ccase {
         int bits, gs, d, F, Hq, Hkv;
         enum dtype sdt;
