@@ -363,6 +363,15 @@ long backend_cuda_fused_attention_calls(const struct backend *bk);
 /* How many one-token quantized matmul ops ran in the decode chain (for
  * tests); -1 where the chain is off (not VLLMC_CUDA_CHAIN=1, before sm_90, no CUDA). */
 long backend_cuda_chain_ops(const struct backend *bk);
+/* Which kernels the CUDA backend's dense matmuls ran, counted since it was
+ * created (for tests; zeros without CUDA): launches of our GEMV (one per
+ * matmul, or per matmul_many call that took every weight in one launch),
+ * those one-launch matmul_many calls among them, and cuBLASLt GEMMs (of
+ * any matmul, dequantized tiles included). */
+struct backend_cuda_counts {
+    long dense_gemv, dense_gemv_many, lt_gemm;
+};
+void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *out);
 
 static inline void bk_destroy(struct backend *bk) { if (bk) bk->ops->destroy(bk); }
 static inline void *bk_alloc(struct backend *bk, size_t bytes) { return bk->ops->alloc(bk, bytes); }

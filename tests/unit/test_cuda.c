@@ -154,6 +154,23 @@ TEST(memory_ops) {
     bk_destroy(g);
 }
 
+/* the CPU's y = x W^T for T tokens, and the size of each sum, sum_k |x w| */
+static void matmul_ref(struct backend *c, const struct bk_weight *w, const float *x, int T, float *ref, float *mag) {
+    const size_t N = (size_t)w->rows, K = (size_t)w->cols, es = dtype_size(w->dtype);
+    bk_matmul(c, ref, x, w, T);
+    float *xa = xmalloc((size_t)T * K * 4);
+    for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
+    struct bk_weight wa = *w;
+    void *wabs = xmalloc(N * K * es);
+    for (size_t i = 0; i < N * K; i++) {
+        if (w->dtype == DT_F32) ((float *)wabs)[i] = fabsf(((const float *)w->data)[i]);
+        else ((uint16_t *)wabs)[i] = ((const uint16_t *)w->data)[i] & 0x7fff;
+    }
+    wa.data = wabs;
+    bk_matmul(c, mag, xa, &wa, T);
+    free(xa), free(wabs);
+}
+
 static void check_matmul(struct backend *g, struct backend *c, enum dtype dt, int N, int K, const int *Ts, int nT,
                          double tol) {
     void *wh = rand_typed(dt, (size_t)N * K);
@@ -164,27 +181,74 @@ static void check_matmul(struct backend *g, struct backend *c, enum dtype dt, in
         const int T = Ts[ti];
         float *x = randf((size_t)T * K, 2.0f), *ref = xmalloc((size_t)T * N * 4), *got = xmalloc((size_t)T * N * 4);
         float *mag = xmalloc((size_t)T * N * 4);
-        bk_matmul(c, ref, x, &w, T);
-        /* the size of the sum: sum_k |x w| */
-        float *xa = xmalloc((size_t)T * K * 4);
-        for (size_t i = 0; i < (size_t)T * K; i++) xa[i] = fabsf(x[i]);
-        struct bk_weight wa = w;
-        void *wabs = xmalloc((size_t)N * K * dtype_size(dt));
-        for (size_t i = 0; i < (size_t)N * K; i++) {
-            if (dt == DT_F32) ((float *)wabs)[i] = fabsf(((float *)wh)[i]);
-            else ((uint16_t *)wabs)[i] = ((uint16_t *)wh)[i] & 0x7fff;
-        }
-        wa.data = wabs;
-        bk_matmul(c, mag, xa, &wa, T);
+        matmul_ref(c, &w, x, T, ref, mag);
         float *xd = up(g, x, (size_t)T * K * 4), *yd = poisoned(g, (size_t)T * N);
         bk_matmul(g, yd, xd, &wd, T);
         down(g, got, yd, (size_t)T * N * 4);
         CHECK_CLOSE(got, ref, mag, (size_t)T * N, 1e-6, tol, "matmul %s N=%d K=%d T=%d", dtype_name(dt), N, K, T);
         bk_free(g, xd), bk_free(g, yd);
-        free(x), free(ref), free(got), free(mag), free(xa), free(wabs);
+        free(x), free(ref), free(got), free(mag);
     }
     bk_free(g, (void *)wd.data);
     free(wh);
+}
+
+/* matmul_many over 2-3 dense weights reading one x (q/k/v, gate/up): every
+ * weight's rows against the CPU's matmul, in one GEMV launch where T is in
+ * the GEMV's range and x is 16-byte aligned; an unaligned x falls back to
+ * one GEMV per weight and T beyond the range to cuBLASLt, with the same
+ * results. Split mode: 16-bit weights on the GEMV up to 5 tokens. */
+TEST(dense_matmul_many) {
+    struct backend *g = gpu(), *c = cpu();
+    const enum dtype dts[] = { DT_F32, DT_BF16, DT_F16 };
+    static const int Ns[] = { 515, 131, 64 }, Ks[] = { 1000, 4096 }, Ts[] = { 1, 2, 5, 6 };
+    for (size_t di = 0; di < ARRAY_LEN(dts); di++)
+        for (size_t ki = 0; ki < ARRAY_LEN(Ks); ki++)
+            for (int n = 2; n <= 3; n++)
+                for (size_t ti = 0; ti < ARRAY_LEN(Ts); ti++)
+                    for (int shift = 0; shift < 2; shift++) { /* shift: x one float off 16-byte alignment */
+                        const enum dtype dt = dts[di];
+                        const int K = Ks[ki], T = Ts[ti], Tmax = dt == DT_F32 ? 8 : 5;
+                        struct bk_weight w[3], wd[3];
+                        float *ref[3], *mag[3], *yd[3];
+                        float *x = randf((size_t)T * K, 2.0f);
+                        for (int i = 0; i < n; i++) {
+                            w[i] = (struct bk_weight){ .dtype = dt, .rows = Ns[i], .cols = K };
+                            w[i].data = rand_typed(dt, (size_t)Ns[i] * K);
+                            wd[i] = w[i];
+                            wd[i].data = up(g, w[i].data, (size_t)Ns[i] * K * dtype_size(dt));
+                            ref[i] = xmalloc((size_t)T * Ns[i] * 4), mag[i] = xmalloc((size_t)T * Ns[i] * 4);
+                            matmul_ref(c, &w[i], x, T, ref[i], mag[i]);
+                            yd[i] = poisoned(g, (size_t)T * Ns[i]);
+                        }
+                        float *xb = bk_alloc(g, ((size_t)T * K + 4) * 4);
+                        REQUIRE(xb);
+                        float *xd = xb + shift;
+                        REQUIRE(bk_upload(g, xd, x, (size_t)T * K * 4, NULL, 0) == 0);
+                        const struct bk_weight *wp[3] = { &wd[0], &wd[1], &wd[2] };
+                        struct backend_cuda_counts c0, c1;
+                        backend_cuda_counts(g, &c0);
+                        g->ops->matmul_many(g, n, yd, xd, wp, T);
+                        backend_cuda_counts(g, &c1);
+                        for (int i = 0; i < n; i++) {
+                            float *got = xmalloc((size_t)T * Ns[i] * 4);
+                            down(g, got, yd[i], (size_t)T * Ns[i] * 4);
+                            CHECK_CLOSE(got, ref[i], mag[i], (size_t)T * Ns[i], 1e-6, 2e-5,
+                                        "matmul_many %s K=%d n=%d T=%d shift %d: weight %d", dtype_name(dt), K, n, T,
+                                        shift, i);
+                            free(got);
+                        }
+                        if (T > Tmax) CHECK(c1.dense_gemv == c0.dense_gemv && c1.lt_gemm > c0.lt_gemm);
+                        else if (shift) CHECK(c1.dense_gemv == c0.dense_gemv + n && c1.dense_gemv_many == c0.dense_gemv_many);
+                        else CHECK(c1.dense_gemv == c0.dense_gemv + 1 && c1.dense_gemv_many == c0.dense_gemv_many + 1);
+                        bk_free(g, xb);
+                        for (int i = 0; i < n; i++) {
+                            bk_free(g, (void *)wd[i].data), bk_free(g, yd[i]);
+                            free((void *)w[i].data), free(ref[i]), free(mag[i]);
+                        }
+                        free(x);
+                    }
+    bk_destroy(g), bk_destroy(c);
 }
 
 /* Every T up to CK_GEMV_MAX_T through our GEMV (VLLMC_CUDA_GEMV_MAX_T=8),
@@ -215,7 +279,14 @@ TEST(matmul_bf16_activation_mode) {
     struct backend *g = gpu(), *c = cpu();
     g_matmul = "split";
     static const int Ts[] = { 2, 3, 8, 9, 69 }; /* the GEMV (f32 activations) up to 2 tokens, then cuBLASLt */
-    check_matmul(g, c, DT_BF16, 257, 1000, Ts, (int)ARRAY_LEN(Ts), 4e-3);
+    for (size_t i = 0; i < ARRAY_LEN(Ts); i++) {
+        struct backend_cuda_counts c0, c1;
+        backend_cuda_counts(g, &c0);
+        check_matmul(g, c, DT_BF16, 257, 1000, &Ts[i], 1, 4e-3);
+        backend_cuda_counts(g, &c1);
+        if (Ts[i] <= 2) CHECK(c1.dense_gemv == c0.dense_gemv + 1 && c1.lt_gemm == c0.lt_gemm);
+        else CHECK(c1.dense_gemv == c0.dense_gemv && c1.lt_gemm == c0.lt_gemm + 1); /* one GEMM: bf16 activations */
+    }
     bk_destroy(g), bk_destroy(c);
 }
 

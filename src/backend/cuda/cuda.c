@@ -150,6 +150,7 @@ struct cuda_backend {
     struct ck_chain_op chain[CK_CHAIN_MAX];
     unsigned *chain_sync;
     long n_chain_ops;    /* ops that ran in a chain (backend_cuda_chain_ops) */
+    struct backend_cuda_counts counts; /* backend_cuda_counts */
     unsigned gen;        /* bumped when xb, part, wq or qx move: recorded graphs then point at freed memory */
     bool failed;
     char err[256];
@@ -319,9 +320,10 @@ static void lt_gemm_ld(struct cuda_backend *c, cudaDataType_t type, const void *
     struct mm_plan *p = plan_get(c, type, N, K, T, ldc, al);
     if (!p) return;
     const float alpha = 1.0f;
-    lt_ok(c, cublasLtMatmul(c->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo, c->ws,
-                            LT_WORKSPACE, c->st),
-          "cublasLtMatmul");
+    if (lt_ok(c, cublasLtMatmul(c->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo, c->ws,
+                                LT_WORKSPACE, c->st),
+              "cublasLtMatmul"))
+        c->counts.lt_gemm++;
 }
 
 static void lt_gemm(struct cuda_backend *c, cudaDataType_t type, const void *w, const void *x, float *y, int N, int K,
@@ -435,6 +437,23 @@ static bool qgemv_group(const struct cuda_backend *c, int n, const struct bk_wei
     return true;
 }
 
+/* The weights of a matmul_many call as ck_gemv_many takes them: dense, one
+ * type, K columns, n <= CK_GEMV_MAX_W, T tokens within cu_matmul's GEMV
+ * range, the default GEMV, 16-byte aligned (as ck_gemv's split kernel
+ * needs); false: one cu_matmul per weight. */
+static bool dense_group(const struct cuda_backend *c, int n, const struct bk_weight *const *w, const float *x, int T) {
+    enum ck_type wt;
+    if (n < 2 || n > CK_GEMV_MAX_W || T < 1 || c->gemv_variant || w[0]->fmt != BK_W_DENSE ||
+        type_of(w[0]->dtype, &wt) || T > (wt == CK_F32 ? CK_GEMV_MAX_T : c->gemv_max_t) || ((uintptr_t)x & 15))
+        return false;
+    const int64_t K = w[0]->cols, per16 = wt == CK_F32 ? 4 : 8;
+    for (int i = 0; i < n; i++)
+        if (w[i]->fmt != BK_W_DENSE || w[i]->dtype != w[0]->dtype || w[i]->cols != K || K % per16 ||
+            ((uintptr_t)w[i]->data & 15))
+            return false;
+    return true;
+}
+
 /* ---- ops -------------------------------------------------------------------------- */
 
 static void cu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
@@ -461,7 +480,7 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
     }
     const int N = (int)w->rows, K = (int)w->cols;
     if (T <= (wt == CK_F32 ? CK_GEMV_MAX_T : c->gemv_max_t)) {
-        ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T, c->gemv_variant), "gemv");
+        if (ok(c, ck_gemv(c->st, y, x, w->data, wt, N, K, T, c->gemv_variant), "gemv")) c->counts.dense_gemv++;
         return;
     }
     if (wt == CK_F32) {
@@ -497,6 +516,16 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
         qpf_learn(c, w[0]);
         qpf_arm(c, w[0]);
         if (qx) ok(c, ck_qgemv_many(c->st, n, y, &in, q, N, K, T, qx), "quantized gemv");
+        return;
+    }
+    _Static_assert(CK_GEMV_MAX_W <= CK_QGEMV_MAX_W, "N[] holds either kind");
+    if (dense_group(c, n, w, x, T)) { /* one GEMV launch over the n weights */
+        const void *wd[CK_GEMV_MAX_W];
+        enum ck_type wt;
+        type_of(w[0]->dtype, &wt);
+        for (int i = 0; i < n; i++) wd[i] = w[i]->data, N[i] = (int)w[i]->rows;
+        if (ok(c, ck_gemv_many(c->st, n, y, x, wd, N, wt, (int)w[0]->cols, T), "gemv"))
+            c->counts.dense_gemv++, c->counts.dense_gemv_many++;
         return;
     }
     if (n > 0) qpf_learn(c, w[0]);
@@ -1081,6 +1110,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->qmma_min = MAX(1, c->qmma_min), c->qmma_max = MIN(c->qmma_max, CK_QMMA_MAX_T);
     c->qa_always = getenv("VLLMC_CUDA_QKV_ATTN") && !strcmp(getenv("VLLMC_CUDA_QKV_ATTN"), "always");
     c->qtile_bytes = getenv("VLLMC_CUDA_QTILE_MB") ? (size_t)MAX(1, atoi(getenv("VLLMC_CUDA_QTILE_MB"))) << 20 : QTILE_BYTES;
+    if (getenv("VLLMC_CUDA_GEMV_U")) ck_gemv_shape(atoi(getenv("VLLMC_CUDA_GEMV_U"))); /* sweeps */
     if (getenv("VLLMC_CUDA_QG_SHAPE")) { /* "S,U,W[,trig]" (sweeps; ck_qgemv_shape) */
         int S = 0, U = 0, W = 0, trig = 0;
         sscanf(getenv("VLLMC_CUDA_QG_SHAPE"), "%d,%d,%d,%d", &S, &U, &W, &trig);
@@ -1148,6 +1178,10 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
 }
 
 const char *backend_cuda_name(const struct backend *bk) { return ((const struct cuda_backend *)bk)->name; }
+
+void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *out) {
+    *out = ((const struct cuda_backend *)bk)->counts;
+}
 
 long backend_cuda_chain_ops(const struct backend *bk) {
     const struct cuda_backend *c = (const struct cuda_backend *)bk;

@@ -43,6 +43,16 @@ void ck_set_pdl(int on);
 int ck_kernel_ptx_version(void);
 
 int ck_gemv(ck_stream st, float *y, const float *x, const void *w, enum ck_type wt, int N, int K, int T, int variant);
+/* ck_gemv's default kernel over n <= CK_GEMV_MAX_W weights of one type and
+ * K that read the same x (q/k/v, gate/up) in one launch: y[i][T][N[i]];
+ * every weight and x 16-byte aligned with K % (16 / element size) == 0, or
+ * cudaErrorInvalidValue. */
+#define CK_GEMV_MAX_W 4
+int ck_gemv_many(ck_stream st, int n, float *const *y, const float *x, const void *const *w, const int *N,
+                 enum ck_type wt, int K, int T);
+/* 16-byte pieces per lane loaded ahead in those kernels: 8 (default) or 4
+ * (sweeps; VLLMC_CUDA_GEMV_U) */
+void ck_gemv_shape(int u);
 /* hi[i] = round(x[i]) to wt (BF16 or F16); lo (may be NULL) = round(x - hi) */
 int ck_split(ck_stream st, void *hi, void *lo, const float *x, enum ck_type wt, size_t n);
 /* out[t][k] = table[ids[t]][k] * scale */

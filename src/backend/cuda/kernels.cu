@@ -157,29 +157,62 @@ gemv_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *
 /* The bandwidth version (16-byte loads only): a block of 8 warps owns RPB
  * rows, and the 8 / RPB warps of a row split its K range, so that even
  * matrices of few rows (K/V projections) put enough loads in flight; the
- * warps' sums meet in shared memory. */
-template <class W, int TT, int RPB>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename W::T *__restrict__ w, int N, int K) {
+ * warps' sums meet in shared memory. Up to CK_GEMV_MAX_W weights reading
+ * the same x share one launch (q/k/v, gate/up: ck_gemv_many), each owning a
+ * range of blocks. A lane loads U 16-byte pieces of its row before it
+ * uses any, through ck_ld_stream16 (the weights are read once); the first
+ * U are loaded before the PDL wait (weights are never written by a
+ * kernel), so they stream while the kernel before finishes. U = 8, or 4
+ * with ck_gemv_shape (sweeps). */
+int gv_u = 8;
+
+template <class W>
+struct GvMat {
+    float *y;
+    const typename W::T *w;
+    int N, b0;
+};
+template <class W>
+struct GvArgs {
+    GvMat<W> m[CK_GEMV_MAX_W];
+    int nm, K;
+    const float *x;
+};
+
+template <class W, int TT, int RPB, int GV_U>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_split_k(GvArgs<W> a) {
     ck_pdl_trigger();
-    ck_pdl_wait();
-    constexpr int WPR = GEMV_WARPS / RPB, E = W::E;
+    constexpr int WPR = GEMV_WARPS / RPB, E = W::E, STRIDE = WPR * 32 * E;
     __shared__ float red[GEMV_WARPS][TT];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    GvMat<W> m = a.m[0];
+#pragma unroll
+    for (int i = 1; i < CK_GEMV_MAX_W; i++)
+        if (i < a.nm && (int)blockIdx.x >= a.m[i].b0) m = a.m[i];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K = a.K, N = m.N;
     const int r = warp % RPB, part = warp / RPB;
-    const int n = blockIdx.x * RPB + r;
+    const int n = ((int)blockIdx.x - m.b0) * RPB + r;
     float acc[TT];
 #pragma unroll
     for (int t = 0; t < TT; t++) acc[t] = 0.0f;
+    bool waited = false;
     if (n < N) {
-        const typename W::T *wr = w + (size_t)n * K;
-#pragma unroll 8
-        for (int k0 = (part * 32 + lane) * E; k0 < K; k0 += WPR * 32 * E) {
-            float wf[E];
-            W::unpack(__ldg(reinterpret_cast<const uint4 *>(wr + k0)), wf);
-            acc_chunk<TT, E>(acc, wf, x, K, k0);
+        const typename W::T *wr = m.w + (size_t)n * K;
+        for (int k0 = (part * 32 + lane) * E; k0 < K; k0 += GV_U * STRIDE) {
+            uint4 q[GV_U];
+#pragma unroll
+            for (int u = 0; u < GV_U; u++)
+                q[u] = k0 + u * STRIDE < K ? ck_ld_stream16(wr + k0 + u * STRIDE) : make_uint4(0, 0, 0, 0);
+            if (!waited) ck_pdl_wait(), waited = true;
+#pragma unroll
+            for (int u = 0; u < GV_U; u++) {
+                if (k0 + u * STRIDE >= K) break;
+                float wf[E];
+                W::unpack(q[u], wf);
+                acc_chunk<TT, E>(acc, wf, a.x, K, k0 + u * STRIDE);
+            }
         }
     }
+    if (!waited) ck_pdl_wait(); /* y may still be read by the kernel before */
 #pragma unroll
     for (int t = 0; t < TT; t++) {
         const float v = warp_sum(acc[t]);
@@ -187,42 +220,64 @@ gemv_split_k(float *__restrict__ y, const float *__restrict__ x, const typename 
     }
     __syncthreads();
     if (threadIdx.x < RPB * TT) {
-        const int rr = threadIdx.x % RPB, t = threadIdx.x / RPB, nn = blockIdx.x * RPB + rr;
+        const int rr = threadIdx.x % RPB, t = threadIdx.x / RPB, nn = ((int)blockIdx.x - m.b0) * RPB + rr;
         if (nn < N) {
             float v = 0.0f;
 #pragma unroll
             for (int p = 0; p < WPR; p++) v += red[p * RPB + rr][t];
-            y[(size_t)t * N + nn] = v;
+            m.y[(size_t)t * N + nn] = v;
         }
     }
 }
 
+template <class W, int TT, int RPB>
+int gemv_split_launch_rpb(ck_stream st, GvArgs<W> a) {
+    int blocks = 0;
+    for (int i = 0; i < a.nm; i++) a.m[i].b0 = blocks, blocks += (a.m[i].N + RPB - 1) / RPB;
+    if (gv_u == 4) return ck_launch(gemv_split_k<W, TT, RPB, 4>, (unsigned)blocks, GEMV_WARPS * 32, 0, st, a);
+    return ck_launch(gemv_split_k<W, TT, RPB, 8>, (unsigned)blocks, GEMV_WARPS * 32, 0, st, a);
+}
+
 template <class W, int TT>
-int gemv_split_launch(ck_stream st, float *y, const float *x, const typename W::T *w, int N, int K) {
+int gemv_split_launch(ck_stream st, const GvArgs<W> &a) {
     /* rows per block: as many as still leave >= 1024 blocks */
-    const int rpb = N >= 8192 ? 8 : N >= 4096 ? 4 : N >= 2048 ? 2 : 1;
-    const unsigned grid = blocks_for((size_t)N, (unsigned)rpb);
+    int rows = 0;
+    for (int i = 0; i < a.nm; i++) rows += a.m[i].N;
+    const int rpb = rows >= 8192 ? 8 : rows >= 4096 ? 4 : rows >= 2048 ? 2 : 1;
     switch (rpb) {
-    case 8: return ck_launch(gemv_split_k<W, TT, 8>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
-    case 4: return ck_launch(gemv_split_k<W, TT, 4>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
-    case 2: return ck_launch(gemv_split_k<W, TT, 2>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K);
-    default: return ck_launch(gemv_split_k<W, TT, 1>, grid, GEMV_WARPS * 32, 0, st, y, x, w, N, K); break;
+    case 8: return gemv_split_launch_rpb<W, TT, 8>(st, a);
+    case 4: return gemv_split_launch_rpb<W, TT, 4>(st, a);
+    case 2: return gemv_split_launch_rpb<W, TT, 2>(st, a);
+    default: return gemv_split_launch_rpb<W, TT, 1>(st, a);
     }
+}
+
+template <class W>
+int gemv_many_t(ck_stream st, int n, float *const *y, const float *x, const void *const *w, const int *N, int K,
+                int T) {
+    GvArgs<W> a = {};
+    a.nm = n, a.K = K, a.x = x;
+    for (int i = 0; i < n; i++) a.m[i] = GvMat<W>{ y[i], static_cast<const typename W::T *>(w[i]), N[i], 0 };
+    switch (T) {
+#define CASE(c) case c: return gemv_split_launch<W, c>(st, a);
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return (int)cudaErrorInvalidValue;
+}
+
+/* the split kernel's conditions: 16-byte rows, weights and x */
+template <class W>
+bool gemv_vec(const void *w, const float *x, int K) {
+    return K % W::E == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
 }
 
 template <class W>
 int gemv_t(ck_stream st, float *y, const float *x, const void *w, int N, int K, int T, int variant) {
     const typename W::T *wp = static_cast<const typename W::T *>(w);
-    const bool vec = K % W::E == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
+    const bool vec = gemv_vec<W>(w, x, K);
+    if (vec && variant != 1) return gemv_many_t<W>(st, 1, &y, x, &w, &N, K, T);
     dim3 grid(blocks_for((size_t)N, GEMV_WARPS)), block(GEMV_WARPS * 32);
-    if (vec && variant != 1) {
-        switch (T) {
-#define CASE(n) case n: return gemv_split_launch<W, n>(st, y, x, wp, N, K);
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
-        }
-        return (int)cudaErrorInvalidValue;
-    }
     switch (T) {
 #define CASE(n) case n: return ck_launch(gemv_k<W, n>, grid, block, 0, st, y, x, wp, N, K, vec);
     CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
@@ -537,6 +592,20 @@ extern "C" int ck_gemv(ck_stream st, float *y, const float *x, const void *w, en
                        int variant) {
     if (T < 1 || T > CK_GEMV_MAX_T) return (int)cudaErrorInvalidValue;
     DISPATCH_TYPE(wt, W, return gemv_t<W>(st, y, x, w, N, K, T, variant));
+    return 0;
+}
+
+extern "C" void ck_gemv_shape(int u) { gv_u = u == 4 ? 4 : 8; }
+
+extern "C" int ck_gemv_many(ck_stream st, int n, float *const *y, const float *x, const void *const *w,
+                            const int *N, enum ck_type wt, int K, int T) {
+    if (T < 1 || T > CK_GEMV_MAX_T || n < 1 || n > CK_GEMV_MAX_W) return (int)cudaErrorInvalidValue;
+    for (int i = 0; i < n; i++) {
+        bool vec = false;
+        DISPATCH_TYPE(wt, W, vec = gemv_vec<W>(w[i], x, K));
+        if (!vec || N[i] < 1) return (int)cudaErrorInvalidValue;
+    }
+    DISPATCH_TYPE(wt, W, return gemv_many_t<W>(st, n, y, x, w, N, K, T));
     return 0;
 }
 

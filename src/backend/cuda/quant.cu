@@ -343,13 +343,7 @@ __global__ void add_rmsnorm_qx_k(QxLayout q, float *x, const float *o, float s, 
 
 
 
-__device__ __forceinline__ uint4 ld_codes16(const uint8_t *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
+__device__ __forceinline__ uint4 ld_codes16(const uint8_t *p) { return ck_ld_stream16(p); }
 
 
 /* one weight of a call: rows [0, N) of w, blocks [b0, next b0) of the grid */
