@@ -1107,6 +1107,7 @@ TEST(affine_matmul_real_widths) {
     check_affine(g, c, 4, 128, DT_F32, 129, 14336, T1, (int)ARRAY_LEN(T1), 2e-5, 0);
     check_affine(g, c, 3, 64, DT_F16, 99, 2048, Ts, (int)ARRAY_LEN(Ts), 2e-5, 1);
     check_affine(g, c, 4, 64, DT_BF16, 8321, 8192, T1, (int)ARRAY_LEN(T1), 2e-5, 1); /* 4 tiles of 2048 rows + 129 */
+    check_affine(g, c, 4, 64, DT_BF16, 20011, 512, T1, (int)ARRAY_LEN(T1), 2e-5, 0); /* one token: 2 rows per warp */
     printf("      GEMV with int8 activation parts: worst error %.2e of sum |x w|\n", qgemv_worst);
     bk_destroy(g), bk_destroy(c);
 }
@@ -1366,6 +1367,116 @@ TEST(decode_chain) {
         free(got);
     }
     bk_destroy(g), bk_destroy(c);
+}
+
+static float typed_f32(enum dtype dt, const void *p, size_t i) {
+    if (dt == DT_F32) return ((const float *)p)[i];
+    const uint16_t h = ((const uint16_t *)p)[i];
+    return dt == DT_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+/* VLLMC_CUDA_QGEMV=q8: the GEMV of 1-2 tokens with only the high int8 part
+ * of each activation (x rounded to max |x| of its block of 32 / 127 steps),
+ * against the CPU's f32 result within what that rounding can move it:
+ * sum over k of |s q_k| (the dequantized weight less its group's bias; the
+ * bias meets the exact sum of x) times max |x| of k's block / 254, plus the
+ * f32 tolerance. The mode must show (its error above the default's), must
+ * leave 3 tokens alone (the same bits as the default backend), and matmul_many
+ * takes it too (gate + up over 20000 rows, where the default runs 2 rows per
+ * warp). */
+TEST(affine_gemv_int8_activations) {
+    setenv("VLLMC_CUDA_QGEMV", "q8", 1);
+    struct backend *g8 = gpu();
+    unsetenv("VLLMC_CUDA_QGEMV");
+    struct backend *g = gpu(), *c = cpu();
+    const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
+        { 4, 64, 515, 4096, DT_BF16, 0 }, { 8, 32, 257, 1024, DT_F16, 0 }, { 4, 128, 129, 14336, DT_F32, 0 },
+        { 4, 64, 10007, 512, DT_BF16, 1 } };
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        const int bits = cases[ci].bits, gs = cases[ci].gs, N = cases[ci].N, K = cases[ci].K, G = K / gs;
+        const int nw = cases[ci].many ? 2 : 1;
+        const enum dtype sdt = cases[ci].sdt;
+        struct qw q[2];
+        float *sq[2], *wa[2]; /* |s q| and |w| per weight element */
+        int32_t *all = xmalloc((size_t)N * 4);
+        for (int n = 0; n < N; n++) all[n] = n;
+        for (int i = 0; i < nw; i++) {
+            q[i] = qw_make(g, bits, gs, sdt, N, K);
+            sq[i] = xmalloc((size_t)N * K * 4), wa[i] = xmalloc((size_t)N * K * 4);
+            bk_embed(c, wa[i], &q[i].h, all, N, 1.0f);
+            for (size_t e = 0; e < (size_t)N * K; e++) {
+                const size_t gi = e / (size_t)K * (size_t)G + e % (size_t)K / (size_t)gs;
+                sq[i][e] = fabsf(wa[i][e] - typed_f32(sdt, q[i].h.biases, gi));
+                wa[i][e] = fabsf(wa[i][e]);
+            }
+        }
+        for (int T = 1; T <= 3; T++) {
+            float *x = randf((size_t)T * K, 2.0f);
+            for (int k = 0; k < K; k += 96) x[k] *= 50.0f; /* some blocks with one large value */
+            float *xd = up(g, x, (size_t)T * K * 4), *x8 = up(g8, x, (size_t)T * K * 4);
+            double err8 = 0, err0 = 0;
+            for (int i = 0; i < nw; i++) {
+                float *ref = xmalloc((size_t)T * N * 4), *got = xmalloc((size_t)T * N * 4), *got0 = xmalloc((size_t)T * N * 4);
+                bk_matmul(c, ref, x, &q[i].h, T);
+                float *yd = poisoned(g, (size_t)T * N), *y8 = poisoned(g8, (size_t)T * N);
+                if (nw == 2) {
+                    float *yo = poisoned(g, (size_t)T * N), *yo8 = poisoned(g8, (size_t)T * N);
+                    const struct bk_weight *w2[2] = { &q[0].d, &q[1].d };
+                    float *y2[2] = { i ? yo : yd, i ? yd : yo }, *y28[2] = { i ? yo8 : y8, i ? y8 : yo8 };
+                    g->ops->matmul_many(g, 2, y2, xd, w2, T);
+                    g8->ops->matmul_many(g8, 2, y28, x8, w2, T);
+                    bk_free(g, yo), bk_free(g8, yo8);
+                } else {
+                    bk_matmul(g, yd, xd, &q[i].d, T);
+                    bk_matmul(g8, y8, x8, &q[i].d, T);
+                }
+                down(g, got0, yd, (size_t)T * N * 4);
+                down(g8, got, y8, (size_t)T * N * 4);
+                int bad0 = 0, bad8 = 0, badeq = 0;
+                for (int t = 0; t < T; t++)
+                    for (int n = 0; n < N; n++) {
+                        double bound = 0, mag = 0; /* q8: half a step of the high part, max |x| / 254 */
+                        for (int b = 0; b < K / 32; b++) {
+                            float amax = 0;
+                            for (int k = 32 * b; k < 32 * b + 32; k++) amax = fmaxf(amax, fabsf(x[(size_t)t * K + k]));
+                            double s = 0;
+                            for (int k = 32 * b; k < 32 * b + 32; k++) {
+                                s += sq[i][(size_t)n * K + k];
+                                mag += fabs(x[(size_t)t * K + k]) * wa[i][(size_t)n * K + k];
+                            }
+                            bound += s * amax / 254.0;
+                        }
+                        const size_t o = (size_t)t * N + n;
+                        const double e8 = fabs(got[o] - ref[o]), e0 = fabs(got0[o] - ref[o]);
+                        err8 = fmax(err8, e8), err0 = fmax(err0, e0);
+                        /* the default: two int8 parts, max |x| / 65024 (a 256th of the above) */
+                        if (!(e0 <= bound / 256 * 1.001 + 2e-5 * mag + 1e-6) && bad0++ < 3)
+                            fprintf(stderr, "  default %d-bit N=%d K=%d T=%d: y[%d][%d] off by %g, bound %g\n", bits,
+                                    N, K, T, t, n, e0, bound / 256 + 2e-5 * mag);
+                        if (T <= 2 && !(e8 <= bound * 1.001 + 2e-5 * mag + 1e-6) && bad8++ < 3)
+                            fprintf(stderr, "  q8 %d-bit g%d N=%d K=%d T=%d: y[%d][%d] off by %g, bound %g\n", bits, gs,
+                                    N, K, T, t, n, e8, bound);
+                        if (T == 3 && got[o] != got0[o] && badeq++ < 3)
+                            fprintf(stderr, "  q8 backend at 3 tokens: y[%d][%d] %g, default %g\n", t, n, got[o], got0[o]);
+                    }
+                CHECK(bad0 == 0);
+                CHECK(bad8 == 0);
+                CHECK(badeq == 0);
+                bk_free(g, yd), bk_free(g8, y8);
+                free(ref), free(got), free(got0);
+            }
+            if (T <= 2) {
+                printf("      q8 %d-bit g%d N=%d K=%d T=%d%s: worst |error| %.3g (default %.3g)\n", bits, gs, N, K, T,
+                       nw == 2 ? " (matmul_many)" : "", err8, err0);
+                CHECK(err8 > 4 * err0); /* the mode took effect */
+            }
+            bk_free(g, xd), bk_free(g8, x8);
+            free(x);
+        }
+        for (int i = 0; i < nw; i++) qw_free(g, &q[i]), free(sq[i]), free(wa[i]);
+        free(all);
+    }
+    bk_destroy(g8), bk_destroy(g), bk_destroy(c);
 }
 
 /* VLLMC_CUDA_QGEMV=f32: the 4- and 8-bit GEMV with f32 activations (the

@@ -127,6 +127,7 @@ struct cuda_backend {
     void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
     size_t qx_len;
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
+    int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qgemv_act8) */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
     size_t qtile_bytes;  /* affine matmuls beyond: dequantized rows per tile (hi + lo), VLLMC_CUDA_QTILE_MB */
     struct mm_plan plans[N_PLANS];
@@ -394,6 +395,7 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
             const int n = MIN(CK_GEMV_MAX_T, T - t0);
             if (t0 + n >= T) qpf_arm(c, w);
+            ck_qgemv_act8(c->qgemv_act8);
             if (!ok(c, ck_qgemv(c->st, y + (size_t)t0 * N, x + (size_t)t0 * K, &q, N, K, n, qx, c->qgemv_variant),
                     "quantized gemv"))
                 return;
@@ -515,6 +517,7 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
         const struct ck_qx_in in = { .x = x };
         qpf_learn(c, w[0]);
         qpf_arm(c, w[0]);
+        ck_qgemv_act8(c->qgemv_act8);
         if (qx) ok(c, ck_qgemv_many(c->st, n, y, &in, q, N, K, T, qx), "quantized gemv");
         return;
     }
@@ -554,6 +557,7 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
         const struct ck_qx_in in = { .ready = 1 };
         qpf_learn(c, W[0]);
         qpf_arm(c, W[0]);
+        ck_qgemv_act8(c->qgemv_act8);
         if (qx && ok(c, ck_add_rmsnorm_qx(c->st, x, o, s, h, w, R, n, eps, q[0].bits, q[0].group_size, qx),
                      "add_rmsnorm"))
             ok(c, ck_qgemv_many(c->st, nw, y, &in, q, N, n, R, qx), "quantized gemv");
@@ -580,6 +584,7 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
         const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act };
         qpf_learn(c, w);
         qpf_arm(c, w);
+        ck_qgemv_act8(c->qgemv_act8);
         if (qx) ok(c, ck_qgemv_many(c->st, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
         return;
     }
@@ -1061,8 +1066,8 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     else if (attn && strcmp(attn, "fa") && strcmp(attn, "warp"))
         return errf(err, errlen, "cuda backend: VLLMC_CUDA_ATTN='%s': expected fa, fa0, fa1, fa2 or warp", attn);
     const char *qv = getenv("VLLMC_CUDA_QGEMV");
-    if (qv && strcmp(qv, "f32") && strcmp(qv, "int8"))
-        return errf(err, errlen, "cuda backend: VLLMC_CUDA_QGEMV='%s': expected int8 or f32", qv);
+    if (qv && strcmp(qv, "f32") && strcmp(qv, "int8") && strcmp(qv, "q8"))
+        return errf(err, errlen, "cuda backend: VLLMC_CUDA_QGEMV='%s': expected int8, q8 or f32", qv);
     struct cudaDeviceProp prop;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaFree(NULL)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess) {
@@ -1095,6 +1100,7 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->gemv_max_t = getenv("VLLMC_CUDA_GEMV_MAX_T") ? atoi(getenv("VLLMC_CUDA_GEMV_MAX_T")) : c->split ? 5 : 2;
     c->gemv_max_t = MAX(0, MIN(c->gemv_max_t, CK_GEMV_MAX_T));
     c->qgemv_variant = qv && !strcmp(qv, "f32");
+    c->qgemv_act8 = qv && !strcmp(qv, "q8");
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
      * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */

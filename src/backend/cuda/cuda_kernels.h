@@ -204,6 +204,10 @@ struct ck_qweight {
  * done), which the codes meet in dp4a. Other widths and variant 1 keep f32
  * activations (scratch unused). */
 size_t ck_qgemv_scratch(int K, int T);
+/* on: variant 0 of 1-2 tokens (ck_qgemv, ck_qgemv_many) uses the high int8
+ * part only (error <= max |x| of the block / 254 per element, as
+ * llama.cpp's q8_1 activations); process-wide, for the launches after it */
+void ck_qgemv_act8(int on);
 int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch,
              int variant);
 /* The input of ck_qgemv_many: x[T][K] (x != NULL), or the GLU

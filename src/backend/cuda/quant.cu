@@ -23,7 +23,10 @@
  * rounded to two int8 parts per block of 32 (qx_k; x = d (256 hi + lo),
  * ~16 bits, as the CPU's SIMD kernels do), then the codes meet them in dp4a
  * (qg_k): exact integer sums per 16 bytes of codes, one f32 multiply-add by
- * s * d each, the bias once per group against the exact sum of x. About
+ * s * d each, the bias once per group against the exact sum of x
+ * (VLLMC_CUDA_QGEMV=q8, ck_qgemv_act8: 1-2 tokens with the high part only,
+ * int8 activations as llama.cpp's q8_1, error <= max |x| of the block / 254
+ * per element; 4-bit 8B decode 7% faster). About
  * one instruction per code at T = 1 (it was four with f32 activations);
  * a warp streams 512 contiguous bytes of a row per load, one or two rows
  * per warp, so a T = 1 call has as many warps in flight as registers allow.
@@ -372,7 +375,7 @@ struct QgArgs {
  * range of blocks. The first chunks' codes and scales are loaded before the
  * PDL wait (weights are never written by a kernel), so they stream while
  * the kernels before finish. */
-template <int BITS, int T, int R, int U>
+template <int BITS, int T, int R, int U, bool LO = true>
 __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
     constexpr int M = pow2_at_least(R * T), CPG = 128 / BITS, NW = CPG / 4; /* codes, code words per granule */
     __shared__ float red[8][M];
@@ -439,8 +442,10 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
                 for (int j = 0; j < NW; j += 4) {
                     const int4 h4 = __ldg(reinterpret_cast<const int4 *>(a.x.xh + xo) + j / 4);
                     xh[j] = h4.x, xh[j + 1] = h4.y, xh[j + 2] = h4.z, xh[j + 3] = h4.w;
-                    const int4 l4 = __ldg(reinterpret_cast<const int4 *>(a.x.xl + xo) + j / 4);
-                    xl[j] = l4.x, xl[j + 1] = l4.y, xl[j + 2] = l4.z, xl[j + 3] = l4.w;
+                    if constexpr (LO) {
+                        const int4 l4 = __ldg(reinterpret_cast<const int4 *>(a.x.xl + xo) + j / 4);
+                        xl[j] = l4.x, xl[j + 1] = l4.y, xl[j + 2] = l4.z, xl[j + 3] = l4.w;
+                    }
                 }
                 const float d = __ldg(a.x.xd + (size_t)t * B32 + (k0 >> 5));
                 const float xs = first ? __ldg(a.x.xs + (size_t)t * G + g) : 0.0f;
@@ -451,9 +456,11 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
                     for (int j = 0; j < NW; j++)
                         si = BITS == 4 ? __dp4a((int)cw[r][j], xh[j], si) : dp4a_us(cw[r][j], xh[j], si);
                     si <<= 8; /* < 2^31: 16 codes x 255 x 127 x 256 at most */
+                    if constexpr (LO) {
 #pragma unroll
-                    for (int j = 0; j < NW; j++)
-                        si = BITS == 4 ? __dp4a((int)cw[r][j], xl[j], si) : dp4a_us(cw[r][j], xl[j], si);
+                        for (int j = 0; j < NW; j++)
+                            si = BITS == 4 ? __dp4a((int)cw[r][j], xl[j], si) : dp4a_us(cw[r][j], xl[j], si);
+                    }
                     acc[r][t] = fmaf(s[u][r] * d, (float)si, fmaf(b[u][r], xs, acc[r][t]));
                 }
             }
@@ -491,6 +498,8 @@ struct QgCfg {
     int R, U, W, S;
 };
 
+int qg_act8 = 0; /* ck_qgemv_act8: 1-2 tokens with the high int8 part of the activations only */
+
 template <int BITS, int T, int R, int U>
 int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
     const int sets = c.W / c.S;
@@ -501,12 +510,17 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
     }
     if (a.pf) a.pf_per = (unsigned)(a.pf_per / (unsigned)blocks) & ~15u; /* pf_per held the total */
     if (a.pf_per < 16) a.pf = nullptr, a.pf_per = 0;
+    if constexpr (T <= 2)
+        if (qg_act8) return ck_launch(qg_k<BITS, T, R, U, false>, (unsigned)blocks, 32 * c.W, 0, st, a);
     return ck_launch(qg_k<BITS, T, R, U>, (unsigned)blocks, 32 * c.W, 0, st, a);
 }
 
 /* The shape by token count and rows, from sweeps on an H100 (BENCHMARKS.md):
  * one row per warp and one chunk at a time up to 2 tokens (the most warps in
- * flight: ~40 registers; 2 chunks or 2-4 rows were slower), 2 rows from 3
+ * flight: ~40 registers; 2 chunks or 2-4 rows were slower), except 2 rows per
+ * warp for one 4-bit token over >= 20000 rows (gate + up, the head: the
+ * activations read once per two rows; 4-bit 8B decode 3.07 -> 3.01-3.02
+ * ms/token; not with int8-only activations, where it was slower), 2 rows from 3
  * tokens (activation loads shared), 2 chunks for 3-4 tokens of <= 4096
  * rows; 2 warps per row where rows are few (k/v; 8-bit rows of 4096; 4096
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
@@ -517,6 +531,7 @@ size_t qpf_bytes;
 int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
+    if (T == 1 && bits == 4 && N >= 20000 && !qg_act8) return QgCfg{ 2, 1, 4, 1 };
     if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
     if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1 };
     return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1 };
@@ -534,6 +549,8 @@ template <int BITS, int T>
 int qg_rows(ck_stream st, const QgArgs &a, const QgCfg &c) {
     if constexpr (T <= 2) {
         if (c.U == 2) return qg_launch<BITS, T, 1, 2>(st, a, c);
+        if constexpr (T == 1)
+            if (c.R == 2) return qg_launch<BITS, T, 2, 1>(st, a, c);
         return qg_launch<BITS, T, 1, 1>(st, a, c);
     }
     else if constexpr (T <= 4) {
@@ -866,6 +883,8 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
 extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
     qpf_ptr = p, qpf_bytes = bytes < (1u << 30) ? bytes : (1u << 30);
 }
+
+extern "C" void ck_qgemv_act8(int on) { qg_act8 = on != 0; }
 
 extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
     qg_trig = trig;
