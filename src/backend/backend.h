@@ -340,6 +340,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_DEC_FLAGS its overlap switches, cuda_kernels.h),
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
  * VLLMC_CUDA_GEMV_U=4 the dense GEMV's loads ahead per lane (8; sweeps),
+ * VLLMC_CUDA_QGEMV=f32 runs the affine GEMV with f32 activations, =q8 with
+ * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
