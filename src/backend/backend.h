@@ -369,10 +369,11 @@ long backend_cuda_chain_ops(const struct backend *bk);
 /* Which kernels the CUDA backend's dense matmuls ran, counted since it was
  * created (for tests; zeros without CUDA): launches of our GEMV (one per
  * matmul, or per matmul_many call that took every weight in one launch),
- * those one-launch matmul_many calls among them, and cuBLASLt GEMMs (of
- * any matmul, dequantized tiles included). */
+ * those one-launch matmul_many calls among them, cuBLASLt GEMMs (of any
+ * matmul, dequantized tiles included), and quantized GEMV launches armed to
+ * move the next weight's first bytes into L2 (VLLMC_CUDA_QPF_MB). */
 struct backend_cuda_counts {
-    long dense_gemv, dense_gemv_many, lt_gemm;
+    long dense_gemv, dense_gemv_many, lt_gemm, qgemv_prefetch;
 };
 void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *out);
 

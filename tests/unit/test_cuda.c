@@ -39,6 +39,18 @@ static struct backend *gpu(void) {
     return bk;
 }
 
+/* gpu() created with name=value in the environment, which is unset again
+ * before a skip can leave it set for the tests after */
+static struct backend *gpu_env(const char *name, const char *value) {
+    static char err[512];
+    struct backend *bk;
+    setenv(name, value, 1);
+    const int rc = backend_cuda_create_mode(&bk, 0, 2, g_matmul, err, sizeof err);
+    unsetenv(name);
+    if (rc) SKIP(err);
+    return bk;
+}
+
 static struct backend *cpu(void) {
     struct backend *bk;
     char err[256];
@@ -1385,9 +1397,7 @@ static float typed_f32(enum dtype dt, const void *p, size_t i) {
  * takes it too (gate + up over 20000 rows, where the default runs 2 rows per
  * warp). */
 TEST(affine_gemv_int8_activations) {
-    setenv("VLLMC_CUDA_QGEMV", "q8", 1);
-    struct backend *g8 = gpu();
-    unsetenv("VLLMC_CUDA_QGEMV");
+    struct backend *g8 = gpu_env("VLLMC_CUDA_QGEMV", "q8");
     struct backend *g = gpu(), *c = cpu();
     const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
         { 4, 64, 515, 4096, DT_BF16, 0 }, { 8, 32, 257, 1024, DT_F16, 0 }, { 4, 128, 129, 14336, DT_F32, 0 },
@@ -1477,6 +1487,55 @@ TEST(affine_gemv_int8_activations) {
         free(all);
     }
     bk_destroy(g8), bk_destroy(g), bk_destroy(c);
+}
+
+/* The L2 prefetch of the next quantized GEMV's weight (VLLMC_CUDA_QPF_MB,
+ * default 4 MB): the backend learns the order in which weights are used and
+ * arms each launch with the next one. Three 4-bit weights used in turn:
+ * from the second round every launch is armed (none with the prefetch
+ * off) and the results are the same bits with it on and off; after a weight of the learned order is freed the order is forgotten
+ * (launches are armed only as it is learned again, so nothing prefetches
+ * freed memory) and the results stay right. */
+TEST(affine_gemv_l2_prefetch) {
+    struct backend *goff = gpu_env("VLLMC_CUDA_QPF_MB", "0");
+    struct backend *g = gpu();
+    const int N = 300, K = 512;
+    struct qw q[4];
+    for (int i = 0; i < 3; i++) q[i] = qw_make(g, 4, 64, DT_BF16, N, K);
+    float *x = randf(K, 2.0f), *xd = up(g, x, (size_t)K * 4), *yd = poisoned(g, N), *yo = poisoned(g, N);
+    float *got = xmalloc((size_t)N * 4), *off = xmalloc((size_t)N * 4);
+    int order[3] = { 0, 1, 2 };
+    for (int phase = 0; phase < 2; phase++) {
+        if (phase == 1) { /* free weight 1 of the learned order, use a new one in its place */
+            qw_free(g, &q[1]);
+            q[3] = qw_make(g, 4, 64, DT_BF16, N, K);
+            order[1] = 3;
+        }
+        for (int round = 0; round < 3; round++) {
+            struct backend_cuda_counts c0, c1, o0, o1;
+            backend_cuda_counts(g, &c0), backend_cuda_counts(goff, &o0);
+            for (int j = 0; j < 3; j++) {
+                const struct qw *w = &q[order[j]];
+                bk_matmul(g, yd, xd, &w->d, 1);
+                bk_matmul(goff, yo, xd, &w->d, 1);
+                down(g, got, yd, (size_t)N * 4), down(goff, off, yo, (size_t)N * 4);
+                CHECK(memcmp(got, off, (size_t)N * 4) == 0); /* the GEMV itself: affine_matmul_* */
+            }
+            backend_cuda_counts(g, &c1), backend_cuda_counts(goff, &o1);
+            const long armed = c1.qgemv_prefetch - c0.qgemv_prefetch;
+            CHECK(o1.qgemv_prefetch == o0.qgemv_prefetch);
+            /* round 0 learns: nothing armed at first; after the free the order starts
+             * again from the last weight used (C), so only C's launch, whose successor
+             * A that round taught, is armed; from round 1 all 3 launches are */
+            if (round == 0) CHECK(armed == (phase == 0 ? 0 : 1));
+            else CHECK(armed == 3);
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        if (i != 1) qw_free(g, &q[i]);
+    bk_free(g, xd), bk_free(g, yd), bk_free(goff, yo);
+    free(x), free(got), free(off);
+    bk_destroy(goff), bk_destroy(g);
 }
 
 /* VLLMC_CUDA_QGEMV=f32: the 4- and 8-bit GEMV with f32 activations (the

@@ -363,6 +363,7 @@ static void qpf_arm(struct cuda_backend *c, const struct bk_weight *w) {
     for (int i = 0; c->qpf_max && i < c->qpf_n; i++)
         if (c->qpf[i].key == w->data) {
             ck_qgemv_prefetch(c->qpf[i].next, c->qpf[i].bytes);
+            c->counts.qgemv_prefetch++;
             return;
         }
     ck_qgemv_prefetch(NULL, 0);
