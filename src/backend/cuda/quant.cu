@@ -520,7 +520,10 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
  * flight: ~40 registers; 2 chunks or 2-4 rows were slower), except 2 rows per
  * warp for one 4-bit token over >= 20000 rows (gate + up, the head: the
  * activations read once per two rows; 4-bit 8B decode 3.07 -> 3.01-3.02
- * ms/token; not with int8-only activations, where it was slower), 2 rows from 3
+ * ms/token; not with int8-only activations, where it was slower); with those
+ * (32 registers, so 64 warps per multiprocessor) 2 warps per row up to 4096
+ * rows at one token (o and down then fill one wave: 2.89 -> 2.75 ms/token;
+ * at 40 registers the split grid overflows it and is slower), 2 rows from 3
  * tokens (activation loads shared), 2 chunks for 3-4 tokens of <= 4096
  * rows; 2 warps per row where rows are few (k/v; 8-bit rows of 4096; 4096
  * rows from 5 tokens). Prefetching a warp's next chunks into L2 was slower
@@ -532,7 +535,7 @@ int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.
 
 QgCfg qg_cfg_table(int N, int T, int bits) {
     if (T == 1 && bits == 4 && N >= 20000 && !qg_act8) return QgCfg{ 2, 1, 4, 1 };
-    if (T <= 2) return QgCfg{ 1, 1, 4, N <= 2048 || (bits == 8 && N <= 4096) ? 2 : 1 };
+    if (T <= 2) return QgCfg{ 1, 1, 4, N <= (T == 1 && qg_act8 ? 4096 : 2048) || (bits == 8 && N <= 4096) ? 2 : 1 };
     if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1 };
     return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1 };
 }
