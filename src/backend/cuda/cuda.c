@@ -127,7 +127,7 @@ struct cuda_backend {
     void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
     size_t qx_len;
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
-    int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qgemv_act8) */
+    int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qx_in.act8) */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
     size_t qtile_bytes;  /* affine matmuls beyond: dequantized rows per tile (hi + lo), VLLMC_CUDA_QTILE_MB */
     struct mm_plan plans[N_PLANS];
@@ -396,8 +396,8 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
             const int n = MIN(CK_GEMV_MAX_T, T - t0);
             if (t0 + n >= T) qpf_arm(c, w);
-            ck_qgemv_act8(c->qgemv_act8);
-            if (!ok(c, ck_qgemv(c->st, y + (size_t)t0 * N, x + (size_t)t0 * K, &q, N, K, n, qx, c->qgemv_variant),
+            if (!ok(c, ck_qgemv(c->st, y + (size_t)t0 * N, x + (size_t)t0 * K, &q, N, K, n, qx,
+                                c->qgemv_act8 ? 2 : c->qgemv_variant),
                     "quantized gemv"))
                 return;
         }
@@ -515,10 +515,9 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
     if (grouped) {
         const int K = (int)w[0]->cols;
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
-        const struct ck_qx_in in = { .x = x };
+        const struct ck_qx_in in = { .x = x, .act8 = c->qgemv_act8 };
         qpf_learn(c, w[0]);
         qpf_arm(c, w[0]);
-        ck_qgemv_act8(c->qgemv_act8);
         if (qx) ok(c, ck_qgemv_many(c->st, n, y, &in, q, N, K, T, qx), "quantized gemv");
         return;
     }
@@ -555,10 +554,9 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
     chain_flush(c);
     if (grouped) { /* h rounded by the norm kernel */
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
-        const struct ck_qx_in in = { .ready = 1 };
+        const struct ck_qx_in in = { .ready = 1, .act8 = c->qgemv_act8 };
         qpf_learn(c, W[0]);
         qpf_arm(c, W[0]);
-        ck_qgemv_act8(c->qgemv_act8);
         if (qx && ok(c, ck_add_rmsnorm_qx(c->st, x, o, s, h, w, R, n, eps, q[0].bits, q[0].group_size, qx),
                      "add_rmsnorm"))
             ok(c, ck_qgemv_many(c->st, nw, y, &in, q, N, n, R, qx), "quantized gemv");
@@ -582,10 +580,9 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
     chain_flush(c);
     if (grouped) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(F, T));
-        const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act };
+        const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act, .act8 = c->qgemv_act8 };
         qpf_learn(c, w);
         qpf_arm(c, w);
-        ck_qgemv_act8(c->qgemv_act8);
         if (qx) ok(c, ck_qgemv_many(c->st, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
         return;
     }

@@ -201,13 +201,11 @@ struct ck_qweight {
  * two int8 parts per block of 32 (x = d (256 hi + lo), error <= max |x| of
  * the block / 65024 per element) in scratch (ck_qgemv_scratch(K, T) bytes,
  * 256-byte aligned, stream ordered: free again when the call's kernels are
- * done), which the codes meet in dp4a. Other widths and variant 1 keep f32
- * activations (scratch unused). */
+ * done), which the codes meet in dp4a. Variant 2: the same, but 1-2 tokens
+ * use the high int8 part only (error <= max |x| of the block / 254 per
+ * element, as llama.cpp's q8_1 activations). Other widths and variant 1 keep
+ * f32 activations (scratch unused). */
 size_t ck_qgemv_scratch(int K, int T);
-/* on: variant 0 of 1-2 tokens (ck_qgemv, ck_qgemv_many) uses the high int8
- * part only (error <= max |x| of the block / 254 per element, as
- * llama.cpp's q8_1 activations); process-wide, for the launches after it */
-void ck_qgemv_act8(int on);
 int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w, int N, int K, int T, void *scratch,
              int variant);
 /* The input of ck_qgemv_many: x[T][K] (x != NULL), or the GLU
@@ -216,6 +214,7 @@ int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w,
 struct ck_qx_in {
     const float *x, *gate, *up;
     int ld, act, ready;
+    int act8; /* 1-2 tokens: the GEMV uses the high int8 part only (ck_qgemv's variant 2) */
 };
 /* Force the launch shape of the int8 GEMV (for sweeps; 0 = the measured
  * table): S warps per row set (1, 2, 4), U chunks in flight per warp (1, 2),

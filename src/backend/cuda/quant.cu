@@ -24,7 +24,7 @@
  * ~16 bits, as the CPU's SIMD kernels do), then the codes meet them in dp4a
  * (qg_k): exact integer sums per 16 bytes of codes, one f32 multiply-add by
  * s * d each, the bias once per group against the exact sum of x
- * (VLLMC_CUDA_QGEMV=q8, ck_qgemv_act8: 1-2 tokens with the high part only,
+ * (VLLMC_CUDA_QGEMV=q8, ck_qx_in.act8: 1-2 tokens with the high part only,
  * int8 activations as llama.cpp's q8_1, error <= max |x| of the block / 254
  * per element; 4-bit 8B decode 7% faster). About
  * one instruction per code at T = 1 (it was four with f32 activations);
@@ -496,9 +496,8 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
 /* the launch shape besides R and U: W warps per block, S warps per row set */
 struct QgCfg {
     int R, U, W, S;
+    bool act8; /* the high int8 part of the activations only (ck_qx_in.act8, 1-2 tokens) */
 };
-
-int qg_act8 = 0; /* ck_qgemv_act8: 1-2 tokens with the high int8 part of the activations only */
 
 template <int BITS, int T, int R, int U>
 int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
@@ -511,7 +510,7 @@ int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
     if (a.pf) a.pf_per = (unsigned)(a.pf_per / (unsigned)blocks) & ~15u; /* pf_per held the total */
     if (a.pf_per < 16) a.pf = nullptr, a.pf_per = 0;
     if constexpr (T <= 2)
-        if (qg_act8) return ck_launch(qg_k<BITS, T, R, U, false>, (unsigned)blocks, 32 * c.W, 0, st, a);
+        if (c.act8) return ck_launch(qg_k<BITS, T, R, U, false>, (unsigned)blocks, 32 * c.W, 0, st, a);
     return ck_launch(qg_k<BITS, T, R, U>, (unsigned)blocks, 32 * c.W, 0, st, a);
 }
 
@@ -533,15 +532,15 @@ const void *qpf_ptr; /* ck_qgemv_prefetch: for the next launch only */
 size_t qpf_bytes;
 int qg_trig = 0; /* ck_qgemv_shape's trig: off, measured faster (3.21 vs 3.26-3.28 ms/token, 4-bit 8B) */
 
-QgCfg qg_cfg_table(int N, int T, int bits) {
-    if (T == 1 && bits == 4 && N >= 20000 && !qg_act8) return QgCfg{ 2, 1, 4, 1 };
-    if (T <= 2) return QgCfg{ 1, 1, 4, N <= (T == 1 && qg_act8 ? 4096 : 2048) || (bits == 8 && N <= 4096) ? 2 : 1 };
-    if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1 };
-    return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1 };
+QgCfg qg_cfg_table(int N, int T, int bits, bool act8) {
+    if (T == 1 && bits == 4 && N >= 20000 && !act8) return QgCfg{ 2, 1, 4, 1, act8 };
+    if (T <= 2) return QgCfg{ 1, 1, 4, N <= (T == 1 && act8 ? 4096 : 2048) || (bits == 8 && N <= 4096) ? 2 : 1, act8 };
+    if (T <= 4) return QgCfg{ 2, N <= 4096 ? 2 : 1, 4, N <= 2048 ? 2 : 1, false };
+    return QgCfg{ 2, 1, 4, N <= 4096 ? 2 : 1, false };
 }
 
-QgCfg qg_cfg(int N, int T, int bits) {
-    QgCfg c = qg_cfg_table(N, T, bits);
+QgCfg qg_cfg(int N, int T, int bits, bool act8) {
+    QgCfg c = qg_cfg_table(N, T, bits, act8);
     if (qg_force_s) c.S = qg_force_s;
     if (qg_force_u) c.U = qg_force_u;
     if (qg_force_w) c.W = qg_force_w;
@@ -577,7 +576,7 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
            void *scratch, const void *pf, size_t pf_bytes) {
     int rows = 0;
     for (int i = 0; i < n; i++) rows += N[i];
-    const QgCfg c = qg_cfg(rows, T, w->bits);
+    const QgCfg c = qg_cfg(rows, T, w->bits, in.act8 && T <= 2);
     const QxLayout o = qx_layout(scratch, K, T);
     const int n8 = T * K / 8;
     const bool xv = in.gate ? ((uintptr_t)in.gate & 15) == 0 && ((uintptr_t)in.up & 15) == 0 && in.ld % 4 == 0
@@ -860,7 +859,7 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
-        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0 };
+        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, variant == 2 };
         return qg_run(st, 1, &y, in, w, &N, K, T, scratch, pf, pf_bytes);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
@@ -886,8 +885,6 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
 extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
     qpf_ptr = p, qpf_bytes = bytes < (1u << 30) ? bytes : (1u << 30);
 }
-
-extern "C" void ck_qgemv_act8(int on) { qg_act8 = on != 0; }
 
 extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
     qg_trig = trig;
@@ -948,7 +945,7 @@ extern "C" int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_q
     if (N <= 0) return 0;
     const QxLayout o = qx_layout(scratch, K, T);
     const int n8 = T * K / 8;
-    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0 };
+    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, 0 };
     const bool xv = ((uintptr_t)x & 15) == 0;
     const unsigned grid = (unsigned)((n8 + 255) / 256);
     const int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
