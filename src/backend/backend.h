@@ -341,7 +341,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
  * VLLMC_CUDA_GEMV_U=4 the dense GEMV's loads ahead per lane (8; sweeps),
  * VLLMC_CUDA_QGEMV=f32 runs the affine GEMV with f32 activations, =q8 with
- * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision),
+ * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision;
+ * not inside the decode chain),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
@@ -366,9 +367,9 @@ long backend_cuda_fused_attention_calls(const struct backend *bk);
 /* How many one-token quantized matmul ops ran in the decode chain (for
  * tests); -1 where the chain is off (not VLLMC_CUDA_CHAIN=1, before sm_90, no CUDA). */
 long backend_cuda_chain_ops(const struct backend *bk);
-/* Which kernels the CUDA backend's dense matmuls ran, counted since it was
- * created (for tests; zeros without CUDA): launches of our GEMV (one per
- * matmul, or per matmul_many call that took every weight in one launch),
+/* Which kernels the CUDA backend's matmuls ran, counted since it was
+ * created (for tests; zeros without CUDA): launches of our dense GEMV (one
+ * per matmul, or per matmul_many call that took every weight in one launch),
  * those one-launch matmul_many calls among them, cuBLASLt GEMMs (of any
  * matmul, dequantized tiles included), and quantized GEMV launches armed to
  * move the next weight's first bytes into L2 (VLLMC_CUDA_QPF_MB). */

@@ -83,10 +83,10 @@ template <int BITS>
 __device__ __forceinline__ void load_unit(uint32_t (&w)[BITS], const uint8_t *p) {
     if constexpr (BITS % 4 == 0) {
 #pragma unroll
-        for (int i = 0; i < BITS / 4; i++)
-            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                         : "=r"(w[4 * i]), "=r"(w[4 * i + 1]), "=r"(w[4 * i + 2]), "=r"(w[4 * i + 3])
-                         : "l"(p + 16 * i));
+        for (int i = 0; i < BITS / 4; i++) {
+            const uint4 v = ck_ld_stream16(p + 16 * i);
+            w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+        }
     } else if constexpr (BITS % 2 == 0) {
 #pragma unroll
         for (int i = 0; i < BITS / 2; i++)
@@ -346,7 +346,6 @@ __global__ void add_rmsnorm_qx_k(QxLayout q, float *x, const float *o, float s, 
 
 
 
-__device__ __forceinline__ uint4 ld_codes16(const uint8_t *p) { return ck_ld_stream16(p); }
 
 
 /* one weight of a call: rows [0, N) of w, blocks [b0, next b0) of the grid */
@@ -410,7 +409,7 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
             const bool v = c0 + u < nch && o < rb, first = v && (k0 & ((1 << gsh) - 1)) == 0;
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                q[u][r] = v ? ld_codes16(wr[r] + o) : make_uint4(0, 0, 0, 0);
+                q[u][r] = v ? ck_ld_stream16(wr[r] + o) : make_uint4(0, 0, 0, 0);
                 s[u][r] = v ? ld_sb(m.sc, gr[r] + g, a.sdt) : 0.0f;
                 b[u][r] = first ? ld_sb(m.bi, gr[r] + g, a.sdt) : 0.0f;
             }
