@@ -1392,15 +1392,17 @@ static float typed_f32(enum dtype dt, const void *p, size_t i) {
  * against the CPU's f32 result within what that rounding can move it:
  * sum over k of |s q_k| (the dequantized weight less its group's bias; the
  * bias meets the exact sum of x) times max |x| of k's block / 254, plus the
- * f32 tolerance. The mode must show (its error above the default's), must
- * leave 3 tokens alone (the same bits as the default backend), and matmul_many
- * takes it too (gate + up over 20000 rows, where the default runs 2 rows per
- * warp). */
+ * f32 tolerance (q8 splits rows over 2 warps up to 4096 rows at one token,
+ * the default up to 2048: the 3001-row case). The mode must show (its error
+ * above the default's), must leave 3 tokens alone (the same bits as the
+ * default backend), and matmul_many takes it too (gate + up over 20000 rows,
+ * where the default runs 2 rows per warp). */
 TEST(affine_gemv_int8_activations) {
     struct backend *g8 = gpu_env("VLLMC_CUDA_QGEMV", "q8");
     struct backend *g = gpu(), *c = cpu();
     const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
         { 4, 64, 515, 4096, DT_BF16, 0 }, { 8, 32, 257, 1024, DT_F16, 0 }, { 4, 128, 129, 14336, DT_F32, 0 },
+        { 4, 64, 3001, 1024, DT_BF16, 0 }, /* q8: 2 warps per row up to 4096 rows, the default 1 */
         { 4, 64, 10007, 512, DT_BF16, 1 } };
     for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
         const int bits = cases[ci].bits, gs = cases[ci].gs, N = cases[ci].N, K = cases[ci].K, G = K / gs;
