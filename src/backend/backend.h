@@ -342,7 +342,9 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_GEMV_U=4 the dense GEMV's loads ahead per lane (8; sweeps),
  * VLLMC_CUDA_QGEMV=f32 runs the affine GEMV with f32 activations, =q8 with
  * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision;
- * not inside the decode chain),
+ * not inside the decode chain), VLLMC_CUDA_QBULK=KB: the 4-bit GEMV of 1-2
+ * tokens moves each block's rows into shared memory by cp.async.bulk where a
+ * block needs at most KB of it (sm_90; default 16, 0 off, up to 160),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),
  * VLLMC_CUDA_QTILE_MB=N: larger affine matmuls dequantize tiles of at most N
@@ -372,9 +374,11 @@ long backend_cuda_chain_ops(const struct backend *bk);
  * per matmul, or per matmul_many call that took every weight in one launch),
  * those one-launch matmul_many calls among them, cuBLASLt GEMMs (of any
  * matmul, dequantized tiles included), and quantized GEMV launches armed to
- * move the next weight's first bytes into L2 (VLLMC_CUDA_QPF_MB). */
+ * move the next weight's first bytes into L2 (VLLMC_CUDA_QPF_MB), and
+ * quantized GEMV launches that moved their rows into shared memory in bulk
+ * (VLLMC_CUDA_QBULK). */
 struct backend_cuda_counts {
-    long dense_gemv, dense_gemv_many, lt_gemm, qgemv_prefetch;
+    long dense_gemv, dense_gemv_many, lt_gemm, qgemv_prefetch, qgemv_bulk;
 };
 void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *out);
 

@@ -1491,6 +1491,97 @@ TEST(affine_gemv_int8_activations) {
     bk_destroy(g8), bk_destroy(g), bk_destroy(c);
 }
 
+/* The 4-bit GEMV through shared memory (quant.cu's qgb_k, VLLMC_CUDA_QBULK:
+ * a block's 4 rows moved in by cp.async.bulk, each warp a quarter of every
+ * row, then qg_k's arithmetic with the f32 sums grouped differently): at 1-2
+ * tokens, in both activation modes, the outputs of the register kernel
+ * (VLLMC_CUDA_QBULK=0; checked against the CPU by
+ * affine_gemv_int8_activations) to within f32 rounding; one bulk launch per
+ * call where every weight's rows are a multiple of 4 and a block's bytes fit
+ * the limit (the default 16 KB, or 160), none elsewhere or at 8 bits;
+ * matmul_many's q/k/v-like call takes one launch for its three weights;
+ * rows 64 codes wide leave two of a block's four warps no granule; rows of
+ * 32768 need more than 48 KB per block. Skips where the device is not sm_90
+ * (no bulk launch counted). */
+TEST(affine_gemv_bulk) {
+    struct backend *g = gpu_env("VLLMC_CUDA_QBULK", "0"), *b16 = gpu(), *b160 = gpu_env("VLLMC_CUDA_QBULK", "160");
+    setenv("VLLMC_CUDA_QGEMV", "q8", 1);
+    struct backend *g8 = gpu_env("VLLMC_CUDA_QBULK", "0"), *b160q = gpu_env("VLLMC_CUDA_QBULK", "160");
+    unsetenv("VLLMC_CUDA_QGEMV");
+    struct { struct backend *b, *ref; int kb; const char *name; } modes[] = {
+        { b16, g, 16, "default" }, { b160, g, 160, "160 KB" }, { b160q, g8, 160, "160 KB, q8" } };
+    const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
+        { 4, 64, 5000, 4096, DT_BF16, 0 }, { 8, 32, 4100, 1024, DT_F16, 0 }, { 4, 128, 4104, 14336, DT_F32, 0 },
+        { 4, 32, 1000, 64, DT_BF16, 0 }, { 4, 64, 5001, 512, DT_BF16, 0 }, { 4, 64, 8, 32768, DT_BF16, 0 },
+        { 4, 64, 4096, 2048, DT_BF16, 1 } /* with two of 1028: q/k/v in one launch */ };
+    int launched = 0;
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        const int bits = cases[ci].bits, K = cases[ci].K, many = cases[ci].many;
+        const int nw = many ? 3 : 1, Ns[3] = { cases[ci].N, 1028, 1028 };
+        struct qw q[3];
+        const struct bk_weight *wd[3];
+        for (int i = 0; i < nw; i++) q[i] = qw_make(g, bits, cases[ci].gs, cases[ci].sdt, Ns[i], K), wd[i] = &q[i].d;
+        for (int T = 1; T <= 2; T++) {
+            float *x = randf((size_t)T * K, 2.0f);
+            for (int k = 0; k < K; k += 96) x[k] *= 50.0f;
+            float *xd = up(g, x, (size_t)T * K * 4);
+            for (size_t mi = 0; mi < ARRAY_LEN(modes); mi++) {
+                struct backend *b = modes[mi].b, *r = modes[mi].ref;
+                const size_t block = (size_t)K * 2 + 2 * 4 * (size_t)(K / cases[ci].gs) * dtype_size(cases[ci].sdt);
+                bool eligible = bits == 4 && block <= (size_t)modes[mi].kb << 10;
+                for (int i = 0; i < nw; i++) eligible = eligible && Ns[i] % 4 == 0;
+                float *yb[3], *yr[3];
+                for (int i = 0; i < nw; i++) yb[i] = poisoned(g, (size_t)T * Ns[i]), yr[i] = poisoned(g, (size_t)T * Ns[i]);
+                struct backend_cuda_counts c0, c1, r0, r1;
+                backend_cuda_counts(b, &c0), backend_cuda_counts(r, &r0);
+                if (many) {
+                    b->ops->matmul_many(b, 3, yb, xd, wd, T);
+                    r->ops->matmul_many(r, 3, yr, xd, wd, T);
+                } else {
+                    bk_matmul(b, yb[0], xd, wd[0], T);
+                    bk_matmul(r, yr[0], xd, wd[0], T);
+                }
+                backend_cuda_counts(b, &c1), backend_cuda_counts(r, &r1);
+                const long launches = c1.qgemv_bulk - c0.qgemv_bulk;
+                CHECK(r1.qgemv_bulk == r0.qgemv_bulk);
+                if (ci == 0 && T == 1 && mi == 0 && launches == 0) {
+                    for (int i = 0; i < nw; i++) bk_free(g, yb[i]), bk_free(g, yr[i]);
+                    bk_free(g, xd), free(x), qw_free(g, &q[0]);
+                    bk_destroy(b16), bk_destroy(b160), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+                    SKIP("no bulk GEMV on this device (sm_90 only)");
+                }
+                launched += (int)launches;
+                CHECK(launches == (eligible ? 1 : 0));
+                for (int i = 0; i < nw; i++) {
+                    const size_t n = (size_t)T * Ns[i];
+                    float *hb = xmalloc(n * 4), *hr = xmalloc(n * 4);
+                    down(b, hb, yb[i], n * 4), down(r, hr, yr[i], n * 4);
+                    double ymax = 0, worst = 0;
+                    for (size_t e = 0; e < n; e++) ymax = fmax(ymax, fabs(hr[e]));
+                    size_t bad = 0;
+                    for (size_t e = 0; e < n; e++) {
+                        const double d = fabs((double)hb[e] - hr[e]);
+                        worst = isnan(d) ? INFINITY : fmax(worst, d);
+                        bad += !(d <= 1e-5 * ymax);
+                    }
+                    if (bad)
+                        fprintf(stderr, "  %s: %d-bit N=%d K=%d T=%d weight %d: %zu outputs off, worst %g of max %g\n",
+                                modes[mi].name, bits, Ns[i], K, T, i, bad, worst, ymax);
+                    CHECK(bad == 0);
+                    CHECK(ymax > 0);
+                    free(hb), free(hr);
+                    bk_free(g, yb[i]), bk_free(g, yr[i]);
+                }
+            }
+            bk_free(g, xd), free(x);
+        }
+        for (int i = 0; i < nw; i++) qw_free(g, &q[i]);
+    }
+    printf("      %d bulk launches\n", launched);
+    CHECK(launched > 0);
+    bk_destroy(b16), bk_destroy(b160), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+}
+
 /* The L2 prefetch of the next quantized GEMV's weight (VLLMC_CUDA_QPF_MB,
  * default 4 MB): the backend learns the order in which weights are used and
  * arms each launch with the next one. Three 4-bit weights used in turn:

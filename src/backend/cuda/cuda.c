@@ -128,6 +128,7 @@ struct cuda_backend {
     size_t qx_len;
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
     int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qx_in.act8) */
+    int qbulk_kb;        /* VLLMC_CUDA_QBULK: ck_qx_in.bulk_kb (0: off) */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
     size_t qtile_bytes;  /* affine matmuls beyond: dequantized rows per tile (hi + lo), VLLMC_CUDA_QTILE_MB */
     struct mm_plan plans[N_PLANS];
@@ -369,6 +370,20 @@ static void qpf_arm(struct cuda_backend *c, const struct bk_weight *w) {
     ck_qgemv_prefetch(NULL, 0);
 }
 
+/* ck_qgemv_many, counting the launches that took the bulk kernel */
+static int qgemv_many(struct cuda_backend *c, int n, float *const *y, const struct ck_qx_in *in,
+                      const struct ck_qweight *q, const int *N, int K, int T, void *qx) {
+    const long b0 = ck_qgemv_bulk_launches();
+    const int rc = ck_qgemv_many(c->st, n, y, in, q, N, K, T, qx);
+    c->counts.qgemv_bulk += ck_qgemv_bulk_launches() - b0;
+    return rc;
+}
+
+/* the int8 GEMV's input settings this backend was created with */
+static struct ck_qx_in qx_in(const struct cuda_backend *c) {
+    return (struct ck_qx_in){ .act8 = c->qgemv_act8, .bulk_kb = c->qbulk_kb };
+}
+
 /* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu), then at 4/8 bits
  * ck_qmma up to qmma_max (tensor cores, the same int8 parts). Beyond, tiles
  * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
@@ -396,10 +411,13 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
             const int n = MIN(CK_GEMV_MAX_T, T - t0);
             if (t0 + n >= T) qpf_arm(c, w);
-            if (!ok(c, ck_qgemv(c->st, y + (size_t)t0 * N, x + (size_t)t0 * K, &q, N, K, n, qx,
-                                c->qgemv_act8 ? 2 : c->qgemv_variant),
-                    "quantized gemv"))
-                return;
+            struct ck_qx_in in = qx_in(c);
+            in.x = x + (size_t)t0 * K;
+            float *yt = y + (size_t)t0 * N;
+            const int rc = (w->bits == 4 || w->bits == 8) && !c->qgemv_variant
+                               ? qgemv_many(c, 1, &yt, &in, &q, &N, K, n, qx)
+                               : ck_qgemv(c->st, yt, in.x, &q, N, K, n, qx, c->qgemv_variant);
+            if (!ok(c, rc, "quantized gemv")) return;
         }
         return;
     }
@@ -515,10 +533,11 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
     if (grouped) {
         const int K = (int)w[0]->cols;
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
-        const struct ck_qx_in in = { .x = x, .act8 = c->qgemv_act8 };
+        struct ck_qx_in in = qx_in(c);
+        in.x = x;
         qpf_learn(c, w[0]);
         qpf_arm(c, w[0]);
-        if (qx) ok(c, ck_qgemv_many(c->st, n, y, &in, q, N, K, T, qx), "quantized gemv");
+        if (qx) ok(c, qgemv_many(c, n, y, &in, q, N, K, T, qx), "quantized gemv");
         return;
     }
     _Static_assert(CK_GEMV_MAX_W <= CK_QGEMV_MAX_W, "N[] holds either kind");
@@ -554,12 +573,13 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
     chain_flush(c);
     if (grouped) { /* h rounded by the norm kernel */
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
-        const struct ck_qx_in in = { .ready = 1, .act8 = c->qgemv_act8 };
+        struct ck_qx_in in = qx_in(c);
+        in.ready = 1;
         qpf_learn(c, W[0]);
         qpf_arm(c, W[0]);
         if (qx && ok(c, ck_add_rmsnorm_qx(c->st, x, o, s, h, w, R, n, eps, q[0].bits, q[0].group_size, qx),
                      "add_rmsnorm"))
-            ok(c, ck_qgemv_many(c->st, nw, y, &in, q, N, n, R, qx), "quantized gemv");
+            ok(c, qgemv_many(c, nw, y, &in, q, N, n, R, qx), "quantized gemv");
         return;
     }
     cu_add_rmsnorm(bk, x, o, s, h, w, R, n, eps);
@@ -580,10 +600,11 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
     chain_flush(c);
     if (grouped) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(F, T));
-        const struct ck_qx_in in = { .gate = g, .up = u, .ld = ld, .act = (int)act, .act8 = c->qgemv_act8 };
+        struct ck_qx_in in = qx_in(c);
+        in.gate = g, in.up = u, in.ld = ld, in.act = (int)act;
         qpf_learn(c, w);
         qpf_arm(c, w);
-        if (qx) ok(c, ck_qgemv_many(c->st, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
+        if (qx) ok(c, qgemv_many(c, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
         return;
     }
     ok(c, ck_glu(c->st, a, g, u, T, F, ld, (int)act), "glu");
@@ -1099,6 +1120,12 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->gemv_max_t = MAX(0, MIN(c->gemv_max_t, CK_GEMV_MAX_T));
     c->qgemv_variant = qv && !strcmp(qv, "f32");
     c->qgemv_act8 = qv && !strcmp(qv, "q8");
+    /* the 4-bit GEMV of 1-2 tokens through shared memory (ck_qx_in.bulk_kb) for
+     * blocks of up to 16 KB: every 8B shape but the down projection, whose
+     * 32 KB blocks were slower (4-bit 8B decode 2.87-2.88 ms/token against
+     * 3.02-3.13 without, 2.89-3.00 with down too; H100, BENCHMARKS.md) */
+    c->qbulk_kb = getenv("VLLMC_CUDA_QBULK") ? atoi(getenv("VLLMC_CUDA_QBULK")) : 16;
+    if (c->qbulk_kb < 0 || c->qbulk_kb > CK_QBULK_MAX_KB || !ck_qgemv_bulk_supported()) c->qbulk_kb = 0;
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
      * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */

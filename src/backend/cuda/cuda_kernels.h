@@ -211,10 +211,18 @@ int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_qweight *w,
 /* The input of ck_qgemv_many: x[T][K] (x != NULL), or the GLU
  * act(gate) * up over rows of stride ld >= K, computed as ck_glu does, or
  * (ready) what ck_add_rmsnorm_qx just left in the scratch. */
+#define CK_QBULK_MAX_KB 160 /* ck_qx_in.bulk_kb at most */
 struct ck_qx_in {
     const float *x, *gate, *up;
     int ld, act, ready;
     int act8; /* 1-2 tokens: the GEMV uses the high int8 part only (ck_qgemv's variant 2) */
+    /* 4-bit weights, 1-2 tokens, sm_90 (ck_qgemv_bulk_supported): the
+     * GEMV whose blocks move their 4 rows into shared memory by
+     * cp.async.bulk (quant.cu's qgb_k), for calls whose shapes allow it
+     * (every weight's rows a multiple of 4, a block's scales a multiple of
+     * 16 bytes) and whose blocks need at most bulk_kb KB of it (1 to
+     * CK_QBULK_MAX_KB); 0: off */
+    int bulk_kb;
 };
 /* Force the launch shape of the int8 GEMV (for sweeps; 0 = the measured
  * table): S warps per row set (1, 2, 4), U chunks in flight per warp (1, 2),
@@ -222,6 +230,10 @@ struct ck_qx_in {
  * 1: the GEMV lets the next kernel launch at its start (default 0: as its
  * blocks exit, measured faster on an H100). */
 void ck_qgemv_shape(int S, int U, int W, int trig);
+/* whether this device runs ck_qx_in.bulk (sm_90 with the sm_90 build) */
+int ck_qgemv_bulk_supported(void);
+/* launches of the bulk kernel so far (process-wide, for counting) */
+long ck_qgemv_bulk_launches(void);
 /* The next ck_qgemv / ck_qgemv_many call (only that one, whatever path it
  * takes) moves the first bytes at p into L2 as its blocks finish (the int8
  * GEMV on sm_90, cp.async.bulk.prefetch, each block a slice): the weight the

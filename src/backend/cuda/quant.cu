@@ -39,7 +39,13 @@
  * kernels use programmatic dependent launch: qg_k loads its first codes
  * before waiting for the kernel before it; and a qg_k launch may be armed
  * (ck_qgemv_prefetch) to move the next GEMV's first bytes into L2 as its
- * blocks finish their rows. Other widths (2, 3, 5, 6) and
+ * blocks finish their rows. On sm_90, 4-bit calls of 1-2 tokens whose
+ * blocks of 4 rows take at most ck_qx_in.bulk_kb of shared memory (the
+ * default 16 KB: every 8B shape but the down projection) run qgb_k instead:
+ * the same arithmetic, the rows moved into shared memory by cp.async.bulk
+ * at each block's start (every byte of a resident block in flight at once),
+ * the 4 rows of a granule interleaved; 4-bit 8B decode 3.01-3.04 ->
+ * 2.88-2.89 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -492,22 +498,194 @@ __global__ void __launch_bounds__(256) qg_k(QgArgs a) {
     }
 }
 
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900 /* qgb_k's helpers */
+/* one scale or bias in shared memory, widened as ld_sb widens it */
+__device__ __forceinline__ float sm_sb(const uint8_t *p, int i, int dt) {
+    if (dt == CK_BF16) return __uint_as_float((uint32_t)reinterpret_cast<const unsigned short *>(p)[i] << 16);
+    if (dt == CK_F16) return __half2float(__ushort_as_half(reinterpret_cast<const unsigned short *>(p)[i]));
+    return reinterpret_cast<const float *>(p)[i];
+}
+
+/* n bytes from global src to shared dst by the tensor memory accelerator,
+ * completing on the mbarrier at bar (shared addresses; 16-byte aligned, n
+ * a multiple of 16), marked first to leave L2 (weights are read once per
+ * step; 4-bit 8B decode 2.92-2.96 -> 2.87-2.88 ms/token, BENCHMARKS.md) */
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned n, uint32_t bar) {
+    asm volatile("{\n\t.reg .b64 pol;\n\t"
+                 "createpolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
+                 "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], "
+                 "pol;\n}" ::"r"(dst),
+                 "l"(src), "r"(n), "r"(bar)
+                 : "memory");
+}
+
+#endif
+
+/* The bulk GEMV (qgb_k, 1-2 tokens, sm_90; VLLMC_CUDA_QBULK): a block of
+ * QB_W warps owns RB consecutive rows, and warp w the w-th quarter of every
+ * row's granules (16 bytes of codes each). Its lane 0 moves those RB slices
+ * into shared memory by cp.async.bulk on the warp's own mbarrier, thread 0
+ * the rows' scales and biases on the block's, all at the block's start and
+ * before the PDL wait (weights are never written by a kernel), so every
+ * byte of a resident block is in flight at once whatever its registers; a
+ * qg_k warp keeps 512 bytes in flight and walks its row chunk by chunk at
+ * the memory latency (o and down: one partial wave, ~40% of DRAM peak,
+ * BENCHMARKS.md). The arithmetic is qg_k's (the codes against the two int8
+ * parts in dp4a, exact integer sums per granule, then s d and b xs in f32),
+ * with the RB rows of a granule interleaved (the activations read once for
+ * all of them, RB independent dp4a chains, each split in two) and the
+ * warps' partial sums added through shared memory, so the f32 sums are
+ * grouped differently from qg_k's. */
+constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token) */
+
+template <int BITS, int T, int RB, bool LO>
+__device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const uint8_t *sc, const uint8_t *bi, int G,
+                                            int dt, int o, int gsh, const QxLayout &x, int K, int B32,
+                                            float (&acc)[RB][T]) {
+    constexpr int NW = 128 / BITS / 4; /* code words per granule */
+    const int k0 = o / BITS * 8, g = k0 >> gsh;
+    const bool first = (k0 & ((1 << gsh) - 1)) == 0;
+    uint4 q[RB];
+#pragma unroll
+    for (int r = 0; r < RB; r++) q[r] = *reinterpret_cast<const uint4 *>(codes + (size_t)r * rb + o);
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        const size_t xo = (size_t)t * K + k0;
+        int xh[NW], xl[NW];
+#pragma unroll
+        for (int j = 0; j < NW; j += 4) {
+            const int4 h4 = __ldg(reinterpret_cast<const int4 *>(x.xh + xo) + j / 4);
+            xh[j] = h4.x, xh[j + 1] = h4.y, xh[j + 2] = h4.z, xh[j + 3] = h4.w;
+            if constexpr (LO) {
+                const int4 l4 = __ldg(reinterpret_cast<const int4 *>(x.xl + xo) + j / 4);
+                xl[j] = l4.x, xl[j + 1] = l4.y, xl[j + 2] = l4.z, xl[j + 3] = l4.w;
+            }
+        }
+        const float d = __ldg(x.xd + (size_t)t * B32 + (k0 >> 5));
+        const float xs = first ? __ldg(x.xs + (size_t)t * G + g) : 0.0f;
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            /* codes as bytes: at 4 bits the low nibbles of a word (codes 0 2 4 6)
+             * then the high ones (1 3 5 7), the order of xh and xl */
+            const uint32_t w4[4] = { q[r].x, q[r].y, q[r].z, q[r].w };
+            uint32_t cw[NW];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                if constexpr (BITS == 4)
+                    cw[2 * j] = w4[j] & 0x0f0f0f0fu, cw[2 * j + 1] = (w4[j] >> 4) & 0x0f0f0f0fu;
+                else cw[j] = w4[j];
+            }
+            int h[2] = { 0, 0 }, l[2] = { 0, 0 };
+#pragma unroll
+            for (int j = 0; j < NW; j++) {
+                h[j & 1] = BITS == 4 ? __dp4a((int)cw[j], xh[j], h[j & 1]) : dp4a_us(cw[j], xh[j], h[j & 1]);
+                if constexpr (LO)
+                    l[j & 1] = BITS == 4 ? __dp4a((int)cw[j], xl[j], l[j & 1]) : dp4a_us(cw[j], xl[j], l[j & 1]);
+            }
+            const int si = ((h[0] + h[1]) << 8) + l[0] + l[1]; /* < 2^31, as qg_k's */
+            const float s = sm_sb(sc + (size_t)r * G * (dt == CK_F32 ? 4 : 2), g, dt);
+            const float b = first ? sm_sb(bi + (size_t)r * G * (dt == CK_F32 ? 4 : 2), g, dt) : 0.0f;
+            acc[r][t] = fmaf(s * d, (float)si, fmaf(b, xs, acc[r][t]));
+        }
+    }
+}
+
+template <int BITS, int T, bool LO>
+__global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 /* else empty: ck_qgemv_bulk_supported() is 0 */
+    constexpr int RB = QB_RB;
+    constexpr int M = pow2_at_least(RB * T);
+    extern __shared__ __align__(16) uint8_t qsm[];
+    __shared__ uint64_t bar[QB_W + 1];
+    __shared__ float red[QB_W][M];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    QgMat m = a.m[0];
+#pragma unroll
+    for (int i = 1; i < CK_QGEMV_MAX_W; i++)
+        if (i < a.nm && (int)blockIdx.x >= a.m[i].b0) m = a.m[i];
+    const int n0 = ((int)blockIdx.x - m.b0) * RB, K = a.K, gsh = a.gsh, G = K >> gsh, B32 = K >> 5;
+    const int rb = K / 8 * BITS, ng = rb >> 4, es = a.sdt == CK_F32 ? 4 : 2;
+    const int j0 = warp * ng / QB_W, j1 = (warp + 1) * ng / QB_W; /* this warp's granules of each row */
+    const unsigned cb = (unsigned)(RB * rb), sb = (unsigned)(RB * G * es); /* multiples of 16 (qgb_smem) */
+    const uint32_t sm0 = (uint32_t)__cvta_generic_to_shared(qsm), ba = (uint32_t)__cvta_generic_to_shared(bar);
+    if (lane == 0) {
+        const uint32_t mb = ba + 8 * (warp + 1);
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(mb) : "memory");
+        if (warp == 0) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(ba) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        const unsigned sl = (unsigned)(16 * (j1 - j0));
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(mb), "r"(RB * sl) : "memory");
+        for (int r = 0; sl && r < RB; r++)
+            bulk_g2s(sm0 + r * rb + 16 * j0, m.w + (size_t)(n0 + r) * rb + 16 * j0, sl, mb);
+        if (warp == 0) {
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(ba), "r"(2 * sb) : "memory");
+            bulk_g2s(sm0 + cb, static_cast<const uint8_t *>(m.sc) + (size_t)n0 * G * es, sb, ba);
+            bulk_g2s(sm0 + cb + sb, static_cast<const uint8_t *>(m.bi) + (size_t)n0 * G * es, sb, ba);
+        }
+    }
+    if (a.trig) ck_pdl_trigger();
+    ck_pdl_wait();
+    __syncthreads(); /* the barriers are initialised before anyone waits on them */
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "QGB_WAIT_S:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t"
+                 "@!p bra QGB_WAIT_S;\n\t"
+                 "QGB_WAIT_C:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n\t"
+                 "@!p bra QGB_WAIT_C;\n}" ::"r"(ba),
+                 "r"(ba + 8 * (warp + 1))
+                 : "memory");
+    float acc[RB][T];
+#pragma unroll
+    for (int r = 0; r < RB; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
+    for (int j = j0 + lane; j < j1; j += 32)
+        qgb_granule<BITS, T, RB, LO>(qsm, rb, qsm + cb, qsm + cb + sb, G, a.sdt, 16 * j, gsh, a.x, K, B32, acc);
+    if (a.pf && threadIdx.x == 0)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf + (size_t)blockIdx.x * a.pf_per),
+                     "r"(a.pf_per)
+                     : "memory");
+    float v[M];
+#pragma unroll
+    for (int i = 0; i < M; i++) v[i] = i < RB * T ? acc[i / T][i % T] : 0.0f;
+    const float sum = warp_sum_scatter<M>(v, lane);
+    const int idx = lane / (32 / M);
+    if (lane % (32 / M) == 0 && idx < RB * T) red[warp][idx] = sum;
+    __syncthreads();
+    if (warp == 0 && lane < RB * T) {
+        float tot = 0.0f;
+#pragma unroll
+        for (int w = 0; w < QB_W; w++) tot += red[w][lane];
+        const int r = lane / T, t = lane % T;
+        m.y[(size_t)t * m.N + n0 + r] = tot;
+    }
+#endif
+}
+
 /* the launch shape besides R and U: W warps per block, S warps per row set */
 struct QgCfg {
     int R, U, W, S;
     bool act8; /* the high int8 part of the activations only (ck_qx_in.act8, 1-2 tokens) */
 };
 
-template <int BITS, int T, int R, int U>
-int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
-    const int sets = c.W / c.S;
+/* the blocks of a launch of rpb rows per block; the L2 prefetch's total
+ * split over them */
+int qg_blocks(QgArgs &a, int rpb) {
     int blocks = 0;
     for (int i = 0; i < a.nm; i++) {
         a.m[i].b0 = blocks;
-        blocks += ((a.m[i].N + R - 1) / R + sets - 1) / sets;
+        blocks += (a.m[i].N + rpb - 1) / rpb;
     }
     if (a.pf) a.pf_per = (unsigned)(a.pf_per / (unsigned)blocks) & ~15u; /* pf_per held the total */
     if (a.pf_per < 16) a.pf = nullptr, a.pf_per = 0;
+    return blocks;
+}
+
+template <int BITS, int T, int R, int U>
+int qg_launch(ck_stream st, QgArgs a, const QgCfg &c) {
+    const int blocks = qg_blocks(a, R * (c.W / c.S));
     if constexpr (T <= 2)
         if (c.act8) return ck_launch(qg_k<BITS, T, R, U, false>, (unsigned)blocks, 32 * c.W, 0, st, a);
     return ck_launch(qg_k<BITS, T, R, U>, (unsigned)blocks, 32 * c.W, 0, st, a);
@@ -570,7 +748,32 @@ int qg_bits(ck_stream st, const QgArgs &a, const QgCfg &c, int T) {
     return (int)cudaErrorInvalidValue;
 }
 
-/* the input rounded once (qx_k), then one qg_k over the n weights' rows */
+/* the shared memory of a qgb_k launch, 0 where the call's shapes or
+ * alignment do not allow one or it needs more than limit bytes per block */
+size_t qgb_smem(const QgArgs &a, int bits, size_t limit) {
+    const size_t G = (size_t)a.K >> a.gsh, es = a.sdt == CK_F32 ? 4 : 2, rb = (size_t)a.K / 8 * bits;
+    const size_t sb = (size_t)QB_RB * G * es, n = QB_RB * rb + 2 * sb;
+    if (rb % 16 || sb % 16 || n > limit) return 0;
+    for (int i = 0; i < a.nm; i++)
+        if (a.m[i].N % QB_RB || (uintptr_t)a.m[i].w % 16 || (uintptr_t)a.m[i].sc % 16 || (uintptr_t)a.m[i].bi % 16)
+            return 0;
+    return n;
+}
+
+long qgb_launches; /* ck_qgemv_bulk_launches */
+
+template <int T, bool LO>
+int qgb_go(ck_stream st, const QgArgs &a, int blocks, size_t smem) {
+    if (smem > 48 * 1024) { /* once per instance: the shared memory beyond 48 KB */
+        static int attr = (int)cudaFuncSetAttribute(qgb_k<4, T, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                    CK_QBULK_MAX_KB * 1024);
+        if (attr) return attr;
+    }
+    qgb_launches++;
+    return ck_launch(qgb_k<4, T, LO>, (unsigned)blocks, QB_W * 32, smem, st, a);
+}
+
+/* the input rounded once (qx_k), then one qg_k (or qgb_k) over the n weights' rows */
 int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qweight *w, const int *N, int K, int T,
            void *scratch, const void *pf, size_t pf_bytes) {
     int rows = 0;
@@ -595,6 +798,13 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
     a.x = o, a.sdt = (int)w->sdt, a.K = K, a.S = c.S, a.trig = qg_trig;
     a.pf = static_cast<const uint8_t *>(pf), a.pf_per = (unsigned)pf_bytes; /* the total, split in qg_launch */
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
+    /* 4 bits only: 8-bit decode 4.09-4.12 ms/token with it against 4.02 */
+    if (in.bulk_kb > 0 && in.bulk_kb <= CK_QBULK_MAX_KB && T <= 2 && w->bits == 4)
+        if (const size_t sm = qgb_smem(a, w->bits, (size_t)in.bulk_kb << 10)) {
+            const int blocks = qg_blocks(a, QB_RB);
+            if (T == 1) return c.act8 ? qgb_go<1, false>(st, a, blocks, sm) : qgb_go<1, true>(st, a, blocks, sm);
+            return c.act8 ? qgb_go<2, false>(st, a, blocks, sm) : qgb_go<2, true>(st, a, blocks, sm);
+        }
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
 
@@ -858,7 +1068,7 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
-        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, variant == 2 };
+        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, variant == 2, 0 };
         return qg_run(st, 1, &y, in, w, &N, K, T, scratch, pf, pf_bytes);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
@@ -884,6 +1094,21 @@ extern "C" int ck_qgemv_many(ck_stream st, int n, float *const *y, const struct 
 extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
     qpf_ptr = p, qpf_bytes = bytes < (1u << 30) ? bytes : (1u << 30);
 }
+
+extern "C" int ck_qgemv_bulk_supported(void) {
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, qgb_k<4, 1, true>) != cudaSuccess || fa.ptxVersion < 90) {
+        cudaGetLastError();
+        return 0;
+    }
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    return major >= 9;
+}
+
+extern "C" long ck_qgemv_bulk_launches(void) { return qgb_launches; }
+
 
 extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
     qg_trig = trig;
@@ -944,7 +1169,7 @@ extern "C" int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_q
     if (N <= 0) return 0;
     const QxLayout o = qx_layout(scratch, K, T);
     const int n8 = T * K / 8;
-    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, 0 };
+    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, 0, 0 };
     const bool xv = ((uintptr_t)x & 15) == 0;
     const unsigned grid = (unsigned)((n8 + 255) / 256);
     const int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
