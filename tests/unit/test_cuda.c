@@ -1498,18 +1498,19 @@ TEST(affine_gemv_int8_activations) {
  * (VLLMC_CUDA_QBULK=0; checked against the CPU by
  * affine_gemv_int8_activations) to within f32 rounding; one bulk launch per
  * call where every weight's rows are a multiple of 4 and a block's bytes fit
- * the limit (the default 16 KB, or 160), none elsewhere or at 8 bits;
+ * the limit (by default 160 KB, 16 with q8; or as set), none elsewhere or at
+ * 8 bits;
  * matmul_many's q/k/v-like call takes one launch for its three weights;
  * rows 64 codes wide leave two of a block's four warps no granule; rows of
  * 32768 need more than 48 KB per block. Skips where the device is not sm_90
  * (no bulk launch counted). */
 TEST(affine_gemv_bulk) {
-    struct backend *g = gpu_env("VLLMC_CUDA_QBULK", "0"), *b16 = gpu(), *b160 = gpu_env("VLLMC_CUDA_QBULK", "160");
+    struct backend *g = gpu_env("VLLMC_CUDA_QBULK", "0"), *bd = gpu(), *b16 = gpu_env("VLLMC_CUDA_QBULK", "16");
     setenv("VLLMC_CUDA_QGEMV", "q8", 1);
-    struct backend *g8 = gpu_env("VLLMC_CUDA_QBULK", "0"), *b160q = gpu_env("VLLMC_CUDA_QBULK", "160");
+    struct backend *g8 = gpu_env("VLLMC_CUDA_QBULK", "0"), *bd8 = gpu(), *b160q = gpu_env("VLLMC_CUDA_QBULK", "160");
     unsetenv("VLLMC_CUDA_QGEMV");
     struct { struct backend *b, *ref; int kb; const char *name; } modes[] = {
-        { b16, g, 16, "default" }, { b160, g, 160, "160 KB" }, { b160q, g8, 160, "160 KB, q8" } };
+        { bd, g, 160, "default" }, { b16, g, 16, "16 KB" }, { bd8, g8, 16, "q8 default" }, { b160q, g8, 160, "q8, 160 KB" } };
     const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
         { 4, 64, 5000, 4096, DT_BF16, 0 }, { 8, 32, 4100, 1024, DT_F16, 0 }, { 4, 128, 4104, 14336, DT_F32, 0 },
         { 4, 32, 1000, 64, DT_BF16, 0 }, { 4, 64, 5001, 512, DT_BF16, 0 }, { 4, 64, 8, 32768, DT_BF16, 0 },
@@ -1547,7 +1548,7 @@ TEST(affine_gemv_bulk) {
                 if (ci == 0 && T == 1 && mi == 0 && launches == 0) {
                     for (int i = 0; i < nw; i++) bk_free(g, yb[i]), bk_free(g, yr[i]);
                     bk_free(g, xd), free(x), qw_free(g, &q[0]);
-                    bk_destroy(b16), bk_destroy(b160), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+                    bk_destroy(bd), bk_destroy(b16), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
                     SKIP("no bulk GEMV on this device (sm_90 only)");
                 }
                 launched += (int)launches;
@@ -1579,7 +1580,7 @@ TEST(affine_gemv_bulk) {
     }
     printf("      %d bulk launches\n", launched);
     CHECK(launched > 0);
-    bk_destroy(b16), bk_destroy(b160), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+    bk_destroy(bd), bk_destroy(b16), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
 }
 
 /* The L2 prefetch of the next quantized GEMV's weight (VLLMC_CUDA_QPF_MB,

@@ -1120,12 +1120,14 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->gemv_max_t = MAX(0, MIN(c->gemv_max_t, CK_GEMV_MAX_T));
     c->qgemv_variant = qv && !strcmp(qv, "f32");
     c->qgemv_act8 = qv && !strcmp(qv, "q8");
-    /* the 4-bit GEMV of 1-2 tokens through shared memory (ck_qx_in.bulk_kb) for
-     * blocks of up to 16 KB: every 8B shape but the down projection, whose
-     * 32 KB blocks were slower (4-bit 8B decode 2.87-2.88 ms/token against
-     * 3.02-3.13 without, 2.89-3.00 with down too; H100, BENCHMARKS.md) */
-    c->qbulk_kb = getenv("VLLMC_CUDA_QBULK") ? atoi(getenv("VLLMC_CUDA_QBULK")) : 16;
+    /* the 4-bit GEMV of 1-2 tokens through shared memory (ck_qx_in.bulk_kb):
+     * every 8B shape (4-bit 8B decode 2.76-2.77 ms/token against 2.82-2.83
+     * without the down projection's 32 KB blocks, 3.01-3.04 without any;
+     * H100, BENCHMARKS.md); with q8 blocks of up to 16 KB, so the down
+     * projection keeps q8's two warps per row (quant.cu's qg_cfg_table) */
+    c->qbulk_kb = getenv("VLLMC_CUDA_QBULK") ? atoi(getenv("VLLMC_CUDA_QBULK")) : c->qgemv_act8 ? 16 : CK_QBULK_MAX_KB;
     if (c->qbulk_kb < 0 || c->qbulk_kb > CK_QBULK_MAX_KB || !ck_qgemv_bulk_supported()) c->qbulk_kb = 0;
+    if (getenv("VLLMC_CUDA_QBULK_TRIG")) ck_qgemv_bulk_trig(atoi(getenv("VLLMC_CUDA_QBULK_TRIG")));
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three
      * GEMMs), 16 with bf16 activations (one); VLLMC_CUDA_QCHUNK=N overrides */

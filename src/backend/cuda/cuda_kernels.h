@@ -234,6 +234,10 @@ void ck_qgemv_shape(int S, int U, int W, int trig);
 int ck_qgemv_bulk_supported(void);
 /* launches of the bulk kernel so far (process-wide, for counting) */
 long ck_qgemv_bulk_launches(void);
+/* where the bulk GEMV lets the next kernel launch (for sweeps): 0 as a block
+ * exits, 1 at its start, 2 once its bytes are in shared memory (default), 3
+ * after its sums */
+void ck_qgemv_bulk_trig(int where);
 /* The next ck_qgemv / ck_qgemv_many call (only that one, whatever path it
  * takes) moves the first bytes at p into L2 as its blocks finish (the int8
  * GEMV on sm_90, cp.async.bulk.prefetch, each block a slice): the weight the

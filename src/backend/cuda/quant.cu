@@ -536,7 +536,8 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned
  * all of them, RB independent dp4a chains, each split in two) and the
  * warps' partial sums added through shared memory, so the f32 sums are
  * grouped differently from qg_k's. */
-constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token) */
+constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token;
+                                     * 2 rows for the down projection: 2.79-2.81 vs 2.76-2.77) */
 
 template <int BITS, int T, int RB, bool LO>
 __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const uint8_t *sc, const uint8_t *bi, int G,
@@ -624,7 +625,7 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
             bulk_g2s(sm0 + cb + sb, static_cast<const uint8_t *>(m.bi) + (size_t)n0 * G * es, sb, ba);
         }
     }
-    if (a.trig) ck_pdl_trigger();
+    if (a.trig == 1) ck_pdl_trigger();
     ck_pdl_wait();
     __syncthreads(); /* the barriers are initialised before anyone waits on them */
     asm volatile("{\n\t.reg .pred p;\n"
@@ -636,6 +637,7 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
                  "@!p bra QGB_WAIT_C;\n}" ::"r"(ba),
                  "r"(ba + 8 * (warp + 1))
                  : "memory");
+    if (a.trig == 2) ck_pdl_trigger();
     float acc[RB][T];
 #pragma unroll
     for (int r = 0; r < RB; r++)
@@ -643,6 +645,7 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
         for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
     for (int j = j0 + lane; j < j1; j += 32)
         qgb_granule<BITS, T, RB, LO>(qsm, rb, qsm + cb, qsm + cb + sb, G, a.sdt, 16 * j, gsh, a.x, K, B32, acc);
+    if (a.trig == 3) ck_pdl_trigger();
     if (a.pf && threadIdx.x == 0)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf + (size_t)blockIdx.x * a.pf_per),
                      "r"(a.pf_per)
@@ -761,14 +764,22 @@ size_t qgb_smem(const QgArgs &a, int bits, size_t limit) {
 }
 
 long qgb_launches; /* ck_qgemv_bulk_launches */
+/* ck_qgemv_bulk_trig: where a qgb_k block lets the next kernel launch (0 as
+ * it exits, 1 at its start, 2 once its bytes are in, 3 after its sums); 2:
+ * 4-bit 8B decode 2.87 -> 2.82-2.83 ms/token (q8 2.61-2.63; 1: 2.86-2.88,
+ * 3: 2.83-2.85; H100, BENCHMARKS.md). The next kernel still waits for the
+ * whole grid before it reads what this one wrote (ck_pdl_wait). */
+int qgb_trig = 2;
 
 template <int T, bool LO>
-int qgb_go(ck_stream st, const QgArgs &a, int blocks, size_t smem) {
+int qgb_go(ck_stream st, QgArgs a, size_t smem) {
     if (smem > 48 * 1024) { /* once per instance: the shared memory beyond 48 KB */
         static int attr = (int)cudaFuncSetAttribute(qgb_k<4, T, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                     CK_QBULK_MAX_KB * 1024);
         if (attr) return attr;
     }
+    const int blocks = qg_blocks(a, QB_RB);
+    a.trig = qgb_trig;
     qgb_launches++;
     return ck_launch(qgb_k<4, T, LO>, (unsigned)blocks, QB_W * 32, smem, st, a);
 }
@@ -801,9 +812,8 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
     /* 4 bits only: 8-bit decode 4.09-4.12 ms/token with it against 4.02 */
     if (in.bulk_kb > 0 && in.bulk_kb <= CK_QBULK_MAX_KB && T <= 2 && w->bits == 4)
         if (const size_t sm = qgb_smem(a, w->bits, (size_t)in.bulk_kb << 10)) {
-            const int blocks = qg_blocks(a, QB_RB);
-            if (T == 1) return c.act8 ? qgb_go<1, false>(st, a, blocks, sm) : qgb_go<1, true>(st, a, blocks, sm);
-            return c.act8 ? qgb_go<2, false>(st, a, blocks, sm) : qgb_go<2, true>(st, a, blocks, sm);
+            if (T == 1) return c.act8 ? qgb_go<1, false>(st, a, sm) : qgb_go<1, true>(st, a, sm);
+            return c.act8 ? qgb_go<2, false>(st, a, sm) : qgb_go<2, true>(st, a, sm);
         }
     return w->bits == 4 ? qg_bits<4>(st, a, c, T) : qg_bits<8>(st, a, c, T);
 }
@@ -1108,6 +1118,7 @@ extern "C" int ck_qgemv_bulk_supported(void) {
 }
 
 extern "C" long ck_qgemv_bulk_launches(void) { return qgb_launches; }
+extern "C" void ck_qgemv_bulk_trig(int where) { qgb_trig = where; }
 
 
 extern "C" void ck_qgemv_shape(int S, int U, int W, int trig) {
