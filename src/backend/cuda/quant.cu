@@ -41,11 +41,11 @@
  * (ck_qgemv_prefetch) to move the next GEMV's first bytes into L2 as its
  * blocks finish their rows. On sm_90, 4-bit calls of 1-2 tokens whose
  * blocks of 4 rows take at most ck_qx_in.bulk_kb of shared memory (the
- * default 16 KB: every 8B shape but the down projection) run qgb_k instead:
- * the same arithmetic, the rows moved into shared memory by cp.async.bulk
- * at each block's start (every byte of a resident block in flight at once),
- * the 4 rows of a granule interleaved; 4-bit 8B decode 3.01-3.04 ->
- * 2.88-2.89 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
+ * backend's default: every 8B shape; with q8 all but the down projection)
+ * run qgb_k instead: the same arithmetic, the rows moved into shared memory
+ * by cp.async.bulk at each block's start (every byte of a resident block in
+ * flight at once), the 4 rows of a granule interleaved; 4-bit 8B decode
+ * 3.01-3.02 -> 2.77-2.80 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -509,7 +509,8 @@ __device__ __forceinline__ float sm_sb(const uint8_t *p, int i, int dt) {
 /* n bytes from global src to shared dst by the tensor memory accelerator,
  * completing on the mbarrier at bar (shared addresses; 16-byte aligned, n
  * a multiple of 16), marked first to leave L2 (weights are read once per
- * step; 4-bit 8B decode 2.92-2.96 -> 2.87-2.88 ms/token, BENCHMARKS.md) */
+ * step; 4-bit 8B decode, blocks <= 16 KB: 2.92-2.96 -> 2.87-2.88 ms/token,
+ * BENCHMARKS.md) */
 __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned n, uint32_t bar) {
     asm volatile("{\n\t.reg .b64 pol;\n\t"
                  "createpolicy.fractional.L2::evict_first.b64 pol, 1.0;\n\t"
