@@ -45,7 +45,7 @@
  * run qgb_k instead: the same arithmetic, the rows moved into shared memory
  * by cp.async.bulk at each block's start (every byte of a resident block in
  * flight at once), the 4 rows of a granule interleaved; 4-bit 8B decode
- * 3.01-3.02 -> 2.77-2.80 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
+ * 3.03-3.04 -> 2.65-2.70 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -540,9 +540,9 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned
 constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token;
                                      * 2 rows for the down projection: 2.79-2.81 vs 2.76-2.77) */
 
-template <int BITS, int T, int RB, bool LO>
+template <int BITS, int T, int RB, bool LO, int dt>
 __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const uint8_t *sc, const uint8_t *bi, int G,
-                                            int dt, int o, int gsh, const QxLayout &x, int K, int B32,
+                                            int o, int gsh, const QxLayout &x, int K, int B32,
                                             float (&acc)[RB][T]) {
     constexpr int NW = 128 / BITS / 4; /* code words per granule */
     const int k0 = o / BITS * 8, g = k0 >> gsh;
@@ -585,14 +585,18 @@ __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const 
                     l[j & 1] = BITS == 4 ? __dp4a((int)cw[j], xl[j], l[j & 1]) : dp4a_us(cw[j], xl[j], l[j & 1]);
             }
             const int si = ((h[0] + h[1]) << 8) + l[0] + l[1]; /* < 2^31, as qg_k's */
-            const float s = sm_sb(sc + (size_t)r * G * (dt == CK_F32 ? 4 : 2), g, dt);
-            const float b = first ? sm_sb(bi + (size_t)r * G * (dt == CK_F32 ? 4 : 2), g, dt) : 0.0f;
+            constexpr int es = dt == CK_F32 ? 4 : 2;
+            const float s = sm_sb(sc + (size_t)r * G * es, g, dt);
+            const float b = first ? sm_sb(bi + (size_t)r * G * es, g, dt) : 0.0f;
             acc[r][t] = fmaf(s * d, (float)si, fmaf(b, xs, acc[r][t]));
         }
     }
 }
 
-template <int BITS, int T, bool LO>
+/* SDT: the scale type as a template parameter (55-56 registers instead of 64
+ * at one token, 9 blocks per multiprocessor instead of 8: 4-bit 8B decode
+ * 2.76-2.85 -> 2.65-2.70 ms/token, BENCHMARKS.md) */
+template <int BITS, int T, bool LO, int SDT>
 __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 /* else empty: ck_qgemv_bulk_supported() is 0 */
     constexpr int RB = QB_RB;
@@ -606,7 +610,8 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
     for (int i = 1; i < CK_QGEMV_MAX_W; i++)
         if (i < a.nm && (int)blockIdx.x >= a.m[i].b0) m = a.m[i];
     const int n0 = ((int)blockIdx.x - m.b0) * RB, K = a.K, gsh = a.gsh, G = K >> gsh, B32 = K >> 5;
-    const int rb = K / 8 * BITS, ng = rb >> 4, es = a.sdt == CK_F32 ? 4 : 2;
+    constexpr int es = SDT == CK_F32 ? 4 : 2;
+    const int rb = K / 8 * BITS, ng = rb >> 4;
     const int j0 = warp * ng / QB_W, j1 = (warp + 1) * ng / QB_W; /* this warp's granules of each row */
     const unsigned cb = (unsigned)(RB * rb), sb = (unsigned)(RB * G * es); /* multiples of 16 (qgb_smem) */
     const uint32_t sm0 = (uint32_t)__cvta_generic_to_shared(qsm), ba = (uint32_t)__cvta_generic_to_shared(bar);
@@ -645,7 +650,7 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
 #pragma unroll
         for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
     for (int j = j0 + lane; j < j1; j += 32)
-        qgb_granule<BITS, T, RB, LO>(qsm, rb, qsm + cb, qsm + cb + sb, G, a.sdt, 16 * j, gsh, a.x, K, B32, acc);
+        qgb_granule<BITS, T, RB, LO, SDT>(qsm, rb, qsm + cb, qsm + cb + sb, G, 16 * j, gsh, a.x, K, B32, acc);
     if (a.trig == 3) ck_pdl_trigger();
     if (a.pf && threadIdx.x == 0)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf + (size_t)blockIdx.x * a.pf_per),
@@ -772,17 +777,24 @@ long qgb_launches; /* ck_qgemv_bulk_launches */
  * whole grid before it reads what this one wrote (ck_pdl_wait). */
 int qgb_trig = 2;
 
-template <int T, bool LO>
-int qgb_go(ck_stream st, QgArgs a, size_t smem) {
+template <int T, bool LO, int SDT>
+int qgb_go3(ck_stream st, QgArgs a, size_t smem) {
     if (smem > 48 * 1024) { /* once per instance: the shared memory beyond 48 KB */
-        static int attr = (int)cudaFuncSetAttribute(qgb_k<4, T, LO>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static int attr = (int)cudaFuncSetAttribute(qgb_k<4, T, LO, SDT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                     CK_QBULK_MAX_KB * 1024);
         if (attr) return attr;
     }
     const int blocks = qg_blocks(a, QB_RB);
     a.trig = qgb_trig;
     qgb_launches++;
-    return ck_launch(qgb_k<4, T, LO>, (unsigned)blocks, QB_W * 32, smem, st, a);
+    return ck_launch(qgb_k<4, T, LO, SDT>, (unsigned)blocks, QB_W * 32, smem, st, a);
+}
+
+template <int T, bool LO>
+int qgb_go(ck_stream st, const QgArgs &a, size_t smem) {
+    if (a.sdt == CK_BF16) return qgb_go3<T, LO, CK_BF16>(st, a, smem);
+    if (a.sdt == CK_F16) return qgb_go3<T, LO, CK_F16>(st, a, smem);
+    return qgb_go3<T, LO, CK_F32>(st, a, smem);
 }
 
 /* the input rounded once (qx_k), then one qg_k (or qgb_k) over the n weights' rows */
@@ -1108,7 +1120,7 @@ extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
 
 extern "C" int ck_qgemv_bulk_supported(void) {
     cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, qgb_k<4, 1, true>) != cudaSuccess || fa.ptxVersion < 90) {
+    if (cudaFuncGetAttributes(&fa, qgb_k<4, 1, true, CK_BF16>) != cudaSuccess || fa.ptxVersion < 90) {
         cudaGetLastError();
         return 0;
     }
