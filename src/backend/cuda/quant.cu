@@ -540,6 +540,9 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned
 constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token;
                                      * 2 rows for the down projection: 2.79-2.81 vs 2.76-2.77) */
 
+/* (its activation loads repeat qg_k's loop on purpose: factoring qg_k's
+ * arithmetic into a shared function changed ptxas's schedule for qg_k and
+ * cost 3-5% of a 4/8-bit decode step, BENCHMARKS.md) */
 template <int BITS, int T, int RB, bool LO, int dt>
 __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const uint8_t *sc, const uint8_t *bi, int G,
                                             int o, int gsh, const QxLayout &x, int K, int B32,
