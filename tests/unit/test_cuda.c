@@ -1502,7 +1502,8 @@ TEST(affine_gemv_int8_activations) {
  * 8 bits;
  * matmul_many's q/k/v-like call takes one launch for its three weights;
  * rows 64 codes wide leave two of a block's four warps no granule; rows of
- * 32768 need more than 48 KB per block. Skips where the device is not sm_90
+ * 32768 need more than 48 KB per block. Then the default backend's bulk
+ * launches against the CPU within check_affine's bound. Skips where the device is not sm_90
  * (no bulk launch counted). */
 TEST(affine_gemv_bulk) {
     struct backend *g = gpu_env("VLLMC_CUDA_QBULK", "0"), *bd = gpu(), *b16 = gpu_env("VLLMC_CUDA_QBULK", "16");
@@ -1580,6 +1581,18 @@ TEST(affine_gemv_bulk) {
     }
     printf("      %d bulk launches\n", launched);
     CHECK(launched > 0);
+    /* and against the CPU directly (check_affine's bound), 1-2 tokens on the
+     * default backend, every call a bulk launch */
+    struct backend *c = cpu();
+    static const int T12[] = { 1, 2 };
+    struct backend_cuda_counts k0, k1;
+    backend_cuda_counts(bd, &k0);
+    check_affine(bd, c, 4, 64, DT_BF16, 5000, 4096, T12, 2, 2e-5, 0);
+    check_affine(bd, c, 4, 128, DT_F32, 4104, 14336, T12, 2, 2e-5, 1);
+    check_affine(bd, c, 4, 32, DT_F16, 1000, 64, T12, 2, 2e-5, 0);
+    backend_cuda_counts(bd, &k1);
+    CHECK(k1.qgemv_bulk - k0.qgemv_bulk >= 6);
+    bk_destroy(c);
     bk_destroy(bd), bk_destroy(b16), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
 }
 
