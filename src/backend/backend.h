@@ -344,7 +344,8 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision;
  * not inside the decode chain), VLLMC_CUDA_QBULK=KB: the 4-bit GEMV of 1-2
  * tokens moves each block's rows into shared memory by cp.async.bulk where a
- * block needs at most KB of it (sm_90; default 160, 16 with q8, 0 off;
+ * block needs at most KB of it (sm_90; default 160, the most, 16 with q8;
+ * 0 off;
  * VLLMC_CUDA_QBULK_TRIG=0..3 where it lets the next kernel launch, sweeps),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),

@@ -1126,7 +1126,8 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
      * H100, BENCHMARKS.md); with q8 blocks of up to 16 KB, so the down
      * projection keeps q8's two warps per row (quant.cu's qg_cfg_table) */
     c->qbulk_kb = getenv("VLLMC_CUDA_QBULK") ? atoi(getenv("VLLMC_CUDA_QBULK")) : c->qgemv_act8 ? 16 : CK_QBULK_MAX_KB;
-    if (c->qbulk_kb < 0 || c->qbulk_kb > CK_QBULK_MAX_KB || !ck_qgemv_bulk_supported()) c->qbulk_kb = 0;
+    c->qbulk_kb = MAX(0, MIN(c->qbulk_kb, CK_QBULK_MAX_KB));
+    if (c->qbulk_kb && !ck_qgemv_bulk_supported()) c->qbulk_kb = 0;
     if (getenv("VLLMC_CUDA_QBULK_TRIG")) ck_qgemv_bulk_trig(atoi(getenv("VLLMC_CUDA_QBULK_TRIG")));
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three

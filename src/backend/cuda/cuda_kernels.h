@@ -230,7 +230,9 @@ struct ck_qx_in {
  * 1: the GEMV lets the next kernel launch at its start (default 0: as its
  * blocks exit, measured faster on an H100). */
 void ck_qgemv_shape(int S, int U, int W, int trig);
-/* whether this device runs ck_qx_in.bulk (sm_90 with the sm_90 build) */
+/* whether the current device runs ck_qx_in.bulk_kb (sm_90 with the sm_90
+ * build); also lets its kernels use CK_QBULK_MAX_KB of shared memory there.
+ * Call it once per device before the first such GEMV (outside graph capture). */
 int ck_qgemv_bulk_supported(void);
 /* launches of the bulk kernel so far (process-wide, for counting) */
 long ck_qgemv_bulk_launches(void);

@@ -782,11 +782,6 @@ int qgb_trig = 2;
 
 template <int T, bool LO, int SDT>
 int qgb_go3(ck_stream st, QgArgs a, size_t smem) {
-    if (smem > 48 * 1024) { /* once per instance: the shared memory beyond 48 KB */
-        static int attr = (int)cudaFuncSetAttribute(qgb_k<4, T, LO, SDT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                    CK_QBULK_MAX_KB * 1024);
-        if (attr) return attr;
-    }
     const int blocks = qg_blocks(a, QB_RB);
     a.trig = qgb_trig;
     qgb_launches++;
@@ -1121,6 +1116,15 @@ extern "C" void ck_qgemv_prefetch(const void *p, size_t bytes) {
     qpf_ptr = p, qpf_bytes = bytes < (1u << 30) ? bytes : (1u << 30);
 }
 
+/* the shared memory beyond 48 KB for every qgb_k instance, on the current device */
+template <int T, bool LO> bool qgb_allow_smem() {
+    const int n = CK_QBULK_MAX_KB * 1024;
+    const cudaFuncAttribute at = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    return cudaFuncSetAttribute(qgb_k<4, T, LO, CK_BF16>, at, n) == cudaSuccess &&
+           cudaFuncSetAttribute(qgb_k<4, T, LO, CK_F16>, at, n) == cudaSuccess &&
+           cudaFuncSetAttribute(qgb_k<4, T, LO, CK_F32>, at, n) == cudaSuccess;
+}
+
 extern "C" int ck_qgemv_bulk_supported(void) {
     cudaFuncAttributes fa;
     if (cudaFuncGetAttributes(&fa, qgb_k<4, 1, true, CK_BF16>) != cudaSuccess || fa.ptxVersion < 90) {
@@ -1130,7 +1134,13 @@ extern "C" int ck_qgemv_bulk_supported(void) {
     int dev = 0, major = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    return major >= 9;
+    if (major < 9) return 0;
+    if (!qgb_allow_smem<1, true>() || !qgb_allow_smem<1, false>() || !qgb_allow_smem<2, true>() ||
+        !qgb_allow_smem<2, false>()) {
+        cudaGetLastError();
+        return 0;
+    }
+    return 1;
 }
 
 extern "C" long ck_qgemv_bulk_launches(void) { return qgb_launches; }
