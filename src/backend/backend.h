@@ -345,7 +345,9 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * not inside the decode chain), VLLMC_CUDA_QBULK=KB: the 4-bit GEMV of 1-2
  * tokens moves each block's rows into shared memory by cp.async.bulk where a
  * block needs at most KB of it (sm_90; default 160, the most, 16 with q8;
- * 0 off;
+ * 0 off; VLLMC_CUDA_QBULK_SM=N at most N of its one-token blocks per
+ * multiprocessor, by padding their shared memory (default 9, 0 none; with
+ * q8 none);
  * VLLMC_CUDA_QBULK_TRIG=0..3 where it lets the next kernel launch, sweeps),
  * VLLMC_CUDA_QCHUNK=N: affine 4/8-bit matmuls of up to N tokens run the GEMV
  * 8 tokens at a time (default 32, 16 with bf16 activations),

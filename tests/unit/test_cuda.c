@@ -1500,18 +1500,22 @@ TEST(affine_gemv_int8_activations) {
  * call where every weight's rows are a multiple of 4 and a block's bytes fit
  * the limit (by default 160 KB, 16 with q8; or as set), none elsewhere or at
  * 8 bits;
- * matmul_many's q/k/v-like call takes one launch for its three weights;
+ * blocks padded to about 57 KB of shared memory (VLLMC_CUDA_QBULK_SM=3)
+ * give the same outputs; matmul_many's q/k/v-like call takes one launch for
+ * its three weights;
  * rows 64 codes wide leave two of a block's four warps no granule; rows of
  * 32768 need more than 48 KB per block. Then the default backend's bulk
  * launches against the CPU within check_affine's bound. Skips where the device is not sm_90
  * (no bulk launch counted). */
 TEST(affine_gemv_bulk) {
     struct backend *g = gpu_env("VLLMC_CUDA_QBULK", "0"), *bd = gpu(), *b16 = gpu_env("VLLMC_CUDA_QBULK", "16");
+    struct backend *bsm = gpu_env("VLLMC_CUDA_QBULK_SM", "3"); /* blocks padded to ~57 KB of shared memory */
     setenv("VLLMC_CUDA_QGEMV", "q8", 1);
     struct backend *g8 = gpu_env("VLLMC_CUDA_QBULK", "0"), *bd8 = gpu(), *b160q = gpu_env("VLLMC_CUDA_QBULK", "160");
     unsetenv("VLLMC_CUDA_QGEMV");
     struct { struct backend *b, *ref; int kb; const char *name; } modes[] = {
-        { bd, g, 160, "default" }, { b16, g, 16, "16 KB" }, { bd8, g8, 16, "q8 default" }, { b160q, g8, 160, "q8, 160 KB" } };
+        { bd, g, 160, "default" }, { b16, g, 16, "16 KB" }, { bsm, g, 160, "3 blocks per SM" },
+        { bd8, g8, 16, "q8 default" }, { b160q, g8, 160, "q8, 160 KB" } };
     const struct { int bits, gs, N, K; enum dtype sdt; int many; } cases[] = {
         { 4, 64, 5000, 4096, DT_BF16, 0 }, { 8, 32, 4100, 1024, DT_F16, 0 }, { 4, 128, 4104, 14336, DT_F32, 0 },
         { 4, 32, 1000, 64, DT_BF16, 0 }, { 4, 64, 5001, 512, DT_BF16, 0 }, { 4, 64, 8, 32768, DT_BF16, 0 },
@@ -1549,7 +1553,8 @@ TEST(affine_gemv_bulk) {
                 if (ci == 0 && T == 1 && mi == 0 && launches == 0) {
                     for (int i = 0; i < nw; i++) bk_free(g, yb[i]), bk_free(g, yr[i]);
                     bk_free(g, xd), free(x), qw_free(g, &q[0]);
-                    bk_destroy(bd), bk_destroy(b16), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+                    bk_destroy(bd), bk_destroy(b16), bk_destroy(bsm), bk_destroy(bd8), bk_destroy(b160q);
+                    bk_destroy(g), bk_destroy(g8);
                     SKIP("no bulk GEMV on this device (sm_90 only)");
                 }
                 launched += (int)launches;
@@ -1593,7 +1598,7 @@ TEST(affine_gemv_bulk) {
     backend_cuda_counts(bd, &k1);
     CHECK(k1.qgemv_bulk - k0.qgemv_bulk >= 6);
     bk_destroy(c);
-    bk_destroy(bd), bk_destroy(b16), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
+    bk_destroy(bd), bk_destroy(b16), bk_destroy(bsm), bk_destroy(bd8), bk_destroy(b160q), bk_destroy(g), bk_destroy(g8);
 }
 
 /* The L2 prefetch of the next quantized GEMV's weight (VLLMC_CUDA_QPF_MB,

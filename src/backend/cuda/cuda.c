@@ -129,6 +129,7 @@ struct cuda_backend {
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
     int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qx_in.act8) */
     int qbulk_kb;        /* VLLMC_CUDA_QBULK: ck_qx_in.bulk_kb (0: off) */
+    int qbulk_pad;       /* VLLMC_CUDA_QBULK_SM: ck_qx_in.bulk_pad */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
     size_t qtile_bytes;  /* affine matmuls beyond: dequantized rows per tile (hi + lo), VLLMC_CUDA_QTILE_MB */
     struct mm_plan plans[N_PLANS];
@@ -381,7 +382,7 @@ static int qgemv_many(struct cuda_backend *c, int n, float *const *y, const stru
 
 /* the int8 GEMV's input settings this backend was created with */
 static struct ck_qx_in qx_in(const struct cuda_backend *c) {
-    return (struct ck_qx_in){ .act8 = c->qgemv_act8, .bulk_kb = c->qbulk_kb };
+    return (struct ck_qx_in){ .act8 = c->qgemv_act8, .bulk_kb = c->qbulk_kb, .bulk_pad = c->qbulk_pad };
 }
 
 /* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu), then at 4/8 bits
@@ -1128,6 +1129,12 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->qbulk_kb = getenv("VLLMC_CUDA_QBULK") ? atoi(getenv("VLLMC_CUDA_QBULK")) : c->qgemv_act8 ? 16 : CK_QBULK_MAX_KB;
     c->qbulk_kb = MAX(0, MIN(c->qbulk_kb, CK_QBULK_MAX_KB));
     if (c->qbulk_kb && !ck_qgemv_bulk_supported()) c->qbulk_kb = 0;
+    /* at most 9 of its one-token blocks per multiprocessor (48 registers
+     * would allow 10): 4-bit 8B decode 2.63-2.65 -> 2.58-2.60 ms/token
+     * (H100, BENCHMARKS.md); not with q8 (40 registers, 12 blocks), where
+     * the cap did not help */
+    const int per_sm = getenv("VLLMC_CUDA_QBULK_SM") ? atoi(getenv("VLLMC_CUDA_QBULK_SM")) : c->qgemv_act8 ? 0 : 9;
+    c->qbulk_pad = c->qbulk_kb ? ck_qgemv_bulk_pad(per_sm) : 0;
     if (getenv("VLLMC_CUDA_QBULK_TRIG")) ck_qgemv_bulk_trig(atoi(getenv("VLLMC_CUDA_QBULK_TRIG")));
     /* beyond 8 tokens the GEMV (in runs of 8) reads less than dequantizing the
      * weight for cuBLASLt up to about 32 tokens with the hi + lo split (three

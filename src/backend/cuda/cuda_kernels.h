@@ -223,6 +223,9 @@ struct ck_qx_in {
      * 16 bytes) and whose blocks need at most bulk_kb KB of it (1 to
      * CK_QBULK_MAX_KB); 0: off */
     int bulk_kb;
+    /* the least dynamic shared memory such a block asks for (bytes, from
+     * ck_qgemv_bulk_pad): caps how many are resident per multiprocessor */
+    int bulk_pad;
 };
 /* Force the launch shape of the int8 GEMV (for sweeps; 0 = the measured
  * table): S warps per row set (1, 2, 4), U chunks in flight per warp (1, 2),
@@ -234,6 +237,11 @@ void ck_qgemv_shape(int S, int U, int W, int trig);
  * build); also lets its kernels use CK_QBULK_MAX_KB of shared memory there.
  * Call it once per device before the first such GEMV (outside graph capture). */
 int ck_qgemv_bulk_supported(void);
+/* The dynamic shared memory per block that leaves room for at most per_sm
+ * one-token bulk GEMV blocks (default activations) on a multiprocessor of
+ * the current device: ck_qx_in.bulk_pad; 0 where per_sm <= 0 or that many
+ * already fit no more. */
+int ck_qgemv_bulk_pad(int per_sm);
 /* launches of the bulk kernel so far (process-wide, for counting) */
 long ck_qgemv_bulk_launches(void);
 /* where the bulk GEMV lets the next kernel launch (for sweeps): 0 as a block

@@ -44,8 +44,10 @@
  * backend's default: every 8B shape; with q8 all but the down projection)
  * run qgb_k instead: the same arithmetic, the rows moved into shared memory
  * by cp.async.bulk at each block's start (every byte of a resident block in
- * flight at once), the 4 rows of a granule interleaved; 4-bit 8B decode
- * 3.03-3.04 -> 2.65-2.70 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
+ * flight at once), the 4 rows of a granule interleaved, a lane's first
+ * activations requested before the rows are waited for, at most 9 blocks
+ * per multiprocessor (ck_qx_in.bulk_pad); 4-bit 8B decode 3.03-3.04 ->
+ * 2.58-2.61 ms/token (H100, BENCHMARKS.md). Other widths (2, 3, 5, 6) and
  * VLLMC_CUDA_QGEMV=f32 run the f32 kernel (qgemv_k): a thread owns QG_R = 4
  * rows and reads the same unit of each, codes unpacked to floats as above;
  * for T < 4 the products are factored per unit, y += s * sum(x q) + b *
@@ -536,62 +538,81 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned
  * with the RB rows of a granule interleaved (the activations read once for
  * all of them, RB independent dp4a chains, each split in two) and the
  * warps' partial sums added through shared memory, so the f32 sums are
- * grouped differently from qg_k's. */
+ * grouped differently from qg_k's. A lane holds its next granule's
+ * activations in registers (QbX): the first one is requested right after
+ * the PDL wait, before the rows are waited for, each later one after the
+ * granule before it is summed. Measured and not kept (BENCHMARKS.md,
+ * session 12): the activation slices moved into shared memory by
+ * cp.async.bulk after the PDL wait (5 ms/token: they queue behind the
+ * rows' copies and hold back the trigger), prefetch.global.L1 of them
+ * (3.4), the next granule's loaded before the current one is summed (63
+ * registers, no faster), 1 or 2 warps per block, the rows of a later
+ * block moved into L2 ahead of it. */
 constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token;
                                      * 2 rows for the down projection: 2.79-2.81 vs 2.76-2.77) */
 
-/* (its activation loads repeat qg_k's loop on purpose: factoring qg_k's
- * arithmetic into a shared function changed ptxas's schedule for qg_k and
- * cost 3-5% of a 4/8-bit decode step, BENCHMARKS.md) */
-template <int BITS, int T, int RB, bool LO, int dt>
+/* A lane's activation parts for one granule of qgb_k (32 codes: 32 bytes of
+ * each int8 part per token, the block's scale and the group's sum) */
+template <int T, bool LO> struct QbX {
+    int4 h[T][2], l[LO ? T : 1][2];
+    float d[T], s[T];
+};
+
+/* (these loads repeat qg_k's on purpose: factoring qg_k's arithmetic into a
+ * shared function changed ptxas's schedule for qg_k and cost 3-5% of a
+ * 4/8-bit decode step, BENCHMARKS.md) */
+template <int T, bool LO>
+__device__ __forceinline__ void qgb_load_x(QbX<T, LO> &v, const QxLayout &x, int k0, int gsh, int K, int B32, int G) {
+    const bool first = (k0 & ((1 << gsh) - 1)) == 0;
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+        const size_t xo = (size_t)t * K + k0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            v.h[t][i] = __ldg(reinterpret_cast<const int4 *>(x.xh + xo) + i);
+            if constexpr (LO) v.l[t][i] = __ldg(reinterpret_cast<const int4 *>(x.xl + xo) + i);
+        }
+        v.d[t] = __ldg(x.xd + (size_t)t * B32 + (k0 >> 5));
+        v.s[t] = first ? __ldg(x.xs + (size_t)t * G + (k0 >> gsh)) : 0.0f;
+    }
+}
+
+/* one granule (16 bytes at o of each of the RB rows of 4-bit codes in
+ * shared memory) against the activations v */
+template <int T, int RB, bool LO, int dt>
 __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const uint8_t *sc, const uint8_t *bi, int G,
-                                            int o, int gsh, const QxLayout &x, int K, int B32,
-                                            float (&acc)[RB][T]) {
-    constexpr int NW = 128 / BITS / 4; /* code words per granule */
-    const int k0 = o / BITS * 8, g = k0 >> gsh;
+                                            int o, int gsh, const QbX<T, LO> &v, float (&acc)[RB][T]) {
+    constexpr int NW = 8; /* code words per granule */
+    const int k0 = 2 * o, g = k0 >> gsh;
     const bool first = (k0 & ((1 << gsh) - 1)) == 0;
     uint4 q[RB];
 #pragma unroll
     for (int r = 0; r < RB; r++) q[r] = *reinterpret_cast<const uint4 *>(codes + (size_t)r * rb + o);
 #pragma unroll
     for (int t = 0; t < T; t++) {
-        const size_t xo = (size_t)t * K + k0;
-        int xh[NW], xl[NW];
-#pragma unroll
-        for (int j = 0; j < NW; j += 4) {
-            const int4 h4 = __ldg(reinterpret_cast<const int4 *>(x.xh + xo) + j / 4);
-            xh[j] = h4.x, xh[j + 1] = h4.y, xh[j + 2] = h4.z, xh[j + 3] = h4.w;
-            if constexpr (LO) {
-                const int4 l4 = __ldg(reinterpret_cast<const int4 *>(x.xl + xo) + j / 4);
-                xl[j] = l4.x, xl[j + 1] = l4.y, xl[j + 2] = l4.z, xl[j + 3] = l4.w;
-            }
-        }
-        const float d = __ldg(x.xd + (size_t)t * B32 + (k0 >> 5));
-        const float xs = first ? __ldg(x.xs + (size_t)t * G + g) : 0.0f;
+        const int xh[NW] = { v.h[t][0].x, v.h[t][0].y, v.h[t][0].z, v.h[t][0].w,
+                             v.h[t][1].x, v.h[t][1].y, v.h[t][1].z, v.h[t][1].w };
+        const int4 l0 = v.l[LO ? t : 0][0], l1 = v.l[LO ? t : 0][1];
+        const int xl[NW] = { l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w };
 #pragma unroll
         for (int r = 0; r < RB; r++) {
-            /* codes as bytes: at 4 bits the low nibbles of a word (codes 0 2 4 6)
-             * then the high ones (1 3 5 7), the order of xh and xl */
+            /* codes as bytes: the low nibbles of a word (codes 0 2 4 6) then
+             * the high ones (1 3 5 7), the order of xh and xl */
             const uint32_t w4[4] = { q[r].x, q[r].y, q[r].z, q[r].w };
             uint32_t cw[NW];
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                if constexpr (BITS == 4)
-                    cw[2 * j] = w4[j] & 0x0f0f0f0fu, cw[2 * j + 1] = (w4[j] >> 4) & 0x0f0f0f0fu;
-                else cw[j] = w4[j];
-            }
+            for (int j = 0; j < 4; j++) cw[2 * j] = w4[j] & 0x0f0f0f0fu, cw[2 * j + 1] = (w4[j] >> 4) & 0x0f0f0f0fu;
             int h[2] = { 0, 0 }, l[2] = { 0, 0 };
 #pragma unroll
             for (int j = 0; j < NW; j++) {
-                h[j & 1] = BITS == 4 ? __dp4a((int)cw[j], xh[j], h[j & 1]) : dp4a_us(cw[j], xh[j], h[j & 1]);
-                if constexpr (LO)
-                    l[j & 1] = BITS == 4 ? __dp4a((int)cw[j], xl[j], l[j & 1]) : dp4a_us(cw[j], xl[j], l[j & 1]);
+                h[j & 1] = __dp4a((int)cw[j], xh[j], h[j & 1]);
+                if constexpr (LO) l[j & 1] = __dp4a((int)cw[j], xl[j], l[j & 1]);
             }
             const int si = ((h[0] + h[1]) << 8) + l[0] + l[1]; /* < 2^31, as qg_k's */
             constexpr int es = dt == CK_F32 ? 4 : 2;
             const float s = sm_sb(sc + (size_t)r * G * es, g, dt);
             const float b = first ? sm_sb(bi + (size_t)r * G * es, g, dt) : 0.0f;
-            acc[r][t] = fmaf(s * d, (float)si, fmaf(b, xs, acc[r][t]));
+            acc[r][t] = fmaf(s * v.d[t], (float)si, fmaf(b, v.s[t], acc[r][t]));
         }
     }
 }
@@ -636,6 +657,13 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
     }
     if (a.trig == 1) ck_pdl_trigger();
     ck_pdl_wait();
+    /* the first granule's activations (written by the kernel before) are
+     * requested before the codes are waited for, so their L2 round trip
+     * overlaps the copies' instead of following them (4-bit 8B decode
+     * 2.64-2.67 -> 2.57-2.60 ms/token with qgb_pad, BENCHMARKS.md) */
+    QbX<T, LO> xv;
+    int j = j0 + lane;
+    if (j < j1) qgb_load_x<T, LO>(xv, a.x, 32 * j, gsh, K, B32, G);
     __syncthreads(); /* the barriers are initialised before anyone waits on them */
     asm volatile("{\n\t.reg .pred p;\n"
                  "QGB_WAIT_S:\n\t"
@@ -652,8 +680,10 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
     for (int r = 0; r < RB; r++)
 #pragma unroll
         for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
-    for (int j = j0 + lane; j < j1; j += 32)
-        qgb_granule<BITS, T, RB, LO, SDT>(qsm, rb, qsm + cb, qsm + cb + sb, G, 16 * j, gsh, a.x, K, B32, acc);
+    for (; j < j1; j += 32) {
+        qgb_granule<T, RB, LO, SDT>(qsm, rb, qsm + cb, qsm + cb + sb, G, 16 * j, gsh, xv, acc);
+        if (j + 32 < j1) qgb_load_x<T, LO>(xv, a.x, 32 * (j + 32), gsh, K, B32, G);
+    }
     if (a.trig == 3) ck_pdl_trigger();
     if (a.pf && threadIdx.x == 0)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.pf + (size_t)blockIdx.x * a.pf_per),
@@ -822,7 +852,8 @@ int qg_run(ck_stream st, int n, float *const *y, const ck_qx_in &in, const ck_qw
     a.gsh = w->group_size == 32 ? 5 : w->group_size == 64 ? 6 : 7; /* check(): 32, 64 or 128 */
     /* 4 bits only: 8-bit decode 4.09-4.12 ms/token with it against 4.02 */
     if (in.bulk_kb > 0 && in.bulk_kb <= CK_QBULK_MAX_KB && T <= 2 && w->bits == 4)
-        if (const size_t sm = qgb_smem(a, w->bits, (size_t)in.bulk_kb << 10)) {
+        if (size_t sm = qgb_smem(a, w->bits, (size_t)in.bulk_kb << 10)) {
+            sm = sm > (size_t)in.bulk_pad ? sm : (size_t)in.bulk_pad;
             if (T == 1) return c.act8 ? qgb_go<1, false>(st, a, sm) : qgb_go<1, true>(st, a, sm);
             return c.act8 ? qgb_go<2, false>(st, a, sm) : qgb_go<2, true>(st, a, sm);
         }
@@ -1089,7 +1120,7 @@ extern "C" int ck_qgemv(ck_stream st, float *y, const float *x, const struct ck_
     if (N <= 0) return 0;
     if ((w->bits == 4 || w->bits == 8) && variant != 1) {
         if (!scratch || (uintptr_t)scratch % 256) return (int)cudaErrorInvalidValue;
-        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, variant == 2, 0 };
+        const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, variant == 2, 0, 0 };
         return qg_run(st, 1, &y, in, w, &N, K, T, scratch, pf, pf_bytes);
     }
     DISPATCH_BITS(w->bits, B, return qgemv_bits<B>(st, y, x, w, N, K, T));
@@ -1141,6 +1172,30 @@ extern "C" int ck_qgemv_bulk_supported(void) {
         return 0;
     }
     return 1;
+}
+
+extern "C" int ck_qgemv_bulk_pad(int per_sm) {
+    if (per_sm <= 0 || !ck_qgemv_bulk_supported()) return 0;
+    const auto k = qgb_k<4, 1, true, CK_BF16>;
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, QB_W * 32, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (n <= per_sm) return 0;
+    /* the least multiple of 256 bytes that leaves per_sm (the occupancy
+     * calculator counts the per-block reservation and the static arrays) */
+    int lo = 0, hi = CK_QBULK_MAX_KB * 1024;
+    while (hi - lo > 256) {
+        const int mid = (lo + hi) / 2 / 256 * 256;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, QB_W * 32, (size_t)mid) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        if (n <= per_sm) hi = mid;
+        else lo = mid;
+    }
+    return hi;
 }
 
 extern "C" long ck_qgemv_bulk_launches(void) { return qgb_launches; }
@@ -1206,7 +1261,7 @@ extern "C" int ck_qmma(ck_stream st, float *y, const float *x, const struct ck_q
     if (N <= 0) return 0;
     const QxLayout o = qx_layout(scratch, K, T);
     const int n8 = T * K / 8;
-    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, 0, 0 };
+    const ck_qx_in in = { x, NULL, NULL, 0, 0, 0, 0, 0, 0 };
     const bool xv = ((uintptr_t)x & 15) == 0;
     const unsigned grid = (unsigned)((n8 + 255) / 256);
     const int rc = w->bits == 4 ? ck_launch(qx_k<true>, grid, 256, 0, st, o, in, K, w->group_size, n8, xv)
