@@ -546,8 +546,8 @@ __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, unsigned
  * cp.async.bulk after the PDL wait (5 ms/token: they queue behind the
  * rows' copies and hold back the trigger), prefetch.global.L1 of them
  * (3.4), the next granule's loaded before the current one is summed (63
- * registers, no faster), 1 or 2 warps per block, the rows of a later
- * block moved into L2 ahead of it. */
+ * registers, no faster), 1 or 2 warps per block (8 or 16 for the down
+ * projection), the rows of a later block moved into L2 ahead of it. */
 constexpr int QB_W = 4, QB_RB = 4; /* warps and rows per block (8 rows: 4-bit 8B decode 3.19 vs 2.90 ms/token;
                                      * 2 rows for the down projection: 2.79-2.81 vs 2.76-2.77) */
 
@@ -660,7 +660,7 @@ __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
     /* the first granule's activations (written by the kernel before) are
      * requested before the codes are waited for, so their L2 round trip
      * overlaps the copies' instead of following them (4-bit 8B decode
-     * 2.64-2.67 -> 2.57-2.60 ms/token with qgb_pad, BENCHMARKS.md) */
+     * 2.64-2.67 -> 2.58-2.61 ms/token with ck_qx_in.bulk_pad, BENCHMARKS.md) */
     QbX<T, LO> xv;
     int j = j0 + lane;
     if (j < j1) qgb_load_x<T, LO>(xv, a.x, 32 * j, gsh, K, B32, G);
