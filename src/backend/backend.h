@@ -373,6 +373,10 @@ long backend_cuda_fused_attention_calls(const struct backend *bk);
 /* How many one-token quantized matmul ops ran in the decode chain (for
  * tests); -1 where the chain is off (not VLLMC_CUDA_CHAIN=1, before sm_90, no CUDA). */
 long backend_cuda_chain_ops(const struct backend *bk);
+/* The dynamic shared memory (bytes) the backend pads the bulk 4-bit GEMV's
+ * blocks to (VLLMC_CUDA_QBULK_SM; for tests): 0 where there is no padding,
+ * no bulk GEMV or no CUDA. */
+int backend_cuda_qbulk_pad(const struct backend *bk);
 /* Which kernels the CUDA backend's matmuls ran, counted since it was
  * created (for tests; zeros without CUDA): launches of our dense GEMV (one
  * per matmul, or per matmul_many call that took every weight in one launch),

@@ -1501,7 +1501,8 @@ TEST(affine_gemv_int8_activations) {
  * the limit (by default 160 KB, 16 with q8; or as set), none elsewhere or at
  * 8 bits;
  * blocks padded to about 57 KB of shared memory (VLLMC_CUDA_QBULK_SM=3)
- * give the same outputs; matmul_many's q/k/v-like call takes one launch for
+ * give the same outputs, and the default's padding (9 per multiprocessor)
+ * is smaller but there, q8's none; matmul_many's q/k/v-like call takes one launch for
  * its three weights;
  * rows 64 codes wide leave two of a block's four warps no granule; rows of
  * 32768 need more than 48 KB per block. Then the default backend's bulk
@@ -1584,8 +1585,16 @@ TEST(affine_gemv_bulk) {
         }
         for (int i = 0; i < nw; i++) qw_free(g, &q[i]);
     }
-    printf("      %d bulk launches\n", launched);
+    printf("      %d bulk launches; blocks padded to %d bytes by default, %d at 3 per SM\n", launched,
+           backend_cuda_qbulk_pad(bd), backend_cuda_qbulk_pad(bsm));
     CHECK(launched > 0);
+    /* the cap took effect: 9 per multiprocessor (the default) needs some
+     * padding, 3 more than the 48 KB a launch gets without the attribute;
+     * none with q8 */
+    CHECK(backend_cuda_qbulk_pad(bd) > 0);
+    CHECK(backend_cuda_qbulk_pad(bsm) > backend_cuda_qbulk_pad(bd));
+    CHECK(backend_cuda_qbulk_pad(bsm) > 48 * 1024);
+    CHECK(backend_cuda_qbulk_pad(bd8) == 0);
     /* and against the CPU directly (check_affine's bound), 1-2 tokens on the
      * default backend, every call a bulk launch */
     struct backend *c = cpu();

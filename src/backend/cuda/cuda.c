@@ -1224,6 +1224,8 @@ void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *o
     *out = ((const struct cuda_backend *)bk)->counts;
 }
 
+int backend_cuda_qbulk_pad(const struct backend *bk) { return ((const struct cuda_backend *)bk)->qbulk_pad; }
+
 long backend_cuda_chain_ops(const struct backend *bk) {
     const struct cuda_backend *c = (const struct cuda_backend *)bk;
     return c->chain_on ? c->n_chain_ops : -1;

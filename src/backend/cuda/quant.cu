@@ -617,11 +617,13 @@ __device__ __forceinline__ void qgb_granule(const uint8_t *codes, int rb, const 
     }
 }
 
-/* SDT: the scale type as a template parameter (55-56 registers instead of 64
- * at one token, 9 blocks per multiprocessor instead of 8: 4-bit 8B decode
- * 2.76-2.85 -> 2.65-2.70 ms/token, BENCHMARKS.md) */
+/* SDT: the scale type as a template parameter (then 55-56 registers instead
+ * of 64 at one token, 9 blocks per multiprocessor instead of 8: 4-bit 8B
+ * decode 2.76-2.85 -> 2.65-2.70 ms/token, BENCHMARKS.md; 48 registers since
+ * the activations are held in QbX). 4-bit codes only (qgb_granule). */
 template <int BITS, int T, bool LO, int SDT>
 __global__ void __launch_bounds__(QB_W * 32) qgb_k(QgArgs a) {
+    static_assert(BITS == 4, "qgb_granule unpacks 4-bit codes");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 /* else empty: ck_qgemv_bulk_supported() is 0 */
     constexpr int RB = QB_RB;
     constexpr int M = pow2_at_least(RB * T);

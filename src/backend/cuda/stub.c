@@ -21,6 +21,7 @@ const char *backend_cuda_name(const struct backend *bk) { return "none"; }
 const char *backend_cuda_matmul_mode(const struct backend *bk) { return "none"; }
 long backend_cuda_fused_attention_calls(const struct backend *bk) { return 0; }
 long backend_cuda_chain_ops(const struct backend *bk) { return -1; }
+int backend_cuda_qbulk_pad(const struct backend *bk) { return 0; }
 void backend_cuda_counts(const struct backend *bk, struct backend_cuda_counts *out) {
     *out = (struct backend_cuda_counts){ 0 };
 }
