@@ -1271,12 +1271,12 @@ TEST(add_rmsnorm_matmul_fused) {
     bk_destroy(g), bk_destroy(c);
 }
 
-/* The decode chain (chain.cu): the one-token quantized ops of a layer as
- * the model queues them (o, gate/up after the norm, the GLU and down, the
- * next layer's q/k/v after the norm; h on o), three layers with two sets of
- * weights, 12 ops, so the queue fills (8) and flushes once before the
- * download: every output against the CPU's plain ops. Where the chain can
- * run (sm_90; the test turns it on) every op must have run in it. */
+/* The one-token quantized ops of a layer as the model queues them (o,
+ * gate/up after the norm, the GLU and down, the next layer's q/k/v after
+ * the norm; h on o), three layers with two sets of weights, 12 ops: every
+ * output against the CPU's plain ops (decode_layers). decode_chain runs
+ * them in the decode chain (chain.cu), decode_layers_graph op by op and as
+ * a CUDA graph replayed twice. */
 static double chain_rel(const float *got, const float *ref, size_t n) {
     double m = 0, e = 0;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs(ref[i]));
@@ -1285,6 +1285,117 @@ static double chain_rel(const float *got, const float *ref, size_t n) {
         e = isnan(d) ? INFINITY : fmax(e, d);
     }
     return e / (m > 0 ? m : 1);
+}
+
+struct dcase {
+    int bits, gs, d, F, Hq, Hkv;
+    enum dtype sdt;
+    enum bk_act act;
+};
+static const struct dcase dcases[] = { { 4, 64, 512, 1536, 512, 128, DT_BF16, BK_ACT_SILU },
+                                       { 8, 32, 768, 2048, 768, 256, DT_F16, BK_ACT_GELU_TANH },
+                                       { 4, 128, 1024, 4352, 1024, 160, DT_F32, BK_ACT_SILU },
+                                       { 4, 32, 2048, 5632, 2048, 256, DT_BF16, BK_ACT_SILU },
+                                       { 4, 64, 4096, 14336, 4096, 1024, DT_BF16, BK_ACT_SILU } }; /* the 8B's */
+
+/* the 12 ops on g; with graphs, then recorded and replayed twice from the
+ * same inputs (each replay checked) */
+static void decode_layers(struct backend *g, struct backend *c, const struct dcase *cc, size_t ci, bool graphs) {
+    const int d = cc->d, F = cc->F;
+    enum { WO, WG, WU, WD, WQ, WK, WV, NWT };
+    const int rows[NWT] = { d, F, F, d, cc->Hq, cc->Hkv, cc->Hkv }, cols[NWT] = { cc->Hq, d, d, F, d, d, d };
+    struct qw q[2][NWT];
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < NWT; i++) q[l][i] = qw_make(g, cc->bits, cc->gs, cc->sdt, rows[i], cols[i]);
+    float *nw[2][2];
+    for (int l = 0; l < 2; l++) nw[l][0] = randf((size_t)d, 1.0f), nw[l][1] = randf((size_t)d, 1.0f);
+    float *att = randf((size_t)cc->Hq, 1.0f), *x = randf((size_t)d, 4.0f);
+    /* the CPU, op by op */
+    float *xr = xmalloc((size_t)d * 4), *hr = xmalloc((size_t)d * 4), *gr = xmalloc((size_t)F * 4);
+    float *ur = xmalloc((size_t)F * 4), *ar = xmalloc((size_t)F * 4), *qr = xmalloc((size_t)cc->Hq * 4);
+    float *kr = xmalloc((size_t)cc->Hkv * 4), *vr = xmalloc((size_t)cc->Hkv * 4), *attr = xmalloc((size_t)cc->Hq * 4);
+    memcpy(xr, x, (size_t)d * 4), memcpy(attr, att, (size_t)cc->Hq * 4);
+    for (int li = 0; li < 3; li++) {
+        const int l = li % 2;
+        bk_matmul(c, hr, attr, &q[l][WO].h, 1);
+        bk_add_scaled(c, xr, hr, 0.5f, (size_t)d);
+        bk_rmsnorm(c, hr, xr, nw[l][0], 1, d, 1e-5f);
+        bk_matmul(c, gr, hr, &q[l][WG].h, 1);
+        bk_matmul(c, ur, hr, &q[l][WU].h, 1);
+        bk_glu(c, ar, gr, ur, 1, F, F, cc->act);
+        bk_matmul(c, hr, ar, &q[l][WD].h, 1);
+        bk_add_scaled(c, xr, hr, 0.5f, (size_t)d);
+        bk_rmsnorm(c, hr, xr, nw[l][1], 1, d, 1e-5f);
+        bk_matmul(c, qr, hr, &q[l][WQ].h, 1);
+        bk_matmul(c, kr, hr, &q[l][WK].h, 1);
+        bk_matmul(c, vr, hr, &q[l][WV].h, 1);
+        memcpy(attr, qr, (size_t)cc->Hq * 4); /* the next layer's attention output: q, for the test */
+    }
+    /* the GPU: the model's op sequence */
+    float *xd = up(g, x, (size_t)d * 4), *hd = poisoned(g, (size_t)d), *gd = poisoned(g, (size_t)F);
+    float *ud = poisoned(g, (size_t)F), *ad = poisoned(g, (size_t)F), *qd = poisoned(g, (size_t)cc->Hq);
+    float *kd = poisoned(g, (size_t)cc->Hkv), *vd = poisoned(g, (size_t)cc->Hkv);
+    float *attd = up(g, att, (size_t)cc->Hq * 4), *nwd[2][2];
+    for (int l = 0; l < 2; l++) nwd[l][0] = up(g, nw[l][0], (size_t)d * 4), nwd[l][1] = up(g, nw[l][1], (size_t)d * 4);
+    const long chain0 = backend_cuda_chain_ops(g);
+    struct backend_cuda_counts k0, k1;
+    backend_cuda_counts(g, &k0);
+    float *got = xmalloc((size_t)F * 4);
+    void *graph = NULL;
+    for (int pass = 0; pass < (graphs ? 3 : 1); pass++) {
+        if (pass) { /* the same inputs again, for a replay */
+            char err[256];
+            CHECK(bk_upload(g, xd, x, (size_t)d * 4, err, sizeof err) == 0);
+            CHECK(bk_upload(g, attd, att, (size_t)cc->Hq * 4, err, sizeof err) == 0);
+        }
+        if (pass == 1) CHECK(g->ops->graph_begin(g) == 0);
+        if (pass <= 1)
+            for (int li = 0; li < 3; li++) {
+                const int l = li % 2;
+                const struct bk_weight *gu[2] = { &q[l][WG].d, &q[l][WU].d },
+                                       *qkv[3] = { &q[l][WQ].d, &q[l][WK].d, &q[l][WV].d };
+                float *const guy[2] = { gd, ud }, *const qkvy[3] = { qd, kd, vd };
+                bk_matmul(g, hd, li ? qd : attd, &q[l][WO].d, 1);
+                g->ops->add_rmsnorm_matmul(g, xd, hd, 0.5f, hd, nwd[l][0], 1, d, 1e-5f, 2, guy, gu);
+                g->ops->glu_matmul(g, hd, ad, gd, ud, 1, F, F, cc->act, &q[l][WD].d);
+                g->ops->add_rmsnorm_matmul(g, xd, hd, 0.5f, hd, nwd[l][1], 1, d, 1e-5f, 3, qkvy, qkv);
+            }
+        if (pass == 1) {
+            graph = g->ops->graph_end(g);
+            CHECK(graph != NULL);
+        }
+        if (pass && graph) CHECK(g->ops->graph_launch(g, graph) == 0);
+        const struct { const float *dev, *ref; int n; const char *what; } outs[] = {
+            { xd, xr, d, "x" }, { gd, gr, F, "gate" }, { ud, ur, F, "up" },
+            { qd, qr, cc->Hq, "q" }, { kd, kr, cc->Hkv, "k" }, { vd, vr, cc->Hkv, "v" } };
+        for (size_t oi = 0; oi < ARRAY_LEN(outs); oi++) {
+            down(g, got, outs[oi].dev, (size_t)outs[oi].n * 4);
+            const double e = chain_rel(got, outs[oi].ref, (size_t)outs[oi].n);
+            if (!(e <= 2e-4)) {
+                fprintf(stderr, "  case %zu (%d-bit g%d %s)%s: %s off by %.3g of its largest value\n", ci, cc->bits,
+                        cc->gs, dtype_name(cc->sdt), pass ? ", graph replay" : "", outs[oi].what, e);
+                test_failed_here_ = 1;
+            }
+        }
+        if (pass == 0) { /* what ran where, before any replay */
+            const long ran = backend_cuda_chain_ops(g) - chain0;
+            backend_cuda_counts(g, &k1);
+            const long bulk = k1.qgemv_bulk - k0.qgemv_bulk;
+            fprintf(stderr, "  case %zu: %ld of 12 ops in the chain, %ld bulk launches\n", ci, chain0 < 0 ? -1 : ran,
+                    bulk);
+            if (chain0 >= 0) CHECK(ran == 12); /* the chain where it can run (it is on) */
+            else if (backend_cuda_qbulk_pad(g) > 0) CHECK(bulk == (cc->bits == 4 ? 12 : 0)); /* sm_90: every 4-bit op */
+        }
+    }
+    if (graph) g->ops->graph_free(g, graph);
+    bk_free(g, xd), bk_free(g, hd), bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, qd);
+    bk_free(g, kd), bk_free(g, vd), bk_free(g, attd);
+    for (int l = 0; l < 2; l++) {
+        bk_free(g, nwd[l][0]), bk_free(g, nwd[l][1]), free(nw[l][0]), free(nw[l][1]);
+        for (int i = 0; i < NWT; i++) qw_free(g, &q[l][i]);
+    }
+    free(att), free(x), free(xr), free(hr), free(gr), free(ur), free(ar), free(qr), free(kr), free(vr), free(attr);
+    free(got);
 }
 
 TEST(decode_chain) {
@@ -1296,88 +1407,20 @@ TEST(decode_chain) {
     if (!was) unsetenv("VLLMC_CUDA_CHAIN"); /* before any skip: the other tests create their backends without it */
     if (rc) SKIP(err);
     struct backend *c = cpu();
-    struct ccase {
-        int bits, gs, d, F, Hq, Hkv;
-        enum dtype sdt;
-        enum bk_act act;
-    } cases[] = { { 4, 64, 512, 1536, 512, 128, DT_BF16, BK_ACT_SILU },
-                  { 8, 32, 768, 2048, 768, 256, DT_F16, BK_ACT_GELU_TANH },
-                  { 4, 128, 1024, 4352, 1024, 160, DT_F32, BK_ACT_SILU },
-                  { 4, 64, 4096, 14336, 4096, 1024, DT_BF16, BK_ACT_SILU } }; /* the 8B's widths */
     const bool small = getenv("VLLMC_TEST_CHAIN_SMALL") != NULL; /* under compute-sanitizer: not the 8B widths */
-    for (size_t ci = 0; ci < ARRAY_LEN(cases) - (small ? 1 : 0); ci++) {
-        const struct ccase *cc = &cases[ci];
-        const int d = cc->d, F = cc->F;
-        enum { WO, WG, WU, WD, WQ, WK, WV, NWT };
-        const int rows[NWT] = { d, F, F, d, cc->Hq, cc->Hkv, cc->Hkv }, cols[NWT] = { cc->Hq, d, d, F, d, d, d };
-        struct qw q[2][NWT];
-        for (int l = 0; l < 2; l++)
-            for (int i = 0; i < NWT; i++) q[l][i] = qw_make(g, cc->bits, cc->gs, cc->sdt, rows[i], cols[i]);
-        float *nw[2][2];
-        for (int l = 0; l < 2; l++) nw[l][0] = randf((size_t)d, 1.0f), nw[l][1] = randf((size_t)d, 1.0f);
-        float *att = randf((size_t)cc->Hq, 1.0f), *x = randf((size_t)d, 4.0f);
-        /* the CPU, op by op */
-        float *xr = xmalloc((size_t)d * 4), *hr = xmalloc((size_t)d * 4), *gr = xmalloc((size_t)F * 4);
-        float *ur = xmalloc((size_t)F * 4), *ar = xmalloc((size_t)F * 4), *qr = xmalloc((size_t)cc->Hq * 4);
-        float *kr = xmalloc((size_t)cc->Hkv * 4), *vr = xmalloc((size_t)cc->Hkv * 4), *attr = xmalloc((size_t)cc->Hq * 4);
-        memcpy(xr, x, (size_t)d * 4), memcpy(attr, att, (size_t)cc->Hq * 4);
-        for (int li = 0; li < 3; li++) {
-            const int l = li % 2;
-            bk_matmul(c, hr, attr, &q[l][WO].h, 1);
-            bk_add_scaled(c, xr, hr, 0.5f, (size_t)d);
-            bk_rmsnorm(c, hr, xr, nw[l][0], 1, d, 1e-5f);
-            bk_matmul(c, gr, hr, &q[l][WG].h, 1);
-            bk_matmul(c, ur, hr, &q[l][WU].h, 1);
-            bk_glu(c, ar, gr, ur, 1, F, F, cc->act);
-            bk_matmul(c, hr, ar, &q[l][WD].h, 1);
-            bk_add_scaled(c, xr, hr, 0.5f, (size_t)d);
-            bk_rmsnorm(c, hr, xr, nw[l][1], 1, d, 1e-5f);
-            bk_matmul(c, qr, hr, &q[l][WQ].h, 1);
-            bk_matmul(c, kr, hr, &q[l][WK].h, 1);
-            bk_matmul(c, vr, hr, &q[l][WV].h, 1);
-            memcpy(attr, qr, (size_t)cc->Hq * 4); /* the next layer's attention output: q, for the test */
-        }
-        /* the GPU: the model's op sequence */
-        float *xd = up(g, x, (size_t)d * 4), *hd = poisoned(g, (size_t)d), *gd = poisoned(g, (size_t)F);
-        float *ud = poisoned(g, (size_t)F), *ad = poisoned(g, (size_t)F), *qd = poisoned(g, (size_t)cc->Hq);
-        float *kd = poisoned(g, (size_t)cc->Hkv), *vd = poisoned(g, (size_t)cc->Hkv);
-        float *attd = up(g, att, (size_t)cc->Hq * 4), *nwd[2][2];
-        for (int l = 0; l < 2; l++) nwd[l][0] = up(g, nw[l][0], (size_t)d * 4), nwd[l][1] = up(g, nw[l][1], (size_t)d * 4);
-        const long before = backend_cuda_chain_ops(g);
-        for (int li = 0; li < 3; li++) {
-            const int l = li % 2;
-            const struct bk_weight *gu[2] = { &q[l][WG].d, &q[l][WU].d }, *qkv[3] = { &q[l][WQ].d, &q[l][WK].d, &q[l][WV].d };
-            float *const guy[2] = { gd, ud }, *const qkvy[3] = { qd, kd, vd };
-            bk_matmul(g, hd, li ? qd : attd, &q[l][WO].d, 1);
-            g->ops->add_rmsnorm_matmul(g, xd, hd, 0.5f, hd, nwd[l][0], 1, d, 1e-5f, 2, guy, gu);
-            g->ops->glu_matmul(g, hd, ad, gd, ud, 1, F, F, cc->act, &q[l][WD].d);
-            g->ops->add_rmsnorm_matmul(g, xd, hd, 0.5f, hd, nwd[l][1], 1, d, 1e-5f, 3, qkvy, qkv);
-        }
-        float *got = xmalloc((size_t)F * 4);
-        const struct { const float *dev, *ref; int n; const char *what; } outs[] = {
-            { xd, xr, d, "x" }, { gd, gr, F, "gate" }, { ud, ur, F, "up" },
-            { qd, qr, cc->Hq, "q" }, { kd, kr, cc->Hkv, "k" }, { vd, vr, cc->Hkv, "v" } };
-        for (size_t oi = 0; oi < ARRAY_LEN(outs); oi++) {
-            down(g, got, outs[oi].dev, (size_t)outs[oi].n * 4);
-            const double e = chain_rel(got, outs[oi].ref, (size_t)outs[oi].n);
-            if (!(e <= 2e-4)) {
-                fprintf(stderr, "  chain case %zu (%d-bit g%d %s): %s off by %.3g of its largest value\n", ci, cc->bits,
-                        cc->gs, dtype_name(cc->sdt), outs[oi].what, e);
-                test_failed_here_ = 1;
-            }
-        }
-        const long ran = backend_cuda_chain_ops(g) - before;
-        fprintf(stderr, "  chain case %zu: %ld of 12 ops in the chain\n", ci, before < 0 ? -1 : ran);
-        if (before >= 0) CHECK(ran == 12);
-        bk_free(g, xd), bk_free(g, hd), bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, qd);
-        bk_free(g, kd), bk_free(g, vd), bk_free(g, attd);
-        for (int l = 0; l < 2; l++) {
-            bk_free(g, nwd[l][0]), bk_free(g, nwd[l][1]), free(nw[l][0]), free(nw[l][1]);
-            for (int i = 0; i < NWT; i++) qw_free(g, &q[l][i]);
-        }
-        free(att), free(x), free(xr), free(hr), free(gr), free(ur), free(ar), free(qr), free(kr), free(vr), free(attr);
-        free(got);
-    }
+    for (size_t ci = 0; ci < ARRAY_LEN(dcases) - (small ? 1 : 0); ci++)
+        decode_layers(g, c, &dcases[ci], ci, false);
+    bk_destroy(g), bk_destroy(c);
+}
+
+/* The same ops on the test's usual backend (no chain): on sm_90 every
+ * 4-bit op one bulk GEMV launch, none at 8 bits; outputs as above, also from
+ * a recorded graph replayed twice. */
+TEST(decode_layers_graph) {
+    struct backend *g = gpu(), *c = cpu();
+    REQUIRE(g->ops->graph_begin);
+    const bool small = getenv("VLLMC_TEST_CHAIN_SMALL") != NULL;
+    for (size_t ci = 0; ci < ARRAY_LEN(dcases) - (small ? 1 : 0); ci++) decode_layers(g, c, &dcases[ci], ci, true);
     bk_destroy(g), bk_destroy(c);
 }
 
