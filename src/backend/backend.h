@@ -340,9 +340,11 @@ const char *backend_cpu_quant_isa(const struct backend *bk);
  * VLLMC_CUDA_DEC_FLAGS its overlap switches, cuda_kernels.h),
  * VLLMC_CUDA_QG_SHAPE=S,U,W forces the int8 GEMV's launch shape (sweeps),
  * VLLMC_CUDA_GEMV_U=4 the dense GEMV's loads ahead per lane (8; sweeps),
- * VLLMC_CUDA_QGEMV=f32 runs the affine GEMV with f32 activations, =q8 with
- * one int8 per activation for 1-2 tokens (faster, llama.cpp's precision;
- * not inside the decode chain), VLLMC_CUDA_QBULK=KB: the 4-bit GEMV of 1-2
+ * VLLMC_CUDA_QGEMV picks the activations of the 4/8-bit GEMV of 1-2
+ * tokens: by default one int8 per activation (q8, llama.cpp's precision)
+ * for 4-bit weights in the bf16 mode and two (hi + lo, ~16 bits) otherwise;
+ * =int8 two everywhere, =q8 one at 4 and 8 bits (not inside the decode
+ * chain), =f32 f32 activations; VLLMC_CUDA_QBULK=KB: the 4-bit GEMV of 1-2
  * tokens moves each block's rows into shared memory by cp.async.bulk where a
  * block needs at most KB of it (sm_90; default 160, the most, 16 with q8;
  * 0 off; VLLMC_CUDA_QBULK_SM=N at most N of its one-token blocks per

@@ -1534,6 +1534,50 @@ TEST(affine_gemv_int8_activations) {
     bk_destroy(g8), bk_destroy(g), bk_destroy(c);
 }
 
+/* Which activations the one-token 4/8-bit GEMV takes by mode (cuda.c,
+ * qgemv_act8): the bf16 mode (the default) rounds them to one int8 per
+ * value for 4-bit weights (the outputs of VLLMC_CUDA_QGEMV=q8, bit for bit)
+ * and keeps two for 8-bit weights (the split mode's outputs, bit for bit);
+ * the split mode keeps two for both; VLLMC_CUDA_QGEMV=int8 gives the bf16
+ * mode two at 4 bits too. The two kinds must differ (the mapping shows). */
+static void gemv_out(struct backend *b, float *out, const struct qw *q, const float *xd, int N) {
+    float *yd = poisoned(b, (size_t)N);
+    bk_matmul(b, yd, xd, &q->d, 1);
+    down(b, out, yd, (size_t)N * 4);
+    bk_free(b, yd);
+}
+
+TEST(affine_gemv_activations_by_mode) {
+    g_matmul = "bf16";
+    struct backend *gb = gpu(), *gbi = gpu_env("VLLMC_CUDA_QGEMV", "int8");
+    unsetenv("VLLMC_CUDA_QGEMV");
+    g_matmul = "split";
+    struct backend *gs = gpu(), *gq = gpu_env("VLLMC_CUDA_QGEMV", "q8");
+    unsetenv("VLLMC_CUDA_QGEMV");
+    const struct { int bits, gs, N, K; } cases[] = { { 4, 64, 1028, 4096 }, { 4, 32, 4096, 14336 }, { 8, 64, 1028, 4096 } };
+    for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+        const int bits = cases[ci].bits, N = cases[ci].N, K = cases[ci].K;
+        struct qw q = qw_make(gs, bits, cases[ci].gs, DT_BF16, N, K);
+        float *x = randf((size_t)K, 2.0f);
+        for (int k = 0; k < K; k += 96) x[k] *= 50.0f;
+        float *xd = up(gs, x, (size_t)K * 4);
+        float *ob = xmalloc((size_t)N * 4), *obi = xmalloc((size_t)N * 4), *os = xmalloc((size_t)N * 4),
+              *oq = xmalloc((size_t)N * 4);
+        gemv_out(gb, ob, &q, xd, N), gemv_out(gbi, obi, &q, xd, N);
+        gemv_out(gs, os, &q, xd, N), gemv_out(gq, oq, &q, xd, N);
+        const bool q8 = bits == 4; /* what the bf16 mode should have taken */
+        CHECK(memcmp(ob, q8 ? oq : os, (size_t)N * 4) == 0);
+        CHECK(memcmp(obi, os, (size_t)N * 4) == 0);
+        CHECK(memcmp(oq, os, (size_t)N * 4) != 0);
+        for (int n = 0; n < N; n++) CHECK(isfinite(ob[n]));
+        printf("      %d-bit N=%d K=%d: the bf16 mode's one-token GEMV took %s activations\n", bits, N, K,
+               !memcmp(ob, oq, (size_t)N * 4) ? "one int8 (q8)" : !memcmp(ob, os, (size_t)N * 4) ? "hi + lo" : "other");
+        bk_free(gs, xd), free(x), free(ob), free(obi), free(os), free(oq);
+        qw_free(gs, &q);
+    }
+    bk_destroy(gb), bk_destroy(gbi), bk_destroy(gs), bk_destroy(gq);
+}
+
 /* The 4-bit GEMV through shared memory (quant.cu's qgb_k, VLLMC_CUDA_QBULK:
  * a block's 4 rows moved in by cp.async.bulk, each warp a quarter of every
  * row, then qg_k's arithmetic with the f32 sums grouped differently): at 1-2

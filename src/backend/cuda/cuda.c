@@ -19,7 +19,8 @@
  * F16 activations saturate beyond 65504 (F16 weights only).
  * Affine-quantized weights (MLX bit streams, AWQ repacked): the quantized
  * GEMV of quant.cu up to CK_GEMV_MAX_T tokens (4 and 8 bits: activations
- * rounded to two int8 parts, ~16 bits, in scratch qx; VLLMC_CUDA_QGEMV=f32
+ * rounded to two int8 parts, ~16 bits, in scratch qx, or for 1-2 tokens of
+ * 4-bit weights in the bf16 mode to one, see qgemv_act8; VLLMC_CUDA_QGEMV=f32
  * keeps them f32 as the other widths do); at 4/8 bits 9-16 tokens (32 with
  * split) on the tensor cores (ck_qmma), where that is off in runs of 8
  * tokens up to qchunk_max (VLLMC_CUDA_QCHUNK); beyond, tiles of rows
@@ -127,7 +128,8 @@ struct cuda_backend {
     void *qx;            /* affine decode: activations rounded to int8 (ck_qgemv_scratch) */
     size_t qx_len;
     int qgemv_variant;   /* VLLMC_CUDA_QGEMV: int8 (default) = 0, f32 = 1 (see ck_qgemv) */
-    int qgemv_act8;      /* VLLMC_CUDA_QGEMV=q8: int8-only activations for 1-2 tokens (ck_qx_in.act8) */
+    int qgemv_act8;      /* int8-only activations for 1-2 tokens (ck_qx_in.act8): 1 at 4 and 8 bits
+                          * (VLLMC_CUDA_QGEMV=q8), 2 at 4 bits (the bf16 mode's default), 0 never */
     int qbulk_kb;        /* VLLMC_CUDA_QBULK: ck_qx_in.bulk_kb (0: off) */
     int qbulk_pad;       /* VLLMC_CUDA_QBULK_SM: ck_qx_in.bulk_pad */
     int qchunk_max;      /* affine 4/8-bit matmuls of up to this many tokens run the GEMV 8 tokens at a time */
@@ -380,9 +382,12 @@ static int qgemv_many(struct cuda_backend *c, int n, float *const *y, const stru
     return rc;
 }
 
-/* the int8 GEMV's input settings this backend was created with */
-static struct ck_qx_in qx_in(const struct cuda_backend *c) {
-    return (struct ck_qx_in){ .act8 = c->qgemv_act8, .bulk_kb = c->qbulk_kb, .bulk_pad = c->qbulk_pad };
+/* the int8 GEMV's input settings this backend was created with, for
+ * weights of these bits */
+static struct ck_qx_in qx_in(const struct cuda_backend *c, int bits) {
+    return (struct ck_qx_in){ .act8 = c->qgemv_act8 == 1 || (c->qgemv_act8 == 2 && bits == 4),
+                              .bulk_kb = c->qbulk_kb,
+                              .bulk_pad = c->qbulk_pad };
 }
 
 /* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu), then at 4/8 bits
@@ -412,7 +417,7 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
             const int n = MIN(CK_GEMV_MAX_T, T - t0);
             if (t0 + n >= T) qpf_arm(c, w);
-            struct ck_qx_in in = qx_in(c);
+            struct ck_qx_in in = qx_in(c, w->bits);
             in.x = x + (size_t)t0 * K;
             float *yt = y + (size_t)t0 * N;
             const int rc = (w->bits == 4 || w->bits == 8) && !c->qgemv_variant
@@ -534,7 +539,7 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
     if (grouped) {
         const int K = (int)w[0]->cols;
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
-        struct ck_qx_in in = qx_in(c);
+        struct ck_qx_in in = qx_in(c, q[0].bits);
         in.x = x;
         qpf_learn(c, w[0]);
         qpf_arm(c, w[0]);
@@ -574,7 +579,7 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
     chain_flush(c);
     if (grouped) { /* h rounded by the norm kernel */
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(n, R));
-        struct ck_qx_in in = qx_in(c);
+        struct ck_qx_in in = qx_in(c, q[0].bits);
         in.ready = 1;
         qpf_learn(c, W[0]);
         qpf_arm(c, W[0]);
@@ -601,7 +606,7 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
     chain_flush(c);
     if (grouped) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(F, T));
-        struct ck_qx_in in = qx_in(c);
+        struct ck_qx_in in = qx_in(c, q.bits);
         in.gate = g, in.up = u, in.ld = ld, in.act = (int)act;
         qpf_learn(c, w);
         qpf_arm(c, w);
@@ -1120,7 +1125,18 @@ int backend_cuda_create_mode(struct backend **out, int device, int n_threads, co
     c->gemv_max_t = getenv("VLLMC_CUDA_GEMV_MAX_T") ? atoi(getenv("VLLMC_CUDA_GEMV_MAX_T")) : c->split ? 5 : 2;
     c->gemv_max_t = MAX(0, MIN(c->gemv_max_t, CK_GEMV_MAX_T));
     c->qgemv_variant = qv && !strcmp(qv, "f32");
-    c->qgemv_act8 = qv && !strcmp(qv, "q8");
+    /* Which activations the 4/8-bit GEMV of 1-2 tokens takes: two int8 parts
+     * per value (hi + lo, ~16 bits) or the high one only (q8: a block of 32
+     * on one scale, llama.cpp's q8_1; error <= max |x| of the block / 254).
+     * The bf16 mode (the default: every other matmul's activations are
+     * rounded to bf16) takes q8 for 4-bit weights, whose own rounding error
+     * (a 15th of the group's range) is far above it: its transformers
+     * goldens agree as closely as before (BENCHMARKS.md, session 13), and
+     * 4-bit 8B decode is 2.54-2.57 instead of 2.58-2.61 ms/token (H100).
+     * 8-bit weights keep hi + lo (q8's error is their own size), and the
+     * split mode (near-f32 activations) keeps it everywhere.
+     * VLLMC_CUDA_QGEMV=int8: hi + lo everywhere, =q8: q8 at 4 and 8 bits. */
+    c->qgemv_act8 = qv ? !strcmp(qv, "q8") : c->split ? 0 : 2;
     /* the 4-bit GEMV of 1-2 tokens through shared memory (ck_qx_in.bulk_kb):
      * every 8B shape (4-bit 8B decode 2.76-2.77 ms/token against 2.82-2.83
      * without the down projection's 32 KB blocks, 3.01-3.04 without any;

@@ -24,9 +24,10 @@
  * ~16 bits, as the CPU's SIMD kernels do), then the codes meet them in dp4a
  * (qg_k): exact integer sums per 16 bytes of codes, one f32 multiply-add by
  * s * d each, the bias once per group against the exact sum of x
- * (VLLMC_CUDA_QGEMV=q8, ck_qx_in.act8: 1-2 tokens with the high part only,
- * int8 activations as llama.cpp's q8_1, error <= max |x| of the block / 254
- * per element; 4-bit 8B decode 7% faster). About
+ * (ck_qx_in.act8: 1-2 tokens with the high part only, int8 activations as
+ * llama.cpp's q8_1, error <= max |x| of the block / 254 per element; the
+ * backend's choice for 4-bit weights in its bf16 mode, VLLMC_CUDA_QGEMV=q8
+ * everywhere; 4-bit 8B decode 2.54-2.57 instead of 2.58-2.61 ms/token). About
  * one instruction per code at T = 1 (it was four with f32 activations);
  * a warp streams 512 contiguous bytes of a row per load, one or two rows
  * per warp, so a T = 1 call has as many warps in flight as registers allow.
