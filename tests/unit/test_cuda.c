@@ -1241,6 +1241,121 @@ TEST(affine_matmul_many_and_glu) {
     bk_destroy(g), bk_destroy(c);
 }
 
+/* glu_matmul over a dense 16-bit weight beyond the GEMV (prefill): the GLU
+ * rounded straight into the GEMM's 16-bit activations (ck_glu_split) must
+ * give the outputs of glu then matmul on the same backend bit for bit, one
+ * GEMM per part (1 in the bf16 mode, 2 with split), and the CPU's within the
+ * mode's tolerance; rows 16-byte aligned (4 values a step) and not (ld odd) */
+TEST(dense_glu_matmul_prefill) {
+    struct backend *c = cpu();
+    const char *modes[] = { "split", "bf16" };
+    for (int mi = 0; mi < 2; mi++) {
+        g_matmul = modes[mi];
+        struct backend *g = gpu();
+        g_matmul = "split";
+        REQUIRE(g->ops->glu_matmul);
+        const struct { enum dtype dt; int F, ldp, T; enum bk_act act; } cases[] = {
+            { DT_BF16, 1024, 0, 37, BK_ACT_SILU }, { DT_F16, 768, 3, 69, BK_ACT_GELU_TANH },
+            { DT_BF16, 1536, 8, 9, BK_ACT_GELU } };
+        for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+            const int F = cases[ci].F, T = cases[ci].T, ld = F + cases[ci].ldp, N = 259;
+            struct bk_weight w = { .dtype = cases[ci].dt, .rows = N, .cols = F }, wd;
+            w.data = rand_typed(w.dtype, (size_t)N * F);
+            wd = w;
+            wd.data = up(g, w.data, (size_t)N * F * 2);
+            float *gt = randf((size_t)T * ld, 6.0f), *u = randf((size_t)T * ld, 2.0f), *a = xmalloc((size_t)T * F * 4);
+            float *ref = xmalloc((size_t)T * N * 4), *mag = xmalloc((size_t)T * N * 4);
+            bk_glu(c, a, gt, u, T, F, ld, cases[ci].act);
+            matmul_ref(c, &w, a, T, ref, mag);
+            float *gd = up(g, gt, (size_t)T * ld * 4), *ud = up(g, u, (size_t)T * ld * 4);
+            float *ad = poisoned(g, (size_t)T * F), *ad2 = poisoned(g, (size_t)T * F);
+            float *y1 = poisoned(g, (size_t)T * N), *y2 = poisoned(g, (size_t)T * N);
+            struct backend_cuda_counts k0, k1;
+            backend_cuda_counts(g, &k0);
+            g->ops->glu_matmul(g, y1, ad, gd, ud, T, F, ld, cases[ci].act, &wd);
+            backend_cuda_counts(g, &k1);
+            CHECK(k1.lt_gemm - k0.lt_gemm == (mi == 0 ? 2 : 1));
+            bk_glu(g, ad2, gd, ud, T, F, ld, cases[ci].act);
+            bk_matmul(g, y2, ad2, &wd, T);
+            float *h1 = xmalloc((size_t)T * N * 4), *h2 = xmalloc((size_t)T * N * 4);
+            down(g, h1, y1, (size_t)T * N * 4), down(g, h2, y2, (size_t)T * N * 4);
+            CHECK(memcmp(h1, h2, (size_t)T * N * 4) == 0);
+            CHECK_CLOSE(h1, ref, mag, (size_t)T * N, 1e-6, mi == 0 ? 2e-5 : 4e-3, "glu_matmul %s %s F=%d ld=%d T=%d",
+                        modes[mi], dtype_name(w.dtype), F, ld, T);
+            bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, ad2), bk_free(g, y1), bk_free(g, y2);
+            bk_free(g, (void *)wd.data);
+            free((void *)w.data), free(gt), free(u), free(a), free(ref), free(mag), free(h1), free(h2);
+        }
+        bk_destroy(g);
+    }
+    bk_destroy(c);
+}
+
+/* add_rmsnorm_matmul over dense 16-bit weights beyond the GEMV (prefill):
+ * h rounded straight into the GEMMs' activations (ck_add_rmsnorm_split).
+ * In both modes x and every y equal add_rmsnorm then matmul_many on the same
+ * backend bit for bit, with one GEMM per weight and part; in the split mode
+ * also the CPU's (check_add_rmsnorm: h apart or on o, with and without a
+ * norm weight). */
+TEST(dense_add_rmsnorm_matmul_prefill) {
+    struct backend *c = cpu();
+    const char *modes[] = { "split", "bf16" };
+    const struct { enum dtype dt; int n, nw, N[3], R; } cases[] = {
+        { DT_BF16, 1024, 3, { 515, 131, 131 }, 37 }, { DT_F16, 4096, 2, { 300, 301, 0 }, 69 },
+        { DT_BF16, 20480, 1, { 33, 0, 0 }, 9 } };
+    for (int mi = 0; mi < 2; mi++) {
+        g_matmul = modes[mi];
+        struct backend *g = gpu();
+        g_matmul = "split";
+        REQUIRE(g->ops->add_rmsnorm_matmul && g->ops->add_rmsnorm && g->ops->matmul_many);
+        for (size_t ci = 0; ci < ARRAY_LEN(cases); ci++) {
+            const int n = cases[ci].n, nw = cases[ci].nw, R = cases[ci].R;
+            const size_t len = (size_t)R * n;
+            struct bk_weight wh[3], wdv[3];
+            const struct bk_weight *whp[3], *wdp[3];
+            for (int i = 0; i < nw; i++) {
+                wh[i] = (struct bk_weight){ .dtype = cases[ci].dt, .rows = cases[ci].N[i], .cols = n };
+                wh[i].data = rand_typed(cases[ci].dt, (size_t)cases[ci].N[i] * n);
+                wdv[i] = wh[i];
+                wdv[i].data = up(g, wh[i].data, (size_t)cases[ci].N[i] * n * 2);
+                whp[i] = &wh[i], wdp[i] = &wdv[i];
+            }
+            if (mi == 0)
+                for (int mode = 0; mode < 3; mode++) check_add_rmsnorm(g, c, R, n, mode, nw, whp, wdp, cases[ci].N);
+            float *x = randf(len, 3.0f), *o = randf(len, 2.0f), *w = randf((size_t)n, 2.0f);
+            float *x1 = up(g, x, len * 4), *x2 = up(g, x, len * 4), *od = up(g, o, len * 4), *wn = up(g, w, (size_t)n * 4);
+            float *h2 = poisoned(g, len), *y1[3], *y2[3];
+            for (int i = 0; i < nw; i++)
+                y1[i] = poisoned(g, (size_t)R * cases[ci].N[i]), y2[i] = poisoned(g, (size_t)R * cases[ci].N[i]);
+            struct backend_cuda_counts k0, k1;
+            backend_cuda_counts(g, &k0);
+            g->ops->add_rmsnorm_matmul(g, x1, od, 0.7f, od, wn, R, n, 1e-6f, nw, y1, wdp); /* h on o, as the model */
+            backend_cuda_counts(g, &k1);
+            CHECK(k1.lt_gemm - k0.lt_gemm == (long)nw * (mi == 0 ? 2 : 1));
+            g->ops->add_rmsnorm(g, x2, od, 0.7f, h2, wn, R, n, 1e-6f);
+            g->ops->matmul_many(g, nw, y2, h2, wdp, R);
+            float *a = xmalloc(len * 4), *b = xmalloc(len * 4);
+            down(g, a, x1, len * 4), down(g, b, x2, len * 4);
+            CHECK(memcmp(a, b, len * 4) == 0);
+            for (int i = 0; i < nw; i++) {
+                const size_t m = (size_t)R * cases[ci].N[i];
+                down(g, a, y1[i], m * 4), down(g, b, y2[i], m * 4);
+                if (memcmp(a, b, m * 4)) {
+                    fprintf(stderr, "  %s %s n=%d R=%d: y%d differs from add_rmsnorm + matmul_many\n", modes[mi],
+                            dtype_name(cases[ci].dt), n, R, i);
+                    test_failed_here_ = 1;
+                }
+                bk_free(g, y1[i]), bk_free(g, y2[i]);
+            }
+            bk_free(g, x1), bk_free(g, x2), bk_free(g, od), bk_free(g, wn), bk_free(g, h2);
+            free(x), free(o), free(w), free(a), free(b);
+            for (int i = 0; i < nw; i++) bk_free(g, (void *)wdv[i].data), free((void *)wh[i].data);
+        }
+        bk_destroy(g);
+    }
+    bk_destroy(c);
+}
+
 /* add_rmsnorm_matmul: the norm kernel that rounds h for the GEMV that
  * follows (4/8-bit weights, decode sizes) and its fallback (37 rows): x,
  * h and every y against the CPU's add_scaled, rmsnorm and matmuls; h apart

@@ -179,8 +179,8 @@ __device__ __forceinline__ void ck_st8(float *p, const float (&v)[8], bool vec) 
  * r * blockDim.x + threadIdx.x, r < NR, kept in v (h's values; zeros past
  * the row) for what the caller does next. The norm weight is read before
  * the PDL wait (no kernel writes it); h may alias o (all of o is read before
- * the barrier of the block sum). part: 32 floats of shared memory. */
-#define CK_NORM_ROW_MAX 32768
+ * the barrier of the block sum). part: 32 floats of shared memory; rows of
+ * up to CK_NORM_ROW_MAX (cuda_kernels.h). h NULL: not written. */
 template <int NR>
 __device__ __forceinline__ void ck_add_rmsnorm_row(float (&v)[NR][8], float *part, float *x, const float *o, float s,
                                                    float *h, const float *w, int n, float eps, bool vec) {
@@ -197,7 +197,7 @@ __device__ __forceinline__ void ck_add_rmsnorm_row(float (&v)[NR][8], float *par
         }
     }
     ck_pdl_wait();
-    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
+    float *xr = x + (size_t)blockIdx.x * n, *hr = h ? h + (size_t)blockIdx.x * n : nullptr;
     const float *orow = o + (size_t)blockIdx.x * n;
     float ss = 0.0f;
 #pragma unroll
@@ -224,7 +224,7 @@ __device__ __forceinline__ void ck_add_rmsnorm_row(float (&v)[NR][8], float *par
         const int j = r * (int)blockDim.x + (int)threadIdx.x;
 #pragma unroll
         for (int e = 0; e < 8; e++) v[r][e] = v[r][e] * inv * wv[r][e];
-        if (j < n8) ck_st8(hr + 8 * (size_t)j, v[r], vec);
+        if (j < n8 && h) ck_st8(hr + 8 * (size_t)j, v[r], vec);
     }
 }
 

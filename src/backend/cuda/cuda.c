@@ -483,6 +483,24 @@ static bool dense_group(const struct cuda_backend *c, int n, const struct bk_wei
 
 /* ---- ops -------------------------------------------------------------------------- */
 
+/* the 16-bit activations of a dense GEMM of n values: hi, and lo in the
+ * split mode (else NULL), in c->xb; false if it could not grow */
+static bool split_buf(struct cuda_backend *c, size_t n, uint16_t **hi, uint16_t **lo) {
+    const size_t n_al = (n + 127) & ~(size_t)127; /* lo on a 256-byte boundary */
+    *hi = grow(c, &c->xb, &c->xb_len, (c->split ? 2 : 1) * n_al * sizeof(uint16_t));
+    *lo = *hi && c->split ? *hi + n_al : NULL;
+    return *hi != NULL;
+}
+
+/* y = W · (hi + lo) on cuBLASLt (lo NULL: hi only), w dense of type wt */
+static void dense_gemm(struct cuda_backend *c, float *y, const struct bk_weight *w, enum ck_type wt,
+                       const uint16_t *hi, const uint16_t *lo, int T) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    const cudaDataType_t type = wt == CK_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    lt_gemm(c, type, w->data, hi, y, N, K, T, 0.0f);
+    if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
+}
+
 static void cu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
     struct cuda_backend *c = cb(bk);
     enter_dev(c);
@@ -514,14 +532,10 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
         lt_gemm(c, CUDA_R_32F, w->data, x, y, N, K, T, 0.0f);
         return;
     }
-    const size_t n = (size_t)T * (size_t)K, n_al = (n + 127) & ~(size_t)127; /* lo on a 256-byte boundary */
-    uint16_t *hi = grow(c, &c->xb, &c->xb_len, (c->split ? 2 : 1) * n_al * sizeof(uint16_t));
-    if (!hi) return;
-    uint16_t *lo = c->split ? hi + n_al : NULL;
-    const cudaDataType_t type = wt == CK_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    if (!ok(c, ck_split(c->st, hi, lo, x, wt, n), "split")) return;
-    lt_gemm(c, type, w->data, hi, y, N, K, T, 0.0f);
-    if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
+    uint16_t *hi, *lo;
+    if (!split_buf(c, (size_t)T * (size_t)K, &hi, &lo) || !ok(c, ck_split(c->st, hi, lo, x, wt, (size_t)T * K), "split"))
+        return;
+    dense_gemm(c, y, w, wt, hi, lo, T);
 }
 
 static void cu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
@@ -556,6 +570,20 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
             c->counts.dense_gemv++, c->counts.dense_gemv_many++;
         return;
     }
+    /* 16-bit dense weights of one type beyond the GEMV (prefill's q/k/v, gate
+     * and up): the input split once for all of their GEMMs */
+    enum ck_type wt;
+    bool one_split = n > 1 && T > c->gemv_max_t && w[0]->fmt == BK_W_DENSE && !type_of(w[0]->dtype, &wt) &&
+                     wt != CK_F32;
+    for (int i = 0; one_split && i < n; i++)
+        one_split = w[i]->fmt == BK_W_DENSE && w[i]->dtype == w[0]->dtype && w[i]->cols == w[0]->cols;
+    if (one_split) {
+        const size_t len = (size_t)T * (size_t)w[0]->cols;
+        uint16_t *hi, *lo;
+        if (split_buf(c, len, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, wt, len), "split"))
+            for (int i = 0; i < n; i++) dense_gemm(c, y[i], w[i], wt, hi, lo, T);
+        return;
+    }
     if (n > 0) qpf_learn(c, w[0]);
     c->qpf_nest++;
     for (int i = 0; i < n; i++) cu_matmul(bk, y[i], x, w[i], T);
@@ -588,6 +616,20 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
             ok(c, qgemv_many(c, nw, y, &in, q, N, n, R, qx), "quantized gemv");
         return;
     }
+    /* 16-bit dense weights beyond the GEMV (prefill): h rounded straight
+     * into their GEMMs' activations, not written (backend.h: h is scratch) */
+    enum ck_type wt;
+    bool direct = nw >= 1 && R > c->gemv_max_t && n % 8 == 0 && n <= CK_NORM_ROW_MAX && W[0]->fmt == BK_W_DENSE &&
+                  !type_of(W[0]->dtype, &wt) && wt != CK_F32;
+    for (int i = 0; direct && i < nw; i++)
+        direct = W[i]->fmt == BK_W_DENSE && W[i]->dtype == W[0]->dtype && (int)W[i]->cols == n;
+    if (direct) {
+        uint16_t *hi, *lo;
+        if (split_buf(c, (size_t)R * (size_t)n, &hi, &lo) &&
+            ok(c, ck_add_rmsnorm_split(c->st, x, o, s, hi, lo, w, R, n, eps, wt), "add_rmsnorm"))
+            for (int i = 0; i < nw; i++) dense_gemm(c, y[i], W[i], wt, hi, lo, R);
+        return;
+    }
     cu_add_rmsnorm(bk, x, o, s, h, w, R, n, eps);
     cu_matmul_many(bk, nw, y, h, W, R);
 }
@@ -611,6 +653,18 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
         qpf_learn(c, w);
         qpf_arm(c, w);
         if (qx) ok(c, qgemv_many(c, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
+        return;
+    }
+    /* a 16-bit dense weight beyond the GEMV: the GLU rounded straight into
+     * the GEMM's activations (a is not written; prefill 4096 tokens of the
+     * bf16 8B: 136.5 -> see BENCHMARKS.md session 13) */
+    enum ck_type wt;
+    if (T > 0 && w->fmt == BK_W_DENSE && !type_of(w->dtype, &wt) && wt != CK_F32 && T > c->gemv_max_t &&
+        (int)w->cols == F) {
+        uint16_t *hi, *lo;
+        if (split_buf(c, (size_t)T * (size_t)F, &hi, &lo) &&
+            ok(c, ck_glu_split(c->st, hi, lo, g, u, T, F, ld, (int)act, wt), "glu"))
+            dense_gemm(c, y, w, wt, hi, lo, T);
         return;
     }
     ok(c, ck_glu(c->st, a, g, u, T, F, ld, (int)act), "glu");

@@ -70,6 +70,11 @@ struct ck_rope {
 int ck_rope(ck_stream st, float *x, const int32_t *pos, int T, int H, int D, const struct ck_rope *r);
 /* act: 0 silu, 1 gelu (tanh), 2 gelu (erf), 3 relu — enum bk_act's values */
 int ck_glu(ck_stream st, float *out, const float *gate, const float *up, int T, int F, int ld, int act);
+/* ck_glu then ck_split of its [T][F] output (wt BF16 or F16; lo NULL: hi
+ * only), without the f32 output in between: the same values, half the
+ * memory traffic of the two (prefill's GLU before the down projection) */
+int ck_glu_split(ck_stream st, void *hi, void *lo, const float *gate, const float *up, int T, int F, int ld, int act,
+                 enum ck_type wt);
 int ck_add_scaled(ck_stream st, float *y, const float *x, float s, size_t n);
 int ck_add_bias(ck_stream st, float *y, const float *bias, int T, int N);
 int ck_softcap(ck_stream st, float *x, size_t n, float cap);
@@ -132,6 +137,12 @@ int ck_attention_dec(ck_stream st, float *out, const float *q, const void *kc, c
  * kt). */
 int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, float *h, const float *w, int R, int n,
                    float eps);
+#define CK_NORM_ROW_MAX 32768 /* the longest row of the register-held norm kernels (ck_add_rmsnorm_row) */
+/* ck_add_rmsnorm whose h is not written but rounded into 16-bit hi (and lo
+ * = h - hi unless NULL) as ck_split rounds it (wt BF16 or F16; rows of n %
+ * 8 == 0 up to CK_NORM_ROW_MAX, else cudaErrorInvalidValue) */
+int ck_add_rmsnorm_split(ck_stream st, float *x, const float *o, float s, void *hi, void *lo, const float *w, int R,
+                         int n, float eps, enum ck_type wt);
 struct ck_qkv {
     float *q, *k, *v;
     const float *bq, *bk, *bv, *qn, *kn;

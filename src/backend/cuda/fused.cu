@@ -52,6 +52,43 @@ __global__ void add_rmsnorm8_k(float *x, const float *o, float s, float *h, cons
     ck_add_rmsnorm_row<NR>(v, part, x, o, s, h, w, n, eps, vec);
 }
 
+/* add_rmsnorm8_k whose h is rounded straight into a dense GEMM's 16-bit
+ * activations (as ck_split rounds it: hi, and lo = h - hi where lo is not
+ * NULL) instead of being written (prefill's norm before q/k/v or gate/up) */
+template <int NR, bool BF16>
+__global__ void add_rmsnorm_split_k(float *x, const float *o, float s, uint16_t *hi, uint16_t *lo, const float *w,
+                                    int n, float eps, bool vec) {
+    __shared__ float part[32];
+    float v[NR][8];
+    ck_add_rmsnorm_row<NR>(v, part, x, o, s, nullptr, w, n, eps, vec);
+    const int n8 = n / 8;
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        const int j = r * (int)blockDim.x + (int)threadIdx.x;
+        if (j >= n8) continue;
+        uint32_t ph[4], pl[4];
+#pragma unroll
+        for (int e = 0; e < 8; e += 2) {
+            uint16_t a, b, c, d;
+            if constexpr (BF16) {
+                a = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e]));
+                b = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e + 1]));
+                c = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e] - __uint_as_float((uint32_t)a << 16)));
+                d = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e + 1] - __uint_as_float((uint32_t)b << 16)));
+            } else {
+                a = __half_as_ushort(__float2half_rn(v[r][e]));
+                b = __half_as_ushort(__float2half_rn(v[r][e + 1]));
+                c = __half_as_ushort(__float2half_rn(v[r][e] - __half2float(__ushort_as_half(a))));
+                d = __half_as_ushort(__float2half_rn(v[r][e + 1] - __half2float(__ushort_as_half(b))));
+            }
+            ph[e / 2] = (uint32_t)a | (uint32_t)b << 16, pl[e / 2] = (uint32_t)c | (uint32_t)d << 16;
+        }
+        const size_t at = (size_t)blockIdx.x * n + 8 * (size_t)j; /* 16-byte aligned: n % 8 == 0 */
+        *reinterpret_cast<uint4 *>(hi + at) = make_uint4(ph[0], ph[1], ph[2], ph[3]);
+        if (lo) *reinterpret_cast<uint4 *>(lo + at) = make_uint4(pl[0], pl[1], pl[2], pl[3]);
+    }
+}
+
 /* other rows: one block per row; h may alias o or x (each element is read
  * and written by the same thread) */
 __global__ void add_rmsnorm_k(float *x, const float *o, float s, float *h, const float *w, int n, float eps) {
@@ -119,6 +156,26 @@ extern "C" int ck_add_rmsnorm(ck_stream st, float *x, const float *o, float s, f
     }
     const int threads = n >= 1024 ? 1024 : n >= 256 ? 256 : 64;
     return ck_launch(add_rmsnorm_k, (unsigned)R, threads, 0, st, x, o, s, h, w, n, eps);
+}
+
+extern "C" int ck_add_rmsnorm_split(ck_stream st, float *x, const float *o, float s, void *hi, void *lo,
+                                    const float *w, int R, int n, float eps, enum ck_type wt) {
+    if (R <= 0) return 0;
+    if (n % 8 || n > CK_NORM_ROW_MAX || (wt != CK_BF16 && wt != CK_F16) || (uintptr_t)hi % 16 ||
+        (uintptr_t)lo % 16)
+        return (int)cudaErrorInvalidValue;
+    int nr, th;
+    const bool vec = ck_add_rmsnorm_shape(x, o, x, w, n, &nr, &th);
+    uint16_t *h16 = static_cast<uint16_t *>(hi), *l16 = static_cast<uint16_t *>(lo);
+#define LAUNCH(NR)                                                                                                  \
+    return wt == CK_BF16 ? ck_launch(add_rmsnorm_split_k<NR, true>, (unsigned)R, th, 0, st, x, o, s, h16, l16, w, n, \
+                                     eps, vec)                                                                      \
+                         : ck_launch(add_rmsnorm_split_k<NR, false>, (unsigned)R, th, 0, st, x, o, s, h16, l16, w, \
+                                     n, eps, vec)
+    if (nr == 1) LAUNCH(1);
+    if (nr == 2) LAUNCH(2);
+    LAUNCH(4);
+#undef LAUNCH
 }
 
 extern "C" int ck_qkv_prep(ck_stream st, const struct ck_qkv *a, const struct ck_rope *r, void *kc, void *vc,

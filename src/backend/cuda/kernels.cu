@@ -341,6 +341,32 @@ __global__ void glu_k(float *out, const float *gate, const float *up, int T, int
     }
 }
 
+/* glu_k's values rounded as split_k rounds them; V = 4: 4 consecutive
+ * values per step (F and ld multiples of 4, 16-byte aligned rows) */
+template <class W, int V>
+__global__ void glu_split_k(typename W::T *hi, typename W::T *lo, const float *gate, const float *up, int T, int F,
+                            int ld, int act) {
+    ck_pdl_trigger();
+    ck_pdl_wait();
+    const int FV = F / V;
+    const size_t n = (size_t)T * FV;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / FV, f = i % FV * V, o = t * F + f;
+        float v[V];
+        if constexpr (V == 4) {
+            const float4 g = *reinterpret_cast<const float4 *>(gate + t * ld + f),
+                         u = *reinterpret_cast<const float4 *>(up + t * ld + f);
+            v[0] = ck_act(g.x, act) * u.x, v[1] = ck_act(g.y, act) * u.y, v[2] = ck_act(g.z, act) * u.z,
+            v[3] = ck_act(g.w, act) * u.w;
+        } else v[0] = ck_act(gate[t * ld + f], act) * up[t * ld + f];
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            W::store(hi, o + j, v[j]);
+            if (lo) W::store(lo, o + j, v[j] - W::load(hi, o + j));
+        }
+    }
+}
+
 __global__ void add_scaled_k(float *y, const float *x, float s, size_t n) {
     ck_pdl_trigger();
     ck_pdl_wait();
@@ -644,6 +670,20 @@ extern "C" int ck_glu(ck_stream st, float *out, const float *gate, const float *
     const size_t n = (size_t)T * F;
     if (!n) return 0;
     return ck_launch(glu_k, ew_blocks(n), 256, 0, st, out, gate, up, T, F, ld, act);
+}
+
+extern "C" int ck_glu_split(ck_stream st, void *hi, void *lo, const float *gate, const float *up, int T, int F, int ld,
+                            int act, enum ck_type wt) {
+    const size_t n = (size_t)T * F;
+    if (!n) return 0;
+    if (wt != CK_BF16 && wt != CK_F16) return (int)cudaErrorInvalidValue;
+    const bool vec = F % 4 == 0 && ld % 4 == 0 && (uintptr_t)gate % 16 == 0 && (uintptr_t)up % 16 == 0;
+    DISPATCH_TYPE(wt, W,
+                  return vec ? ck_launch(glu_split_k<W, 4>, ew_blocks(n / 4), 256, 0, st, static_cast<W::T *>(hi),
+                                         static_cast<W::T *>(lo), gate, up, T, F, ld, act)
+                             : ck_launch(glu_split_k<W, 1>, ew_blocks(n), 256, 0, st, static_cast<W::T *>(hi),
+                                         static_cast<W::T *>(lo), gate, up, T, F, ld, act));
+    return 0;
 }
 
 extern "C" int ck_add_scaled(ck_stream st, float *y, const float *x, float s, size_t n) {
