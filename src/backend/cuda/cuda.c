@@ -656,8 +656,9 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
         return;
     }
     /* a 16-bit dense weight beyond the GEMV: the GLU rounded straight into
-     * the GEMM's activations (a is not written; prefill 4096 tokens of the
-     * bf16 8B: 136.5 -> see BENCHMARKS.md session 13) */
+     * the GEMM's activations (a is not written); with the same for the norm
+     * (cu_add_rmsnorm_matmul) and one split per matmul_many, bf16 8B prefill
+     * of 4096 tokens 134.6-135.6 -> 112.7-115.9 ms (H100, BENCHMARKS.md) */
     enum ck_type wt;
     if (T > 0 && w->fmt == BK_W_DENSE && !type_of(w->dtype, &wt) && wt != CK_F32 && T > c->gemv_max_t &&
         (int)w->cols == F) {

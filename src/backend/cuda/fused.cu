@@ -2,7 +2,9 @@
  * add_rmsnorm and qkv_prep), so that a decode step launches fewer kernels:
  *   - add_rmsnorm: x += s * o, then h = rmsnorm(x) * w, one block per row
  *     (the residual add and the next norm: two launches become one), the
- *     row in registers (ck_add_rmsnorm_row) where n % 8 == 0;
+ *     row in registers (ck_add_rmsnorm_row) where n % 8 == 0; for
+ *     prefill's GEMMs h may instead be rounded straight into their 16-bit
+ *     activations (ck_add_rmsnorm_split, as ck_split rounds it);
  *   - qkv_prep: the biases, per-head q/k RMSNorm (Qwen3, Gemma 3), RoPE on q
  *     and k, and the paged KV store in one kernel, one warp per (token, head)
  *     with the head staged in shared memory (up to eight launches become

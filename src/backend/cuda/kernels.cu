@@ -1,6 +1,7 @@
 /* kernels.cu — the CUDA backend's own kernels (see cuda_kernels.h): decode
- * GEMV, activation rounding for cuBLASLt, embedding, RMSNorm, RoPE, GLU,
- * element-wise ops, the paged KV store and paged attention.
+ * GEMV, activation rounding for cuBLASLt (also straight from the GLU),
+ * embedding, RMSNorm, RoPE, GLU, element-wise ops, the paged KV store and
+ * paged attention.
  *
  * Numerics follow the CPU's portable reference (cpu_ref.c): f32 activations
  * and f32 sums everywhere, 16-bit values widened exactly, f32 -> bf16/f16
