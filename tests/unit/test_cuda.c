@@ -1245,7 +1245,8 @@ TEST(affine_matmul_many_and_glu) {
  * rounded straight into the GEMM's 16-bit activations (ck_glu_split) must
  * give the outputs of glu then matmul on the same backend bit for bit, one
  * GEMM per part (1 in the bf16 mode, 2 with split), and the CPU's within the
- * mode's tolerance; rows 16-byte aligned (4 values a step) and not (ld odd) */
+ * mode's tolerance; rows 16-byte aligned (4 values a step) and not (ld odd).
+ * A 4-bit weight on dequantized tiles too (bit for bit). */
 TEST(dense_glu_matmul_prefill) {
     struct backend *c = cpu();
     const char *modes[] = { "split", "bf16" };
@@ -1285,6 +1286,25 @@ TEST(dense_glu_matmul_prefill) {
             bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, ad2), bk_free(g, y1), bk_free(g, y2);
             bk_free(g, (void *)wd.data);
             free((void *)w.data), free(gt), free(u), free(a), free(ref), free(mag), free(h1), free(h2);
+        }
+        /* a 4-bit weight on dequantized tiles (beyond the GEMV and ck_qmma):
+         * the same rounding into bf16, bit for bit */
+        {
+            const int F = 1024, T = 37, N = 259;
+            struct qw q = qw_make(g, 4, 64, DT_BF16, N, F);
+            float *gt = randf((size_t)T * F, 6.0f), *u = randf((size_t)T * F, 2.0f);
+            float *gd = up(g, gt, (size_t)T * F * 4), *ud = up(g, u, (size_t)T * F * 4);
+            float *ad = poisoned(g, (size_t)T * F), *ad2 = poisoned(g, (size_t)T * F);
+            float *y1 = poisoned(g, (size_t)T * N), *y2 = poisoned(g, (size_t)T * N);
+            g->ops->glu_matmul(g, y1, ad, gd, ud, T, F, F, BK_ACT_SILU, &q.d);
+            bk_glu(g, ad2, gd, ud, T, F, F, BK_ACT_SILU);
+            bk_matmul(g, y2, ad2, &q.d, T);
+            float *h1 = xmalloc((size_t)T * N * 4), *h2 = xmalloc((size_t)T * N * 4);
+            down(g, h1, y1, (size_t)T * N * 4), down(g, h2, y2, (size_t)T * N * 4);
+            CHECK(memcmp(h1, h2, (size_t)T * N * 4) == 0);
+            bk_free(g, gd), bk_free(g, ud), bk_free(g, ad), bk_free(g, ad2), bk_free(g, y1), bk_free(g, y2);
+            free(gt), free(u), free(h1), free(h2);
+            qw_free(g, &q);
         }
         bk_destroy(g);
     }

@@ -390,6 +390,82 @@ static struct ck_qx_in qx_in(const struct cuda_backend *c, int bits) {
                               .bulk_pad = c->qbulk_pad };
 }
 
+/* the 16-bit activations of a dense GEMM of n values: hi, and lo in the
+ * split mode (else NULL), in c->xb; false if it could not grow */
+static bool split_buf(struct cuda_backend *c, size_t n, uint16_t **hi, uint16_t **lo) {
+    const size_t n_al = (n + 127) & ~(size_t)127; /* lo on a 256-byte boundary */
+    *hi = grow(c, &c->xb, &c->xb_len, (c->split ? 2 : 1) * n_al * sizeof(uint16_t));
+    *lo = *hi && c->split ? *hi + n_al : NULL;
+    return *hi != NULL;
+}
+
+/* y = W · (hi + lo) on cuBLASLt (lo NULL: hi only), w dense of type wt */
+static void dense_gemm(struct cuda_backend *c, float *y, const struct bk_weight *w, enum ck_type wt,
+                       const uint16_t *hi, const uint16_t *lo, int T) {
+    const int N = (int)w->rows, K = (int)w->cols;
+    const cudaDataType_t type = wt == CK_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    lt_gemm(c, type, w->data, hi, y, N, K, T, 0.0f);
+    if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
+}
+
+/* y = W · (hi + lo) for an affine weight: tiles of rows (qtile_bytes at
+ * most, one scratch buffer) dequantized to bf16 for cuBLASLt; in the split
+ * mode the dequantized weight is split too (see matmul_affine) */
+static void affine_tiles(struct cuda_backend *c, float *y, const struct ck_qweight *q, int N, int K,
+                         const uint16_t *hi, const uint16_t *lo, int T) {
+    const size_t parts = lo ? 2 : 1;
+    size_t rows = c->qtile_bytes / (parts * (size_t)K * 2) / 64 * 64; /* tiles start on 256-byte boundaries of y */
+    rows = MIN(MAX(rows, (size_t)64), (size_t)N);
+    uint16_t *wh = grow(c, &c->wq, &c->wq_len, parts * rows * (size_t)K * sizeof(uint16_t));
+    if (!wh) return;
+    uint16_t *wl = lo ? wh + rows * (size_t)K : NULL;
+    for (int n0 = 0; n0 < N; n0 += (int)rows) {
+        const int m = MIN((int)rows, N - n0);
+        if (!ok(c, ck_qdequant(c->st, wh, wl, q, K, n0, m), "dequantize")) return;
+        lt_gemm_ld(c, CUDA_R_16BF, wh, hi, y + n0, m, K, T, N, 0.0f);
+        if (lo) {
+            lt_gemm_ld(c, CUDA_R_16BF, wh, lo, y + n0, m, K, T, N, 1.0f);
+            lt_gemm_ld(c, CUDA_R_16BF, wl, hi, y + n0, m, K, T, N, 1.0f);
+        }
+    }
+}
+
+/* whether a matmul of w over T tokens feeds cuBLASLt 16-bit activations of
+ * type *wt (hi, + lo in the split mode): dense 16-bit weights beyond our
+ * GEMV, affine weights beyond the GEMV and ck_qmma (dequantized tiles, bf16);
+ * the ops that make such an input may then round it straight into those parts */
+static bool gemm_path(const struct cuda_backend *c, const struct bk_weight *w, int T, enum ck_type *wt) {
+    if (w->fmt == BK_W_DENSE) return !type_of(w->dtype, wt) && *wt != CK_F32 && T > c->gemv_max_t;
+    struct ck_qweight q;
+    if (w->fmt != BK_W_AFFINE || !qweight_of(w, &q)) return false;
+    const bool b48 = w->bits == 4 || w->bits == 8;
+    if ((b48 && T >= c->qmma_min && T <= c->qmma_max && !c->qgemv_variant) || T <= CK_GEMV_MAX_T ||
+        (T <= c->qchunk_max && b48))
+        return false;
+    *wt = CK_BF16;
+    return true;
+}
+
+/* gemm_path for all n weights of a call, of one activation type and K columns */
+static bool gemm_path_all(const struct cuda_backend *c, int n, const struct bk_weight *const *w, int K, int T,
+                          enum ck_type *wt) {
+    enum ck_type t;
+    if (n < 1 || T < 1) return false;
+    for (int i = 0; i < n; i++)
+        if (!gemm_path(c, w[i], T, &t) || (i && t != *wt) || (int)w[i]->cols != K) return false;
+        else *wt = t;
+    return true;
+}
+
+/* y = W · (hi + lo) for a weight on gemm_path */
+static void gemm_parts(struct cuda_backend *c, float *y, const struct bk_weight *w, enum ck_type wt,
+                       const uint16_t *hi, const uint16_t *lo, int T) {
+    struct ck_qweight q;
+    if (w->fmt == BK_W_DENSE) dense_gemm(c, y, w, wt, hi, lo, T);
+    else if (qweight_of(w, &q)) affine_tiles(c, y, &q, (int)w->rows, (int)w->cols, hi, lo, T);
+    else fail(c, "matmul", "unsupported scale dtype of an affine weight");
+}
+
 /* Up to CK_GEMV_MAX_T tokens the quantized GEMV (quant.cu), then at 4/8 bits
  * ck_qmma up to qmma_max (tensor cores, the same int8 parts). Beyond, tiles
  * of rows (QTILE_BYTES at most, one scratch buffer) are dequantized to bf16
@@ -427,25 +503,9 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         }
         return;
     }
-    const size_t parts = c->split ? 2 : 1;
-    size_t rows = c->qtile_bytes / (parts * (size_t)K * 2) / 64 * 64; /* tiles start on 256-byte boundaries of y */
-    rows = MIN(MAX(rows, (size_t)64), (size_t)N);
-    const size_t n = (size_t)T * (size_t)K, n_al = (n + 127) & ~(size_t)127;
-    uint16_t *hi = grow(c, &c->xb, &c->xb_len, parts * n_al * sizeof(uint16_t));
-    if (!hi) return;
-    uint16_t *wh = grow(c, &c->wq, &c->wq_len, parts * rows * (size_t)K * sizeof(uint16_t));
-    if (!wh) return;
-    uint16_t *lo = c->split ? hi + n_al : NULL, *wl = c->split ? wh + rows * (size_t)K : NULL;
-    if (!ok(c, ck_split(c->st, hi, lo, x, CK_BF16, n), "split")) return;
-    for (int n0 = 0; n0 < N; n0 += (int)rows) {
-        const int m = MIN((int)rows, N - n0);
-        if (!ok(c, ck_qdequant(c->st, wh, wl, &q, K, n0, m), "dequantize")) return;
-        lt_gemm_ld(c, CUDA_R_16BF, wh, hi, y + n0, m, K, T, N, 0.0f);
-        if (lo) {
-            lt_gemm_ld(c, CUDA_R_16BF, wh, lo, y + n0, m, K, T, N, 1.0f);
-            lt_gemm_ld(c, CUDA_R_16BF, wl, hi, y + n0, m, K, T, N, 1.0f);
-        }
-    }
+    uint16_t *hi, *lo;
+    if (split_buf(c, (size_t)T * (size_t)K, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, CK_BF16, (size_t)T * K), "split"))
+        affine_tiles(c, y, &q, N, K, hi, lo, T);
 }
 
 /* The weights of a matmul_many / glu_matmul call as the one-launch
@@ -482,24 +542,6 @@ static bool dense_group(const struct cuda_backend *c, int n, const struct bk_wei
 }
 
 /* ---- ops -------------------------------------------------------------------------- */
-
-/* the 16-bit activations of a dense GEMM of n values: hi, and lo in the
- * split mode (else NULL), in c->xb; false if it could not grow */
-static bool split_buf(struct cuda_backend *c, size_t n, uint16_t **hi, uint16_t **lo) {
-    const size_t n_al = (n + 127) & ~(size_t)127; /* lo on a 256-byte boundary */
-    *hi = grow(c, &c->xb, &c->xb_len, (c->split ? 2 : 1) * n_al * sizeof(uint16_t));
-    *lo = *hi && c->split ? *hi + n_al : NULL;
-    return *hi != NULL;
-}
-
-/* y = W · (hi + lo) on cuBLASLt (lo NULL: hi only), w dense of type wt */
-static void dense_gemm(struct cuda_backend *c, float *y, const struct bk_weight *w, enum ck_type wt,
-                       const uint16_t *hi, const uint16_t *lo, int T) {
-    const int N = (int)w->rows, K = (int)w->cols;
-    const cudaDataType_t type = wt == CK_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    lt_gemm(c, type, w->data, hi, y, N, K, T, 0.0f);
-    if (lo) lt_gemm(c, type, w->data, lo, y, N, K, T, 1.0f);
-}
 
 static void cu_matmul(struct backend *bk, float *y, const float *x, const struct bk_weight *w, int T) {
     struct cuda_backend *c = cb(bk);
@@ -570,18 +612,14 @@ static void cu_matmul_many(struct backend *bk, int n, float *const *y, const flo
             c->counts.dense_gemv++, c->counts.dense_gemv_many++;
         return;
     }
-    /* 16-bit dense weights of one type beyond the GEMV (prefill's q/k/v, gate
-     * and up): the input split once for all of their GEMMs */
+    /* weights on cuBLASLt (prefill's q/k/v, gate and up): the input split
+     * once for all of their GEMMs */
     enum ck_type wt;
-    bool one_split = n > 1 && T > c->gemv_max_t && w[0]->fmt == BK_W_DENSE && !type_of(w[0]->dtype, &wt) &&
-                     wt != CK_F32;
-    for (int i = 0; one_split && i < n; i++)
-        one_split = w[i]->fmt == BK_W_DENSE && w[i]->dtype == w[0]->dtype && w[i]->cols == w[0]->cols;
-    if (one_split) {
+    if (n > 1 && gemm_path_all(c, n, w, (int)w[0]->cols, T, &wt)) {
         const size_t len = (size_t)T * (size_t)w[0]->cols;
         uint16_t *hi, *lo;
         if (split_buf(c, len, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, wt, len), "split"))
-            for (int i = 0; i < n; i++) dense_gemm(c, y[i], w[i], wt, hi, lo, T);
+            for (int i = 0; i < n; i++) gemm_parts(c, y[i], w[i], wt, hi, lo, T);
         return;
     }
     if (n > 0) qpf_learn(c, w[0]);
@@ -616,18 +654,14 @@ static void cu_add_rmsnorm_matmul(struct backend *bk, float *x, const float *o, 
             ok(c, qgemv_many(c, nw, y, &in, q, N, n, R, qx), "quantized gemv");
         return;
     }
-    /* 16-bit dense weights beyond the GEMV (prefill): h rounded straight
-     * into their GEMMs' activations, not written (backend.h: h is scratch) */
+    /* weights on cuBLASLt (prefill; gemm_path): h rounded straight into
+     * their GEMMs' activations, not written (backend.h: h is scratch) */
     enum ck_type wt;
-    bool direct = nw >= 1 && R > c->gemv_max_t && n % 8 == 0 && n <= CK_NORM_ROW_MAX && W[0]->fmt == BK_W_DENSE &&
-                  !type_of(W[0]->dtype, &wt) && wt != CK_F32;
-    for (int i = 0; direct && i < nw; i++)
-        direct = W[i]->fmt == BK_W_DENSE && W[i]->dtype == W[0]->dtype && (int)W[i]->cols == n;
-    if (direct) {
+    if (n % 8 == 0 && n <= CK_NORM_ROW_MAX && gemm_path_all(c, nw, W, n, R, &wt)) {
         uint16_t *hi, *lo;
         if (split_buf(c, (size_t)R * (size_t)n, &hi, &lo) &&
             ok(c, ck_add_rmsnorm_split(c->st, x, o, s, hi, lo, w, R, n, eps, wt), "add_rmsnorm"))
-            for (int i = 0; i < nw; i++) dense_gemm(c, y[i], W[i], wt, hi, lo, R);
+            for (int i = 0; i < nw; i++) gemm_parts(c, y[i], W[i], wt, hi, lo, R);
         return;
     }
     cu_add_rmsnorm(bk, x, o, s, h, w, R, n, eps);
@@ -655,17 +689,17 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
         if (qx) ok(c, qgemv_many(c, 1, &y, &in, &q, &N, F, T, qx), "quantized gemv");
         return;
     }
-    /* a 16-bit dense weight beyond the GEMV: the GLU rounded straight into
-     * the GEMM's activations (a is not written); with the same for the norm
+    /* a weight on cuBLASLt (gemm_path: dense 16-bit or dequantized tiles):
+     * the GLU rounded straight into its activations (a is not written);
+     * with the same for the norm
      * (cu_add_rmsnorm_matmul) and one split per matmul_many, bf16 8B prefill
      * of 4096 tokens 134.6-135.6 -> 112.7-115.9 ms (H100, BENCHMARKS.md) */
     enum ck_type wt;
-    if (T > 0 && w->fmt == BK_W_DENSE && !type_of(w->dtype, &wt) && wt != CK_F32 && T > c->gemv_max_t &&
-        (int)w->cols == F) {
+    if (gemm_path_all(c, 1, &w, F, T, &wt)) {
         uint16_t *hi, *lo;
         if (split_buf(c, (size_t)T * (size_t)F, &hi, &lo) &&
             ok(c, ck_glu_split(c->st, hi, lo, g, u, T, F, ld, (int)act, wt), "glu"))
-            dense_gemm(c, y, w, wt, hi, lo, T);
+            gemm_parts(c, y, w, wt, hi, lo, T);
         return;
     }
     ok(c, ck_glu(c->st, a, g, u, T, F, ld, (int)act), "glu");
