@@ -503,8 +503,9 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         }
         return;
     }
+    const size_t len = (size_t)T * (size_t)K;
     uint16_t *hi, *lo;
-    if (split_buf(c, (size_t)T * (size_t)K, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, CK_BF16, (size_t)T * K), "split"))
+    if (split_buf(c, len, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, CK_BF16, len), "split"))
         affine_tiles(c, y, &q, N, K, hi, lo, T);
 }
 
@@ -574,10 +575,10 @@ static void cu_matmul(struct backend *bk, float *y, const float *x, const struct
         lt_gemm(c, CUDA_R_32F, w->data, x, y, N, K, T, 0.0f);
         return;
     }
+    const size_t len = (size_t)T * (size_t)K;
     uint16_t *hi, *lo;
-    if (!split_buf(c, (size_t)T * (size_t)K, &hi, &lo) || !ok(c, ck_split(c->st, hi, lo, x, wt, (size_t)T * K), "split"))
-        return;
-    dense_gemm(c, y, w, wt, hi, lo, T);
+    if (split_buf(c, len, &hi, &lo) && ok(c, ck_split(c->st, hi, lo, x, wt, len), "split"))
+        dense_gemm(c, y, w, wt, hi, lo, T);
 }
 
 static void cu_matmul_many(struct backend *bk, int n, float *const *y, const float *x,
@@ -690,10 +691,10 @@ static void cu_glu_matmul(struct backend *bk, float *y, float *a, const float *g
         return;
     }
     /* a weight on cuBLASLt (gemm_path: dense 16-bit or dequantized tiles):
-     * the GLU rounded straight into its activations (a is not written);
-     * with the same for the norm
-     * (cu_add_rmsnorm_matmul) and one split per matmul_many, bf16 8B prefill
-     * of 4096 tokens 134.6-135.6 -> 112.7-115.9 ms (H100, BENCHMARKS.md) */
+     * the GLU rounded straight into its activations (a is not written); with
+     * the same for the norm (cu_add_rmsnorm_matmul) and one split per
+     * matmul_many, bf16 8B prefill of 4096 tokens 134.6-135.6 -> 112.7-115.9
+     * ms (H100), MLX 4-bit 140.2-140.5 -> 121.4-121.9 (H200; BENCHMARKS.md) */
     enum ck_type wt;
     if (gemm_path_all(c, 1, &w, F, T, &wt)) {
         uint16_t *hi, *lo;
