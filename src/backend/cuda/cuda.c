@@ -430,6 +430,16 @@ static void affine_tiles(struct cuda_backend *c, float *y, const struct ck_qweig
     }
 }
 
+/* an affine matmul of T tokens over weights of these bits runs ck_qmma (at
+ * 4/8 bits 9-16 tokens, 32 with split), else the GEMV (up to CK_GEMV_MAX_T,
+ * at 4/8 bits in runs of 8 up to qchunk_max), else dequantized tiles */
+static bool affine_qmma(const struct cuda_backend *c, int bits, int T) {
+    return (bits == 4 || bits == 8) && T >= c->qmma_min && T <= c->qmma_max && !c->qgemv_variant;
+}
+static bool affine_gemv(const struct cuda_backend *c, int bits, int T) {
+    return T <= CK_GEMV_MAX_T || (T <= c->qchunk_max && (bits == 4 || bits == 8));
+}
+
 /* whether a matmul of w over T tokens feeds cuBLASLt 16-bit activations of
  * type *wt (hi, + lo in the split mode): dense 16-bit weights beyond our
  * GEMV, affine weights beyond the GEMV and ck_qmma (dequantized tiles, bf16);
@@ -437,10 +447,7 @@ static void affine_tiles(struct cuda_backend *c, float *y, const struct ck_qweig
 static bool gemm_path(const struct cuda_backend *c, const struct bk_weight *w, int T, enum ck_type *wt) {
     if (w->fmt == BK_W_DENSE) return !type_of(w->dtype, wt) && *wt != CK_F32 && T > c->gemv_max_t;
     struct ck_qweight q;
-    if (w->fmt != BK_W_AFFINE || !qweight_of(w, &q)) return false;
-    const bool b48 = w->bits == 4 || w->bits == 8;
-    if ((b48 && T >= c->qmma_min && T <= c->qmma_max && !c->qgemv_variant) || T <= CK_GEMV_MAX_T ||
-        (T <= c->qchunk_max && b48))
+    if (w->fmt != BK_W_AFFINE || !qweight_of(w, &q) || affine_qmma(c, w->bits, T) || affine_gemv(c, w->bits, T))
         return false;
     *wt = CK_BF16;
     return true;
@@ -451,9 +458,10 @@ static bool gemm_path_all(const struct cuda_backend *c, int n, const struct bk_w
                           enum ck_type *wt) {
     enum ck_type t;
     if (n < 1 || T < 1) return false;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!gemm_path(c, w[i], T, &t) || (i && t != *wt) || (int)w[i]->cols != K) return false;
-        else *wt = t;
+        *wt = t;
+    }
     return true;
 }
 
@@ -481,14 +489,14 @@ static void matmul_affine(struct cuda_backend *c, float *y, const float *x, cons
         return;
     }
     const int N = (int)w->rows, K = (int)w->cols;
-    if ((w->bits == 4 || w->bits == 8) && T >= c->qmma_min && T <= c->qmma_max && !c->qgemv_variant) {
+    if (affine_qmma(c, w->bits, T)) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, T));
         if (qx) ok(c, ck_qmma(c->st, y, x, &q, N, K, T, qx), "quantized mma");
         return;
     }
     /* the GEMV in runs of up to 8 tokens while that reads fewer bytes than
      * dequantizing (c->qchunk_max; BENCHMARKS.md) */
-    if (T <= CK_GEMV_MAX_T || (T <= c->qchunk_max && (w->bits == 4 || w->bits == 8))) {
+    if (affine_gemv(c, w->bits, T)) {
         void *qx = grow(c, &c->qx, &c->qx_len, ck_qgemv_scratch(K, MIN(T, CK_GEMV_MAX_T)));
         for (int t0 = 0; qx && t0 < T; t0 += CK_GEMV_MAX_T) {
             const int n = MIN(CK_GEMV_MAX_T, T - t0);

@@ -54,6 +54,16 @@ __global__ void add_rmsnorm8_k(float *x, const float *o, float s, float *h, cons
     ck_add_rmsnorm_row<NR>(v, part, x, o, s, h, w, n, eps, vec);
 }
 
+/* f32 to bf16 (BF16) or f16, to nearest even, and back exactly */
+template <bool BF16> __device__ __forceinline__ uint16_t round16(float v) {
+    if constexpr (BF16) return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+    else return __half_as_ushort(__float2half_rn(v));
+}
+template <bool BF16> __device__ __forceinline__ float widen16(uint16_t u) {
+    if constexpr (BF16) return __uint_as_float((uint32_t)u << 16);
+    else return __half2float(__ushort_as_half(u));
+}
+
 /* add_rmsnorm8_k whose h is rounded straight into a dense GEMM's 16-bit
  * activations (as ck_split rounds it: hi, and lo = h - hi where lo is not
  * NULL) instead of being written (prefill's norm before q/k/v or gate/up) */
@@ -71,18 +81,9 @@ __global__ void add_rmsnorm_split_k(float *x, const float *o, float s, uint16_t 
         uint32_t ph[4], pl[4];
 #pragma unroll
         for (int e = 0; e < 8; e += 2) {
-            uint16_t a, b, c, d;
-            if constexpr (BF16) {
-                a = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e]));
-                b = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e + 1]));
-                c = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e] - __uint_as_float((uint32_t)a << 16)));
-                d = __bfloat16_as_ushort(__float2bfloat16_rn(v[r][e + 1] - __uint_as_float((uint32_t)b << 16)));
-            } else {
-                a = __half_as_ushort(__float2half_rn(v[r][e]));
-                b = __half_as_ushort(__float2half_rn(v[r][e + 1]));
-                c = __half_as_ushort(__float2half_rn(v[r][e] - __half2float(__ushort_as_half(a))));
-                d = __half_as_ushort(__float2half_rn(v[r][e + 1] - __half2float(__ushort_as_half(b))));
-            }
+            const uint16_t a = round16<BF16>(v[r][e]), b = round16<BF16>(v[r][e + 1]);
+            const uint16_t c = round16<BF16>(v[r][e] - widen16<BF16>(a));
+            const uint16_t d = round16<BF16>(v[r][e + 1] - widen16<BF16>(b));
             ph[e / 2] = (uint32_t)a | (uint32_t)b << 16, pl[e / 2] = (uint32_t)c | (uint32_t)d << 16;
         }
         const size_t at = (size_t)blockIdx.x * n + 8 * (size_t)j; /* 16-byte aligned: n % 8 == 0 */
